@@ -1,0 +1,239 @@
+//! Identifier and amount types with their range rules, so that a value of one of these
+//! types is always valid: decoding a request rejects anything out of range.
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use std::fmt;
+
+/// Largest integer id the contract allows: ids must stay exact in a JavaScript number.
+pub const MAX_SAFE_INTEGER: i64 = (1 << 53) - 1;
+
+macro_rules! positive_id {
+    ($(#[$doc:meta])* $name:ident, $what:literal) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+        #[serde(try_from = "i64", into = "i64")]
+        pub struct $name(i64);
+
+        impl $name {
+            /// Accepts `1..=2^53-1`.
+            pub fn new(value: i64) -> Result<Self, RangeError> {
+                if (1..=MAX_SAFE_INTEGER).contains(&value) {
+                    Ok($name(value))
+                } else {
+                    Err(RangeError(concat!($what, " must be a positive integer below 2^53")))
+                }
+            }
+
+            pub const fn get(self) -> i64 {
+                self.0
+            }
+        }
+
+        impl TryFrom<i64> for $name {
+            type Error = RangeError;
+            fn try_from(value: i64) -> Result<Self, RangeError> {
+                Self::new(value)
+            }
+        }
+
+        impl From<$name> for i64 {
+            fn from(id: $name) -> i64 {
+                id.0
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                self.0.fmt(f)
+            }
+        }
+    };
+}
+
+positive_id!(
+    /// A goods (product) id.
+    GoodsId, "goods_id"
+);
+positive_id!(
+    /// A live room id.
+    RoomId, "room_id"
+);
+positive_id!(
+    /// A user id.
+    UserId, "user_id"
+);
+positive_id!(
+    /// A goods category id.
+    CategoryId, "category_id"
+);
+
+/// A value outside the range its type allows; the message names the field.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RangeError(pub &'static str);
+
+impl fmt::Display for RangeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.0)
+    }
+}
+
+impl std::error::Error for RangeError {}
+
+/// Units of one goods in an order line: `1..=10000`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "i64", into = "i64")]
+pub struct Quantity(i32);
+
+impl Quantity {
+    pub const MAX: i32 = 10_000;
+
+    pub fn new(value: i64) -> Result<Self, RangeError> {
+        if (1..=i64::from(Self::MAX)).contains(&value) {
+            Ok(Quantity(value as i32))
+        } else {
+            Err(RangeError("quantity must be between 1 and 10000"))
+        }
+    }
+
+    pub const fn get(self) -> i32 {
+        self.0
+    }
+}
+
+impl TryFrom<i64> for Quantity {
+    type Error = RangeError;
+    fn try_from(value: i64) -> Result<Self, RangeError> {
+        Self::new(value)
+    }
+}
+
+impl From<Quantity> for i64 {
+    fn from(q: Quantity) -> i64 {
+        i64::from(q.0)
+    }
+}
+
+/// Money in integer cents, never negative. Never a float.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
+)]
+#[serde(try_from = "i64", into = "i64")]
+pub struct Cents(i64);
+
+impl Cents {
+    pub fn new(value: i64) -> Result<Self, RangeError> {
+        if (0..=MAX_SAFE_INTEGER).contains(&value) {
+            Ok(Cents(value))
+        } else {
+            Err(RangeError("amounts in cents must be between 0 and 2^53-1"))
+        }
+    }
+
+    pub const fn get(self) -> i64 {
+        self.0
+    }
+}
+
+impl TryFrom<i64> for Cents {
+    type Error = RangeError;
+    fn try_from(value: i64) -> Result<Self, RangeError> {
+        Self::new(value)
+    }
+}
+
+impl From<Cents> for i64 {
+    fn from(c: Cents) -> i64 {
+        c.0
+    }
+}
+
+impl fmt::Display for Cents {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// An order serial number: a 63-bit snowflake id, written on the wire as a decimal string
+/// because it exceeds what a JavaScript number holds exactly.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct OrderSn(i64);
+
+impl OrderSn {
+    pub fn new(value: i64) -> Result<Self, RangeError> {
+        if value > 0 {
+            Ok(OrderSn(value))
+        } else {
+            Err(RangeError("order_sn must be a positive 64-bit integer"))
+        }
+    }
+
+    /// Parses the decimal string form.
+    pub fn parse(text: &str) -> Result<Self, RangeError> {
+        if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(RangeError("order_sn must be a string of decimal digits"));
+        }
+        let value = text
+            .parse::<i64>()
+            .map_err(|_| RangeError("order_sn must be a positive 64-bit integer"))?;
+        Self::new(value)
+    }
+
+    pub const fn get(self) -> i64 {
+        self.0
+    }
+}
+
+impl fmt::Display for OrderSn {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl Serialize for OrderSn {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for OrderSn {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        OrderSn::parse(&text).map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_reject_out_of_range() {
+        assert!(GoodsId::new(0).is_err());
+        assert!(GoodsId::new(MAX_SAFE_INTEGER + 1).is_err());
+        assert!(GoodsId::new(MAX_SAFE_INTEGER).is_ok());
+        assert!(serde_json::from_str::<GoodsId>("-3").is_err());
+        assert!(serde_json::from_str::<GoodsId>("1.5").is_err());
+        assert!(serde_json::from_str::<GoodsId>("\"7\"").is_err());
+    }
+
+    #[test]
+    fn quantity_bounds() {
+        assert!(Quantity::new(0).is_err());
+        assert!(Quantity::new(10_001).is_err());
+        assert_eq!(Quantity::new(10_000).unwrap().get(), 10_000);
+    }
+
+    #[test]
+    fn order_sn_is_a_decimal_string() {
+        let sn: OrderSn = serde_json::from_str("\"7260000000000000001\"").unwrap();
+        assert_eq!(
+            serde_json::to_string(&sn).unwrap(),
+            "\"7260000000000000001\""
+        );
+        assert!(serde_json::from_str::<OrderSn>("7260000000000000001").is_err());
+        assert!(serde_json::from_str::<OrderSn>("\"-1\"").is_err());
+        assert!(serde_json::from_str::<OrderSn>("\"0\"").is_err());
+        assert!(serde_json::from_str::<OrderSn>("\"99999999999999999999\"").is_err());
+        assert!(serde_json::from_str::<OrderSn>("\"\"").is_err());
+    }
+}

@@ -1,0 +1,32 @@
+//! Subject names, service names and the queue group (CONTRACT sections 1 to 5).
+
+/// Every endpoint of every service listens in this queue group, so worker processes share load.
+pub const QUEUE_GROUP: &str = "q";
+
+pub mod goods {
+    pub const SERVICE: &str = "goods";
+    pub const UPSERT: &str = "goods.upsert";
+    pub const DETAIL: &str = "goods.detail";
+    pub const BATCH: &str = "goods.batch";
+    pub const LIST: &str = "goods.list";
+    pub const ROOM_SET: &str = "goods.room.set";
+    pub const ROOM_LIST: &str = "goods.room.list";
+}
+
+pub mod stock {
+    pub const SERVICE: &str = "stock";
+    pub const SET: &str = "stock.set";
+    pub const GET: &str = "stock.get";
+    pub const DEDUCT: &str = "stock.deduct";
+    pub const RETURN: &str = "stock.return";
+    pub const SELL_DETAIL: &str = "stock.sell_detail";
+}
+
+pub mod order {
+    pub const SERVICE: &str = "order";
+    pub const CREATE: &str = "order.create";
+    pub const PAY: &str = "order.pay";
+    pub const CANCEL: &str = "order.cancel";
+    pub const GET: &str = "order.get";
+    pub const LIST: &str = "order.list";
+}

@@ -1,0 +1,19 @@
+//! The NATS plumbing every shop worker shares, so each worker holds only its own logic.
+//!
+//! - [`decode`]: turn a request body into a contract type under CONTRACT section 1's rules.
+//! - [`reply`]: answer with a result, or with a contract error as headers *and* body.
+//! - [`endpoint`]: run one micro-service endpoint, a task per request.
+//! - [`jetstream`]: the stream and consumer definitions of `nats-config/`, created or updated
+//!   at start-up and read back.
+//! - [`server`]: connecting, and refusing a nats-server older than the contract requires.
+//!
+//! It owns no business rules and no database access.
+
+pub mod decode;
+pub mod endpoint;
+pub mod jetstream;
+pub mod reply;
+pub mod server;
+
+pub use decode::decode;
+pub use endpoint::{serve, ServiceError};

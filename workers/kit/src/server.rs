@@ -1,0 +1,82 @@
+//! Connecting to NATS and checking the server is new enough for the contract.
+
+use std::time::Duration;
+
+use thiserror::Error;
+
+/// CONTRACT section 5: nats-server 2.11 or newer (per-message delays on nak, KV TTLs).
+pub const MIN_SERVER_VERSION: (u64, u64) = (2, 11);
+
+#[derive(Debug, Error)]
+pub enum ServerError {
+    #[error("could not connect to NATS at {url}: {source}")]
+    Connect {
+        url: String,
+        source: async_nats::ConnectError,
+    },
+    #[error("nats-server {found} is too old: shop needs {}.{} or newer", MIN_SERVER_VERSION.0, MIN_SERVER_VERSION.1)]
+    TooOld { found: String },
+    #[error("the NATS server has JetStream disabled")]
+    NoJetStream,
+}
+
+/// Where and as whom to connect.
+#[derive(Debug, Clone)]
+pub struct NatsTarget {
+    pub url: String,
+    pub user: Option<String>,
+    pub password: Option<String>,
+    pub name: String,
+}
+
+/// Connects (retrying while the server is not up yet) and checks the server version.
+pub async fn connect(target: &NatsTarget) -> Result<async_nats::Client, ServerError> {
+    let mut options = async_nats::ConnectOptions::new()
+        .name(&target.name)
+        .connection_timeout(Duration::from_secs(5))
+        .max_reconnects(None);
+    if let (Some(user), Some(password)) = (&target.user, &target.password) {
+        options = options.user_and_password(user.clone(), password.clone());
+    }
+    let client = options
+        .connect(&target.url)
+        .await
+        .map_err(|source| ServerError::Connect {
+            url: target.url.clone(),
+            source,
+        })?;
+    // `connect` returns after the handshake, so the server's INFO is here already.
+    let info = client.server_info();
+    check_version(&info.version)?;
+    if !info.jetstream {
+        return Err(ServerError::NoJetStream);
+    }
+    Ok(client)
+}
+
+/// Accepts `major.minor[.patch][-pre]` at or above [`MIN_SERVER_VERSION`].
+pub fn check_version(found: &str) -> Result<(), ServerError> {
+    let mut parts = found.split(['.', '-']).map(|p| p.parse::<u64>().ok());
+    let major = parts.next().flatten();
+    let minor = parts.next().flatten();
+    match (major, minor) {
+        (Some(major), Some(minor)) if (major, minor) >= MIN_SERVER_VERSION => Ok(()),
+        _ => Err(ServerError::TooOld {
+            found: found.to_owned(),
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions() {
+        assert!(check_version("2.15.1").is_ok());
+        assert!(check_version("2.11.0-beta").is_ok());
+        assert!(check_version("3.0.0").is_ok());
+        assert!(check_version("2.9.25").is_err());
+        assert!(check_version("").is_err());
+    }
+}
