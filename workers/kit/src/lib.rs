@@ -5,10 +5,14 @@
 //! - [`endpoint`]: run one micro-service endpoint, a task per request.
 //! - [`jetstream`]: the stream and consumer definitions of `nats-config/`, created or updated
 //!   at start-up and read back.
+//! - [`client`]: calling another service and telling a refusal from no answer.
+//! - [`db`]: pools that time out instead of hanging, database creation and migration.
 //! - [`server`]: connecting, and refusing a nats-server older than the contract requires.
 //!
 //! It owns no business rules and no database access.
 
+pub mod client;
+pub mod db;
 pub mod decode;
 pub mod endpoint;
 pub mod jetstream;

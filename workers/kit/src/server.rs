@@ -36,7 +36,10 @@ pub async fn connect(target: &NatsTarget) -> Result<async_nats::Client, ServerEr
         .connection_timeout(Duration::from_secs(5))
         .max_reconnects(None);
     if let (Some(user), Some(password)) = (&target.user, &target.password) {
-        options = options.user_and_password(user.clone(), password.clone());
+        // Each worker user may subscribe only to its own inbox (nats-config/permissions.conf).
+        options = options
+            .user_and_password(user.clone(), password.clone())
+            .custom_inbox_prefix(format!("_INBOX.{user}"));
     }
     let client = options
         .connect(&target.url)

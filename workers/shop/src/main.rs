@@ -1,1 +1,32 @@
-fn main() {}
+//! `shop`: the one binary. `main` loads configuration, sets up logging and dispatches on the
+//! subcommand; everything else lives in the worker crates and in `commands/`.
+
+mod cli;
+mod commands;
+mod config;
+mod telemetry;
+
+use anyhow::Context;
+use clap::Parser;
+
+use crate::cli::{Cli, Command};
+use crate::config::{Config, LogFormat};
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let mut config = Config::load().context("could not load configuration (shop.toml, SHOP_*)")?;
+    if cli.log_json {
+        config.log.format = LogFormat::Json;
+    }
+    telemetry::init(&config.log);
+
+    match cli.command {
+        Command::Goods => commands::worker::goods(&config).await,
+        Command::Stock => commands::worker::stock(&config).await,
+        Command::Order => commands::worker::order(&config).await,
+        Command::Migrate => commands::migrate::run(&config).await,
+        Command::Seed { room_id, stock } => commands::seed::run(&config, room_id, stock).await,
+        Command::Up { workers, root } => commands::up::run(config, workers, root).await,
+    }
+}

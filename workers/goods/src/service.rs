@@ -1,0 +1,95 @@
+//! The `goods` micro service: one handler per subject of CONTRACT section 2.
+
+use std::collections::HashSet;
+
+use async_nats::service::ServiceExt;
+use shop_contracts::goods::{
+    Goods, GoodsBatchReply, GoodsBatchRequest, GoodsDetailRequest, GoodsListReply,
+    GoodsListRequest, Room, RoomListRequest, RoomSetRequest, UpsertGoods,
+};
+use shop_contracts::subjects::{goods as subject, QUEUE_GROUP};
+use shop_contracts::MAX_ITEMS;
+use shop_kit::serve;
+use sqlx::PgPool;
+
+use crate::{repo, GoodsError, SERVICE_VERSION};
+
+/// Starts the `goods` service on `client` and serves until the connection closes.
+pub async fn run(client: async_nats::Client, pool: PgPool) -> Result<(), async_nats::Error> {
+    let service = client
+        .service_builder()
+        .description("goods records and live rooms")
+        .queue_group(QUEUE_GROUP)
+        .start(subject::SERVICE, SERVICE_VERSION)
+        .await?;
+
+    let tasks = [
+        serve(&service, subject::UPSERT, pool.clone(), upsert).await?,
+        serve(&service, subject::DETAIL, pool.clone(), detail).await?,
+        serve(&service, subject::BATCH, pool.clone(), batch).await?,
+        serve(&service, subject::LIST, pool.clone(), list).await?,
+        serve(&service, subject::ROOM_SET, pool.clone(), room_set).await?,
+        serve(&service, subject::ROOM_LIST, pool, room_list).await?,
+    ];
+    tracing::info!(service = subject::SERVICE, version = SERVICE_VERSION, "serving");
+    for task in tasks {
+        task.await?;
+    }
+    Ok(())
+}
+
+async fn upsert(pool: PgPool, req: UpsertGoods) -> Result<Goods, GoodsError> {
+    repo::upsert(&pool, req).await
+}
+
+#[tracing::instrument(skip_all, fields(goods_id = %req.goods_id))]
+async fn detail(pool: PgPool, req: GoodsDetailRequest) -> Result<Goods, GoodsError> {
+    repo::detail(&pool, req.goods_id)
+        .await?
+        .ok_or_else(|| GoodsError::NotFound(format!("goods {} does not exist", req.goods_id)))
+}
+
+async fn batch(pool: PgPool, req: GoodsBatchRequest) -> Result<GoodsBatchReply, GoodsError> {
+    let mut conn = pool.acquire().await?;
+    let found = repo::by_ids(&mut conn, req.goods_ids.as_slice()).await?;
+    let mut reply = GoodsBatchReply { goods: Vec::new(), missing: Vec::new() };
+    for id in &req.goods_ids {
+        match found.iter().find(|g| g.goods_id == *id) {
+            Some(goods) => reply.goods.push(goods.clone()),
+            None => reply.missing.push(*id),
+        }
+    }
+    Ok(reply)
+}
+
+async fn list(pool: PgPool, req: GoodsListRequest) -> Result<GoodsListReply, GoodsError> {
+    let (goods, more) = repo::list(&pool, &req).await?;
+    let next_after_id = if more { goods.last().map(|g| g.goods_id) } else { None };
+    Ok(GoodsListReply { goods, next_after_id })
+}
+
+#[tracing::instrument(skip_all, fields(room_id = %req.room_id))]
+async fn room_set(pool: PgPool, req: RoomSetRequest) -> Result<Room, GoodsError> {
+    if req.goods_ids.len() > MAX_ITEMS {
+        return Err(GoodsError::BadRequest("a room lists at most 100 goods".into()));
+    }
+    let mut seen = HashSet::new();
+    if let Some(dup) = req.goods_ids.iter().find(|id| !seen.insert(**id)) {
+        return Err(GoodsError::BadRequest(format!("goods {dup} is listed twice")));
+    }
+    if let Some(current) = req.current_goods_id {
+        if !req.goods_ids.contains(&current) {
+            return Err(GoodsError::BadRequest(format!(
+                "current_goods_id {current} is not in the room's goods_ids"
+            )));
+        }
+    }
+    repo::set_room(&pool, req.room_id, &req.goods_ids, req.current_goods_id).await?;
+    room_list(pool, RoomListRequest { room_id: req.room_id }).await
+}
+
+async fn room_list(pool: PgPool, req: RoomListRequest) -> Result<Room, GoodsError> {
+    repo::room(&pool, req.room_id)
+        .await?
+        .ok_or_else(|| GoodsError::NotFound(format!("room {} does not exist", req.room_id)))
+}

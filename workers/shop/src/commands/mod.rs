@@ -1,0 +1,16 @@
+//! One module per subcommand.
+
+pub mod migrate;
+pub mod seed;
+pub mod up;
+pub mod worker;
+
+/// Resolves on Ctrl-C or SIGTERM, the two ways a process is asked to stop.
+pub async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("installing a SIGTERM handler cannot fail on unix");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => tracing::info!("ctrl-c: stopping"),
+        _ = term.recv() => tracing::info!("SIGTERM: stopping"),
+    }
+}

@@ -1,0 +1,151 @@
+//! `shop up`: the whole local stack in one process tree.
+//!
+//! Starts nats-server (nats-config/dev.conf) and a PostgreSQL cluster whose data lives in
+//! `.data/`, applies migrations, runs the workers as child processes (each as its own NATS
+//! user), seeds demo data, and waits. Ctrl-C stops everything it started; the next run
+//! reuses the data. Every child dies with this process even if it is SIGKILLed.
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use shop_devstack::{NatsServer, NatsServerSpec, PostgresCluster, PostgresSpec};
+use tokio::process::{Child, Command};
+
+use crate::config::Config;
+
+/// Worker kinds with their NATS user and dev password (nats-config/dev.conf).
+const WORKERS: [(&str, &str); 3] = [("goods", "goods-dev"), ("stock", "stock-dev"), ("order", "order-dev")];
+
+pub async fn run(mut config: Config, per_kind: usize, root: PathBuf) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let root = root.canonicalize().with_context(|| format!("{} does not exist", root.display()))?;
+    let nats_config = root.join(&config.dev.nats_config);
+    if !nats_config.exists() {
+        bail!("{} not found: run shop up from the project directory or pass --root", nats_config.display());
+    }
+    let data = root.join(&config.dev.data_dir);
+    let logs = data.join("logs");
+
+    // These blocking calls run on the main thread on purpose: the servers are bound to the
+    // life of the thread that spawns them (PR_SET_PDEATHSIG), and this one lives longest.
+    let nats = NatsServer::start(NatsServerSpec {
+        binary: root.join(&config.dev.nats_server_bin),
+        config: nats_config,
+        port: config.dev.nats_port,
+        store_dir: data.join("nats"),
+        log_file: logs.join("nats-server.log"),
+    })
+    .context("starting nats-server")?;
+    let postgres = PostgresCluster::start(PostgresSpec {
+        bin_dir: None,
+        data_dir: data.join("pg"),
+        port: config.dev.postgres_port,
+        log_file: logs.join("postgres.log"),
+        throwaway: false,
+    })
+    .context("starting PostgreSQL")?;
+    tracing::info!(nats = %nats.url(), postgres_port = postgres.port(), "servers up");
+
+    config.nats.url = nats.url();
+    config.goods.database_url = postgres.url("shop_goods");
+    config.stock.database_url = postgres.url("shop_stock");
+    config.order.database_url = postgres.url("shop_order");
+    super::migrate::run(&config).await?;
+
+    let mut children = Vec::new();
+    for (kind, password) in WORKERS {
+        for i in 0..per_kind {
+            children.push((format!("{kind}-{i}"), spawn_worker(&config, kind, password)?));
+        }
+    }
+
+    let admin = shop_kit::server::connect(&config.nats_target("shop-up")).await.context("connecting to NATS")?;
+    for (kind, _) in WORKERS {
+        wait_for_service(&admin, kind, Duration::from_secs(60)).await?;
+    }
+    super::seed::seed(&admin, 1, 100).await.context("seeding demo data")?;
+
+    eprintln!(
+        "\nshop is up in {:.1}s: NATS {} (JetStream), PostgreSQL 127.0.0.1:{}, {} worker(s) of each kind.\n\
+         Try:  nats req goods.room.list '{{\"room_id\":1}}'\n\
+         Logs of the servers: {}\nCtrl-C stops everything.\n",
+        started.elapsed().as_secs_f64(),
+        nats.url(),
+        postgres.port(),
+        per_kind,
+        logs.display(),
+    );
+
+    let exited = wait_any(&mut children);
+    let outcome = tokio::select! {
+        _ = super::shutdown_signal() => Ok(()),
+        (name, status) = exited => Err(anyhow::anyhow!("worker {name} exited ({status}); stopping the stack")),
+    };
+    for (_, child) in &mut children {
+        stop(child).await;
+    }
+    drop(postgres);
+    drop(nats);
+    outcome
+}
+
+fn spawn_worker(config: &Config, kind: &str, password: &str) -> anyhow::Result<Child> {
+    let exe = std::env::current_exe().context("locating the shop binary")?;
+    let mut command = std::process::Command::new(exe);
+    command
+        .arg(kind)
+        .env("SHOP_NATS__URL", &config.nats.url)
+        .env("SHOP_NATS__USER", kind)
+        .env("SHOP_NATS__PASSWORD", password)
+        .env("SHOP_GOODS__DATABASE_URL", &config.goods.database_url)
+        .env("SHOP_STOCK__DATABASE_URL", &config.stock.database_url)
+        .env("SHOP_ORDER__DATABASE_URL", &config.order.database_url)
+        .env(format!("SHOP_{}__MIGRATE_ON_START", kind.to_uppercase()), "false")
+        .stdin(Stdio::null());
+    shop_devstack::die_with_parent(&mut command, libc_sigterm());
+    let mut command = Command::from(command);
+    command.kill_on_drop(true);
+    command.spawn().with_context(|| format!("starting the {kind} worker"))
+}
+
+const fn libc_sigterm() -> i32 {
+    15
+}
+
+/// Waits until `$SRV.PING.<service>` is answered, or fails after `within`.
+async fn wait_for_service(client: &async_nats::Client, service: &str, within: Duration) -> anyhow::Result<()> {
+    let deadline = Instant::now() + within;
+    let subject = format!("$SRV.PING.{service}");
+    loop {
+        let ping = async_nats::Request::new().timeout(Some(Duration::from_millis(500)));
+        if client.send_request(subject.clone(), ping).await.is_ok() {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            bail!("the {service} worker did not answer {subject} within {}s", within.as_secs());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Resolves with the name and exit status of the first child to exit.
+async fn wait_any(children: &mut [(String, Child)]) -> (String, String) {
+    let waits = children.iter_mut().map(|(name, child)| {
+        Box::pin(async move {
+            let status = child.wait().await.map(|s| s.to_string()).unwrap_or_else(|e| e.to_string());
+            (name.clone(), status)
+        })
+    });
+    futures::future::select_all(waits).await.0
+}
+
+async fn stop(child: &mut Child) {
+    if let Some(pid) = child.id() {
+        let _ = std::process::Command::new("kill").arg("-TERM").arg(pid.to_string()).status();
+    }
+    if tokio::time::timeout(Duration::from_secs(5), child.wait()).await.is_err() {
+        let _ = child.kill().await;
+    }
+}

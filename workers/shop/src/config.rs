@@ -1,0 +1,144 @@
+//! Configuration: defaults in code, then `shop.toml` if present, then `SHOP_*` environment
+//! variables (`SHOP_ORDER__PAY_TIMEOUT=5s` sets `order.pay_timeout`).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Config {
+    pub nats: NatsConfig,
+    pub log: LogConfig,
+    pub goods: WorkerConfig<shop_goods::Settings>,
+    pub stock: WorkerConfig<shop_stock::Settings>,
+    pub order: WorkerConfig<shop_order::Settings>,
+    pub dev: DevConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NatsConfig {
+    pub url: String,
+    /// Each worker connects as its own least-privilege user (nats-config/permissions.conf).
+    pub user: Option<String>,
+    pub password: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LogConfig {
+    /// `human` or `json`.
+    pub format: LogFormat,
+    /// An `EnvFilter` directive, e.g. `info,shop_order=debug`. `RUST_LOG` wins when set.
+    pub filter: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    Human,
+    Json,
+}
+
+/// A worker's database plus its own settings (defined by the worker crate).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct WorkerConfig<S> {
+    pub database_url: String,
+    pub max_connections: u32,
+    /// How long a request waits for a database connection before answering `unavailable`.
+    #[serde(with = "humantime_serde")]
+    pub acquire_timeout: Duration,
+    /// Create the database and apply migrations when the worker starts.
+    pub migrate_on_start: bool,
+    #[serde(flatten)]
+    pub settings: S,
+}
+
+/// `shop up`: where the local stack keeps its data and finds its servers.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DevConfig {
+    pub data_dir: PathBuf,
+    pub nats_server_bin: PathBuf,
+    pub nats_config: PathBuf,
+    pub postgres_port: u16,
+    pub nats_port: u16,
+}
+
+fn worker<S>(database: &str, settings: S) -> WorkerConfig<S> {
+    WorkerConfig {
+        database_url: format!("postgres://shop@127.0.0.1:5544/{database}"),
+        max_connections: 20,
+        acquire_timeout: Duration::from_secs(3),
+        migrate_on_start: true,
+        settings,
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            nats: NatsConfig { url: "nats://127.0.0.1:4222".into(), user: None, password: None },
+            log: LogConfig { format: LogFormat::Human, filter: "info".into() },
+            goods: worker("shop_goods", shop_goods::Settings::default()),
+            stock: worker("shop_stock", shop_stock::Settings::default()),
+            order: worker("shop_order", shop_order::Settings::default()),
+            dev: DevConfig {
+                data_dir: ".data".into(),
+                nats_server_bin: ".tools/venv/bin/nats-server".into(),
+                nats_config: "nats-config/dev.conf".into(),
+                postgres_port: 5544,
+                nats_port: 4222,
+            },
+        }
+    }
+}
+
+impl Config {
+    pub fn load() -> Result<Config, figment::Error> {
+        Figment::from(Serialized::defaults(Config::default()))
+            .merge(Toml::file("shop.toml"))
+            .merge(Env::prefixed("SHOP_").split("__"))
+            .extract()
+    }
+
+    pub fn nats_target(&self, name: &str) -> shop_kit::server::NatsTarget {
+        shop_kit::server::NatsTarget {
+            url: self.nats.url.clone(),
+            user: self.nats.user.clone(),
+            password: self.nats.password.clone(),
+            name: name.to_owned(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn env_overrides_nested_keys() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("SHOP_NATS__URL", "nats://10.0.0.1:4222");
+            jail.set_env("SHOP_GOODS__MAX_CONNECTIONS", "7");
+            jail.set_env("SHOP_GOODS__ACQUIRE_TIMEOUT", "250ms");
+            let config = Config::load()?;
+            assert_eq!(config.nats.url, "nats://10.0.0.1:4222");
+            assert_eq!(config.goods.max_connections, 7);
+            assert_eq!(config.goods.acquire_timeout, Duration::from_millis(250));
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn shop_toml_sits_between_defaults_and_env() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("shop.toml", "[log]\nformat = \"json\"\n[goods]\nmax_connections = 3\n")?;
+            jail.set_env("SHOP_GOODS__MAX_CONNECTIONS", "9");
+            let config = Config::load()?;
+            assert_eq!(config.log.format, LogFormat::Json);
+            assert_eq!(config.goods.max_connections, 9);
+            Ok(())
+        });
+    }
+}
