@@ -19,13 +19,23 @@ pub enum StackError {
     #[error("{what} not found: {hint}")]
     Missing { what: &'static str, hint: String },
     #[error("could not run {what}: {source}")]
-    Spawn { what: String, source: std::io::Error },
+    Spawn {
+        what: String,
+        source: std::io::Error,
+    },
     #[error("{what} failed: {detail}")]
     Failed { what: String, detail: String },
     #[error("{what} was not ready within {seconds}s (log: {log})")]
-    NotReady { what: &'static str, seconds: u64, log: PathBuf },
+    NotReady {
+        what: &'static str,
+        seconds: u64,
+        log: PathBuf,
+    },
     #[error("i/o on {path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 pub(crate) fn io_err(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> StackError {

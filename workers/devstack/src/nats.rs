@@ -49,7 +49,10 @@ impl NatsServer {
         if !spec.binary.exists() {
             return Err(StackError::Missing {
                 what: "nats-server",
-                hint: format!("{} does not exist; run ./dev to install it", spec.binary.display()),
+                hint: format!(
+                    "{} does not exist; run ./dev to install it",
+                    spec.binary.display()
+                ),
             });
         }
         fs::create_dir_all(&spec.store_dir).map_err(io_err(&spec.store_dir))?;
@@ -58,20 +61,38 @@ impl NatsServer {
         command
             .arg("-c")
             .arg(&spec.config)
-            .args(["-a", "127.0.0.1", "-p", &spec.port.to_string(), "-js", "-sd"])
+            .args([
+                "-a",
+                "127.0.0.1",
+                "-p",
+                &spec.port.to_string(),
+                "-js",
+                "-sd",
+            ])
             .arg(&spec.store_dir)
             .stdin(Stdio::null())
             .stdout(log.try_clone().map_err(io_err(&spec.log_file))?)
             .stderr(log);
         die_with_parent(&mut command, libc::SIGKILL);
-        let child = command
-            .spawn()
-            .map_err(|source| StackError::Spawn { what: spec.binary.display().to_string(), source })?;
+        let child = command.spawn().map_err(|source| StackError::Spawn {
+            what: spec.binary.display().to_string(),
+            source,
+        })?;
         self.child = Some(child);
-        if !wait_for_port(spec.port, Duration::from_secs(20)) {
-            return Err(StackError::NotReady { what: "nats-server", seconds: 20, log: spec.log_file.clone() });
+        let exited = || {
+            self.child
+                .as_mut()
+                .is_none_or(|c| matches!(c.try_wait(), Ok(Some(_))))
+        };
+        if wait_for_port(spec.port, Duration::from_secs(20), exited) {
+            return Ok(());
         }
-        Ok(())
+        let log = std::fs::read_to_string(&spec.log_file).unwrap_or_default();
+        let last = log.lines().rev().take(3).collect::<Vec<_>>().join(" | ");
+        Err(StackError::Failed {
+            what: "nats-server".into(),
+            detail: format!("not ready within 20s: {last}"),
+        })
     }
 
     /// Kills the server with SIGKILL (a crash, not a shutdown) and reaps it.
@@ -93,5 +114,9 @@ pub(crate) fn open_log(path: &Path) -> Result<fs::File, StackError> {
     if let Some(dir) = path.parent() {
         fs::create_dir_all(dir).map_err(io_err(dir))?;
     }
-    fs::OpenOptions::new().create(true).append(true).open(path).map_err(io_err(path))
+    fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(io_err(path))
 }

@@ -40,8 +40,17 @@ impl PostgresCluster {
             Some(dir) => dir.clone(),
             None => find_bin_dir()?,
         };
-        let owner = if is_root() { Some(postgres_user()?) } else { None };
-        let mut cluster = PostgresCluster { spec, bin_dir, owner, child: None };
+        let owner = if is_root() {
+            Some(postgres_user()?)
+        } else {
+            None
+        };
+        let mut cluster = PostgresCluster {
+            spec,
+            bin_dir,
+            owner,
+            child: None,
+        };
         cluster.init()?;
         cluster.restart()?;
         Ok(cluster)
@@ -49,7 +58,10 @@ impl PostgresCluster {
 
     /// `postgres://shop@127.0.0.1:<port>/<database>`
     pub fn url(&self, database: &str) -> String {
-        format!("postgres://{SUPERUSER}@127.0.0.1:{}/{database}", self.spec.port)
+        format!(
+            "postgres://{SUPERUSER}@127.0.0.1:{}/{database}",
+            self.spec.port
+        )
     }
 
     pub fn port(&self) -> u16 {
@@ -79,9 +91,19 @@ impl PostgresCluster {
             .command("initdb")
             .arg("-D")
             .arg(data)
-            .args(["--auth=trust", "--username", SUPERUSER, "--encoding=UTF8", "--no-locale", "--no-sync"])
+            .args([
+                "--auth=trust",
+                "--username",
+                SUPERUSER,
+                "--encoding=UTF8",
+                "--no-locale",
+                "--no-sync",
+            ])
             .output()
-            .map_err(|source| StackError::Spawn { what: "initdb".into(), source })?;
+            .map_err(|source| StackError::Spawn {
+                what: "initdb".into(),
+                source,
+            })?;
         if !output.status.success() {
             return Err(StackError::Failed {
                 what: "initdb".into(),
@@ -100,16 +122,31 @@ impl PostgresCluster {
             .arg("-D")
             .arg(&self.spec.data_dir)
             .args(["-p", &self.spec.port.to_string()])
-            .args(["-c", "listen_addresses=127.0.0.1", "-c", "unix_socket_directories="])
+            .args([
+                "-c",
+                "listen_addresses=127.0.0.1",
+                "-c",
+                "unix_socket_directories=",
+            ])
             .args(["-c", "max_connections=400", "-c", "shared_buffers=128MB"])
             .stdout(log.try_clone().map_err(io_err(&self.spec.log_file))?)
             .stderr(log);
         if self.spec.throwaway {
-            command.args(["-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off"]);
+            command.args([
+                "-c",
+                "fsync=off",
+                "-c",
+                "synchronous_commit=off",
+                "-c",
+                "full_page_writes=off",
+            ]);
         }
         // SIGQUIT is PostgreSQL's immediate shutdown: it also ends the backends.
         die_with_parent(&mut command, libc::SIGQUIT);
-        let child = command.spawn().map_err(|source| StackError::Spawn { what: "postgres".into(), source })?;
+        let child = command.spawn().map_err(|source| StackError::Spawn {
+            what: "postgres".into(),
+            source,
+        })?;
         self.child = Some(child);
         self.wait_ready(Duration::from_secs(60))
     }
@@ -119,7 +156,15 @@ impl PostgresCluster {
         while Instant::now() < deadline {
             let ready = self
                 .command("pg_isready")
-                .args(["-q", "-h", "127.0.0.1", "-p", &self.spec.port.to_string(), "-U", SUPERUSER])
+                .args([
+                    "-q",
+                    "-h",
+                    "127.0.0.1",
+                    "-p",
+                    &self.spec.port.to_string(),
+                    "-U",
+                    SUPERUSER,
+                ])
                 .status()
                 .map(|s| s.success())
                 .unwrap_or(false);
@@ -130,13 +175,20 @@ impl PostgresCluster {
                 if let Ok(Some(status)) = child.try_wait() {
                     return Err(StackError::Failed {
                         what: "postgres".into(),
-                        detail: format!("exited with {status}; see {}", self.spec.log_file.display()),
+                        detail: format!(
+                            "exited with {status}; see {}",
+                            self.spec.log_file.display()
+                        ),
                     });
                 }
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        Err(StackError::NotReady { what: "postgres", seconds: within.as_secs(), log: self.spec.log_file.clone() })
+        Err(StackError::NotReady {
+            what: "postgres",
+            seconds: within.as_secs(),
+            log: self.spec.log_file.clone(),
+        })
     }
 
     /// Immediate shutdown (SIGQUIT), then reap. Committed transactions survive.
@@ -199,8 +251,11 @@ pub fn find_bin_dir() -> Result<PathBuf, StackError> {
         })
         .collect();
     versions.sort();
-    versions.pop().map(|(_, bin)| bin).ok_or_else(|| StackError::Missing {
-        what: "PostgreSQL server binaries",
-        hint: "nothing in /usr/lib/postgresql/*/bin; run ./dev, which installs them".into(),
-    })
+    versions
+        .pop()
+        .map(|(_, bin)| bin)
+        .ok_or_else(|| StackError::Missing {
+            what: "PostgreSQL server binaries",
+            hint: "nothing in /usr/lib/postgresql/*/bin; run ./dev, which installs them".into(),
+        })
 }

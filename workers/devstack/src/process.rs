@@ -9,11 +9,14 @@ pub fn free_port() -> std::io::Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
-/// Waits until something accepts TCP connections on `127.0.0.1:port`, or the deadline.
-pub fn wait_for_port(port: u16, within: Duration) -> bool {
+/// Waits until something accepts TCP connections on `127.0.0.1:port`; gives up at the
+/// deadline or as soon as `gave_up` says the server process is gone.
+pub fn wait_for_port(port: u16, within: Duration, mut gave_up: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + within;
-    while Instant::now() < deadline {
-        if TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_millis(200)).is_ok() {
+    while Instant::now() < deadline && !gave_up() {
+        if TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_millis(200))
+            .is_ok()
+        {
             return true;
         }
         std::thread::sleep(Duration::from_millis(25));

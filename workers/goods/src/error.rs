@@ -33,7 +33,9 @@ impl ServiceError for GoodsError {
             GoodsError::BadRequest(m) => ErrorDetail::bad_request(m),
             GoodsError::NotFound(m) => ErrorDetail::not_found(m),
             // The cause is logged by the endpoint; the caller gets no SQL or hosts.
-            GoodsError::Unavailable(_) => ErrorDetail::unavailable("the goods database is unavailable"),
+            GoodsError::Unavailable(_) => {
+                ErrorDetail::unavailable("the goods database is unavailable")
+            }
             GoodsError::Unexpected(_) => ErrorDetail::internal(),
         }
     }

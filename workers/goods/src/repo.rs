@@ -33,7 +33,9 @@ impl GoodsRow {
     /// bug worth an `internal` error rather than a panic.
     fn into_goods(self) -> Result<Goods, GoodsError> {
         let corrupt = |what: &str| {
-            GoodsError::Unexpected(sqlx::Error::Decode(format!("stored goods {what} out of range").into()))
+            GoodsError::Unexpected(sqlx::Error::Decode(
+                format!("stored goods {what} out of range").into(),
+            ))
         };
         Ok(Goods {
             goods_id: GoodsId::new(self.goods_id).map_err(|_| corrupt("id"))?,
@@ -43,7 +45,8 @@ impl GoodsRow {
             brand_name: self.brand_name,
             code: self.code,
             price_cents: Cents::new(self.price_cents).map_err(|_| corrupt("price"))?,
-            market_price_cents: Cents::new(self.market_price_cents).map_err(|_| corrupt("price"))?,
+            market_price_cents: Cents::new(self.market_price_cents)
+                .map_err(|_| corrupt("price"))?,
             status: GoodsStatus::parse(&self.status).ok_or_else(|| corrupt("status"))?,
             head_imgs: self.head_imgs,
             videos: self.videos,
@@ -107,27 +110,32 @@ pub async fn upsert(pool: &PgPool, goods: UpsertGoods) -> Result<Goods, GoodsErr
 }
 
 pub async fn detail(pool: &PgPool, id: GoodsId) -> Result<Option<Goods>, GoodsError> {
-    let row: Option<GoodsRow> =
-        sqlx::query_as(&format!("SELECT {GOODS_COLUMNS} FROM goods WHERE goods_id = $1"))
-            .bind(id.get())
-            .fetch_optional(pool)
-            .await?;
+    let row: Option<GoodsRow> = sqlx::query_as(&format!(
+        "SELECT {GOODS_COLUMNS} FROM goods WHERE goods_id = $1"
+    ))
+    .bind(id.get())
+    .fetch_optional(pool)
+    .await?;
     row.map(GoodsRow::into_goods).transpose()
 }
 
 /// The goods among `ids` that exist, in no particular order.
 pub async fn by_ids(conn: &mut PgConnection, ids: &[GoodsId]) -> Result<Vec<Goods>, GoodsError> {
     let ids: Vec<i64> = ids.iter().map(|id| id.get()).collect();
-    let rows: Vec<GoodsRow> =
-        sqlx::query_as(&format!("SELECT {GOODS_COLUMNS} FROM goods WHERE goods_id = ANY($1)"))
-            .bind(ids)
-            .fetch_all(conn)
-            .await?;
+    let rows: Vec<GoodsRow> = sqlx::query_as(&format!(
+        "SELECT {GOODS_COLUMNS} FROM goods WHERE goods_id = ANY($1)"
+    ))
+    .bind(ids)
+    .fetch_all(conn)
+    .await?;
     into_goods(rows)
 }
 
 /// One page of goods by ascending id, fetching one extra row to know whether more follow.
-pub async fn list(pool: &PgPool, request: &GoodsListRequest) -> Result<(Vec<Goods>, bool), GoodsError> {
+pub async fn list(
+    pool: &PgPool,
+    request: &GoodsListRequest,
+) -> Result<(Vec<Goods>, bool), GoodsError> {
     let limit = request.limit.unwrap_or_default().get();
     let rows: Vec<GoodsRow> = sqlx::query_as(&format!(
         "SELECT {GOODS_COLUMNS} FROM goods
@@ -159,8 +167,13 @@ pub async fn set_room(
 ) -> Result<(), GoodsError> {
     let mut tx = pool.begin().await?;
     let found = by_ids(&mut tx, goods_ids).await?;
-    if let Some(missing) = goods_ids.iter().find(|id| !found.iter().any(|g| g.goods_id == **id)) {
-        return Err(GoodsError::NotFound(format!("goods {missing} does not exist")));
+    if let Some(missing) = goods_ids
+        .iter()
+        .find(|id| !found.iter().any(|g| g.goods_id == **id))
+    {
+        return Err(GoodsError::NotFound(format!(
+            "goods {missing} does not exist"
+        )));
     }
     sqlx::query(
         "INSERT INTO rooms (room_id, current_goods_id) VALUES ($1, $2)
@@ -170,7 +183,10 @@ pub async fn set_room(
     .bind(current.map(GoodsId::get))
     .execute(&mut *tx)
     .await?;
-    sqlx::query("DELETE FROM room_goods WHERE room_id = $1").bind(room.get()).execute(&mut *tx).await?;
+    sqlx::query("DELETE FROM room_goods WHERE room_id = $1")
+        .bind(room.get())
+        .execute(&mut *tx)
+        .await?;
     let ids: Vec<i64> = goods_ids.iter().map(|id| id.get()).collect();
     sqlx::query(
         "INSERT INTO room_goods (room_id, position, goods_id)

@@ -31,7 +31,11 @@ pub async fn run(client: async_nats::Client, pool: PgPool) -> Result<(), async_n
         serve(&service, subject::ROOM_SET, pool.clone(), room_set).await?,
         serve(&service, subject::ROOM_LIST, pool, room_list).await?,
     ];
-    tracing::info!(service = subject::SERVICE, version = SERVICE_VERSION, "serving");
+    tracing::info!(
+        service = subject::SERVICE,
+        version = SERVICE_VERSION,
+        "serving"
+    );
     for task in tasks {
         task.await?;
     }
@@ -52,7 +56,10 @@ async fn detail(pool: PgPool, req: GoodsDetailRequest) -> Result<Goods, GoodsErr
 async fn batch(pool: PgPool, req: GoodsBatchRequest) -> Result<GoodsBatchReply, GoodsError> {
     let mut conn = pool.acquire().await?;
     let found = repo::by_ids(&mut conn, req.goods_ids.as_slice()).await?;
-    let mut reply = GoodsBatchReply { goods: Vec::new(), missing: Vec::new() };
+    let mut reply = GoodsBatchReply {
+        goods: Vec::new(),
+        missing: Vec::new(),
+    };
     for id in &req.goods_ids {
         match found.iter().find(|g| g.goods_id == *id) {
             Some(goods) => reply.goods.push(goods.clone()),
@@ -64,18 +71,29 @@ async fn batch(pool: PgPool, req: GoodsBatchRequest) -> Result<GoodsBatchReply, 
 
 async fn list(pool: PgPool, req: GoodsListRequest) -> Result<GoodsListReply, GoodsError> {
     let (goods, more) = repo::list(&pool, &req).await?;
-    let next_after_id = if more { goods.last().map(|g| g.goods_id) } else { None };
-    Ok(GoodsListReply { goods, next_after_id })
+    let next_after_id = if more {
+        goods.last().map(|g| g.goods_id)
+    } else {
+        None
+    };
+    Ok(GoodsListReply {
+        goods,
+        next_after_id,
+    })
 }
 
 #[tracing::instrument(skip_all, fields(room_id = %req.room_id))]
 async fn room_set(pool: PgPool, req: RoomSetRequest) -> Result<Room, GoodsError> {
     if req.goods_ids.len() > MAX_ITEMS {
-        return Err(GoodsError::BadRequest("a room lists at most 100 goods".into()));
+        return Err(GoodsError::BadRequest(
+            "a room lists at most 100 goods".into(),
+        ));
     }
     let mut seen = HashSet::new();
     if let Some(dup) = req.goods_ids.iter().find(|id| !seen.insert(**id)) {
-        return Err(GoodsError::BadRequest(format!("goods {dup} is listed twice")));
+        return Err(GoodsError::BadRequest(format!(
+            "goods {dup} is listed twice"
+        )));
     }
     if let Some(current) = req.current_goods_id {
         if !req.goods_ids.contains(&current) {
@@ -85,7 +103,13 @@ async fn room_set(pool: PgPool, req: RoomSetRequest) -> Result<Room, GoodsError>
         }
     }
     repo::set_room(&pool, req.room_id, &req.goods_ids, req.current_goods_id).await?;
-    room_list(pool, RoomListRequest { room_id: req.room_id }).await
+    room_list(
+        pool,
+        RoomListRequest {
+            room_id: req.room_id,
+        },
+    )
+    .await
 }
 
 async fn room_list(pool: PgPool, req: RoomListRequest) -> Result<Room, GoodsError> {

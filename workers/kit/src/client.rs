@@ -32,15 +32,27 @@ pub async fn call<Req: Serialize, Rep: DeserializeOwned>(
         subject: subject.to_owned(),
         reason: format!("could not encode the request: {e}"),
     })?;
-    let request = async_nats::Request::new().payload(payload.into()).timeout(Some(timeout));
+    let request = async_nats::Request::new()
+        .payload(payload.into())
+        .timeout(Some(timeout));
     let message = client
         .send_request(subject.to_owned(), request)
         .await
-        .map_err(|e| CallError::NoAnswer { subject: subject.to_owned(), reason: e.to_string() })?;
-    let bad = |reason: String| CallError::BadReply { subject: subject.to_owned(), reason };
-    let is_error = message.headers.as_ref().is_some_and(|h| h.get(HEADER_ERROR_CODE).is_some());
+        .map_err(|e| CallError::NoAnswer {
+            subject: subject.to_owned(),
+            reason: e.to_string(),
+        })?;
+    let bad = |reason: String| CallError::BadReply {
+        subject: subject.to_owned(),
+        reason,
+    };
+    let is_error = message
+        .headers
+        .as_ref()
+        .is_some_and(|h| h.get(HEADER_ERROR_CODE).is_some());
     if is_error {
-        let body: ErrorBody = serde_json::from_slice(&message.payload).map_err(|e| bad(e.to_string()))?;
+        let body: ErrorBody =
+            serde_json::from_slice(&message.payload).map_err(|e| bad(e.to_string()))?;
         return Err(CallError::Refused(body.error));
     }
     serde_json::from_slice(&message.payload).map_err(|e| bad(e.to_string()))

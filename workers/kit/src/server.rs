@@ -27,6 +27,9 @@ pub struct NatsTarget {
     pub user: Option<String>,
     pub password: Option<String>,
     pub name: String,
+    /// Replies to this connection's requests arrive under `<prefix>.`; a worker uses
+    /// `_INBOX.<worker>` because its user may subscribe only there.
+    pub inbox_prefix: Option<String>,
 }
 
 /// Connects (retrying while the server is not up yet) and checks the server version.
@@ -36,10 +39,10 @@ pub async fn connect(target: &NatsTarget) -> Result<async_nats::Client, ServerEr
         .connection_timeout(Duration::from_secs(5))
         .max_reconnects(None);
     if let (Some(user), Some(password)) = (&target.user, &target.password) {
-        // Each worker user may subscribe only to its own inbox (nats-config/permissions.conf).
-        options = options
-            .user_and_password(user.clone(), password.clone())
-            .custom_inbox_prefix(format!("_INBOX.{user}"));
+        options = options.user_and_password(user.clone(), password.clone());
+    }
+    if let Some(prefix) = &target.inbox_prefix {
+        options = options.custom_inbox_prefix(prefix);
     }
     let client = options
         .connect(&target.url)

@@ -8,6 +8,10 @@ pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/
 pub struct Settings {}
 
 /// Serves the `order` service until the connection closes.
-pub async fn run(_client: async_nats::Client, _pool: sqlx::PgPool, _settings: Settings) -> Result<(), async_nats::Error> {
+pub async fn run(
+    _client: async_nats::Client,
+    _pool: sqlx::PgPool,
+    _settings: Settings,
+) -> Result<(), async_nats::Error> {
     std::future::pending().await
 }

@@ -5,7 +5,11 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 
 #[derive(Debug, Parser)]
-#[command(name = "shop", version, about = "Order, stock and goods workers of the live-stream shop, on NATS")]
+#[command(
+    name = "shop",
+    version,
+    about = "Order, stock and goods workers of the live-stream shop, on NATS"
+)]
 pub struct Cli {
     /// Log as JSON lines instead of human-readable text (same as SHOP_LOG__FORMAT=json).
     #[arg(long, global = true)]

@@ -78,8 +78,15 @@ fn worker<S>(database: &str, settings: S) -> WorkerConfig<S> {
 impl Default for Config {
     fn default() -> Self {
         Config {
-            nats: NatsConfig { url: "nats://127.0.0.1:4222".into(), user: None, password: None },
-            log: LogConfig { format: LogFormat::Human, filter: "info".into() },
+            nats: NatsConfig {
+                url: "nats://127.0.0.1:4222".into(),
+                user: None,
+                password: None,
+            },
+            log: LogConfig {
+                format: LogFormat::Human,
+                filter: "info".into(),
+            },
             goods: worker("shop_goods", shop_goods::Settings::default()),
             stock: worker("shop_stock", shop_stock::Settings::default()),
             order: worker("shop_order", shop_order::Settings::default()),
@@ -102,12 +109,15 @@ impl Config {
             .extract()
     }
 
-    pub fn nats_target(&self, name: &str) -> shop_kit::server::NatsTarget {
+    /// Where a client connects. `worker` names the worker kind whose permissions apply
+    /// (its inbox is `_INBOX.<worker>`); tools such as `shop seed` pass `None`.
+    pub fn nats_target(&self, name: &str, worker: Option<&str>) -> shop_kit::server::NatsTarget {
         shop_kit::server::NatsTarget {
             url: self.nats.url.clone(),
             user: self.nats.user.clone(),
             password: self.nats.password.clone(),
             name: name.to_owned(),
+            inbox_prefix: worker.map(|w| format!("_INBOX.{w}")),
         }
     }
 }
@@ -133,7 +143,10 @@ mod tests {
     #[test]
     fn shop_toml_sits_between_defaults_and_env() {
         figment::Jail::expect_with(|jail| {
-            jail.create_file("shop.toml", "[log]\nformat = \"json\"\n[goods]\nmax_connections = 3\n")?;
+            jail.create_file(
+                "shop.toml",
+                "[log]\nformat = \"json\"\n[goods]\nmax_connections = 3\n",
+            )?;
             jail.set_env("SHOP_GOODS__MAX_CONNECTIONS", "9");
             let config = Config::load()?;
             assert_eq!(config.log.format, LogFormat::Json);

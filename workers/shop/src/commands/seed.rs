@@ -26,7 +26,9 @@ const GOODS: [(&str, &str, i64); 10] = [
 ];
 
 pub async fn run(config: &Config, room_id: i64, stock: i64) -> anyhow::Result<()> {
-    let client = shop_kit::server::connect(&config.nats_target("shop-seed")).await.context("connecting to NATS")?;
+    let client = shop_kit::server::connect(&config.nats_target("shop-seed", None))
+        .await
+        .context("connecting to NATS")?;
     seed(&client, room_id, stock).await
 }
 
@@ -42,15 +44,25 @@ pub async fn seed(client: &async_nats::Client, room_id: i64, stock: i64) -> anyh
             "price_cents": price, "market_price_cents": price + price / 5, "status": "on_sale",
             "head_imgs": [format!("https://img.example.com/goods/{goods_id}/1.jpg")],
         });
-        let _: Value = call(client, subjects::goods::UPSERT, &body, TIMEOUT).await.context("goods.upsert")?;
+        let _: Value = call(client, subjects::goods::UPSERT, &body, TIMEOUT)
+            .await
+            .context("goods.upsert")?;
         ids.push(goods_id);
     }
     let room = json!({"room_id": room_id, "goods_ids": ids, "current_goods_id": ids[0]});
-    let _: Value = call(client, subjects::goods::ROOM_SET, &room, TIMEOUT).await.context("goods.room.set")?;
+    let _: Value = call(client, subjects::goods::ROOM_SET, &room, TIMEOUT)
+        .await
+        .context("goods.room.set")?;
     tracing::info!(room_id, goods = ids.len(), "goods and room seeded");
 
     for goods_id in ids {
-        let current = call::<_, Value>(client, subjects::stock::GET, &json!({"goods_ids": [goods_id]}), TIMEOUT).await;
+        let current = call::<_, Value>(
+            client,
+            subjects::stock::GET,
+            &json!({"goods_ids": [goods_id]}),
+            TIMEOUT,
+        )
+        .await;
         match current {
             Ok(_) => continue,
             Err(CallError::Refused(e)) if e.code == shop_contracts::ErrorCode::NotFound => {}
@@ -60,9 +72,14 @@ pub async fn seed(client: &async_nats::Client, room_id: i64, stock: i64) -> anyh
             }
             Err(e) => return Err(e).context("stock.get"),
         }
-        let _: Value = call(client, subjects::stock::SET, &json!({"goods_id": goods_id, "available": stock}), TIMEOUT)
-            .await
-            .context("stock.set")?;
+        let _: Value = call(
+            client,
+            subjects::stock::SET,
+            &json!({"goods_id": goods_id, "available": stock}),
+            TIMEOUT,
+        )
+        .await
+        .context("stock.set")?;
     }
     tracing::info!(units = stock, "stock seeded");
     Ok(())

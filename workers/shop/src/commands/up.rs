@@ -16,14 +16,23 @@ use tokio::process::{Child, Command};
 use crate::config::Config;
 
 /// Worker kinds with their NATS user and dev password (nats-config/dev.conf).
-const WORKERS: [(&str, &str); 3] = [("goods", "goods-dev"), ("stock", "stock-dev"), ("order", "order-dev")];
+const WORKERS: [(&str, &str); 3] = [
+    ("goods", "goods-dev"),
+    ("stock", "stock-dev"),
+    ("order", "order-dev"),
+];
 
 pub async fn run(mut config: Config, per_kind: usize, root: PathBuf) -> anyhow::Result<()> {
     let started = Instant::now();
-    let root = root.canonicalize().with_context(|| format!("{} does not exist", root.display()))?;
+    let root = root
+        .canonicalize()
+        .with_context(|| format!("{} does not exist", root.display()))?;
     let nats_config = root.join(&config.dev.nats_config);
     if !nats_config.exists() {
-        bail!("{} not found: run shop up from the project directory or pass --root", nats_config.display());
+        bail!(
+            "{} not found: run shop up from the project directory or pass --root",
+            nats_config.display()
+        );
     }
     let data = root.join(&config.dev.data_dir);
     let logs = data.join("logs");
@@ -57,15 +66,22 @@ pub async fn run(mut config: Config, per_kind: usize, root: PathBuf) -> anyhow::
     let mut children = Vec::new();
     for (kind, password) in WORKERS {
         for i in 0..per_kind {
-            children.push((format!("{kind}-{i}"), spawn_worker(&config, kind, password)?));
+            children.push((
+                format!("{kind}-{i}"),
+                spawn_worker(&config, kind, password)?,
+            ));
         }
     }
 
-    let admin = shop_kit::server::connect(&config.nats_target("shop-up")).await.context("connecting to NATS")?;
+    let admin = shop_kit::server::connect(&config.nats_target("shop-up", None))
+        .await
+        .context("connecting to NATS")?;
     for (kind, _) in WORKERS {
         wait_for_service(&admin, kind, Duration::from_secs(60)).await?;
     }
-    super::seed::seed(&admin, 1, 100).await.context("seeding demo data")?;
+    super::seed::seed(&admin, 1, 100)
+        .await
+        .context("seeding demo data")?;
 
     eprintln!(
         "\nshop is up in {:.1}s: NATS {} (JetStream), PostgreSQL 127.0.0.1:{}, {} worker(s) of each kind.\n\
@@ -102,12 +118,17 @@ fn spawn_worker(config: &Config, kind: &str, password: &str) -> anyhow::Result<C
         .env("SHOP_GOODS__DATABASE_URL", &config.goods.database_url)
         .env("SHOP_STOCK__DATABASE_URL", &config.stock.database_url)
         .env("SHOP_ORDER__DATABASE_URL", &config.order.database_url)
-        .env(format!("SHOP_{}__MIGRATE_ON_START", kind.to_uppercase()), "false")
+        .env(
+            format!("SHOP_{}__MIGRATE_ON_START", kind.to_uppercase()),
+            "false",
+        )
         .stdin(Stdio::null());
     shop_devstack::die_with_parent(&mut command, libc_sigterm());
     let mut command = Command::from(command);
     command.kill_on_drop(true);
-    command.spawn().with_context(|| format!("starting the {kind} worker"))
+    command
+        .spawn()
+        .with_context(|| format!("starting the {kind} worker"))
 }
 
 const fn libc_sigterm() -> i32 {
@@ -115,7 +136,11 @@ const fn libc_sigterm() -> i32 {
 }
 
 /// Waits until `$SRV.PING.<service>` is answered, or fails after `within`.
-async fn wait_for_service(client: &async_nats::Client, service: &str, within: Duration) -> anyhow::Result<()> {
+async fn wait_for_service(
+    client: &async_nats::Client,
+    service: &str,
+    within: Duration,
+) -> anyhow::Result<()> {
     let deadline = Instant::now() + within;
     let subject = format!("$SRV.PING.{service}");
     loop {
@@ -124,7 +149,10 @@ async fn wait_for_service(client: &async_nats::Client, service: &str, within: Du
             return Ok(());
         }
         if Instant::now() >= deadline {
-            bail!("the {service} worker did not answer {subject} within {}s", within.as_secs());
+            bail!(
+                "the {service} worker did not answer {subject} within {}s",
+                within.as_secs()
+            );
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -134,7 +162,11 @@ async fn wait_for_service(client: &async_nats::Client, service: &str, within: Du
 async fn wait_any(children: &mut [(String, Child)]) -> (String, String) {
     let waits = children.iter_mut().map(|(name, child)| {
         Box::pin(async move {
-            let status = child.wait().await.map(|s| s.to_string()).unwrap_or_else(|e| e.to_string());
+            let status = child
+                .wait()
+                .await
+                .map(|s| s.to_string())
+                .unwrap_or_else(|e| e.to_string());
             (name.clone(), status)
         })
     });
@@ -143,9 +175,15 @@ async fn wait_any(children: &mut [(String, Child)]) -> (String, String) {
 
 async fn stop(child: &mut Child) {
     if let Some(pid) = child.id() {
-        let _ = std::process::Command::new("kill").arg("-TERM").arg(pid.to_string()).status();
+        let _ = std::process::Command::new("kill")
+            .arg("-TERM")
+            .arg(pid.to_string())
+            .status();
     }
-    if tokio::time::timeout(Duration::from_secs(5), child.wait()).await.is_err() {
+    if tokio::time::timeout(Duration::from_secs(5), child.wait())
+        .await
+        .is_err()
+    {
         let _ = child.kill().await;
     }
 }

@@ -14,12 +14,20 @@ pub async fn goods(config: &Config) -> anyhow::Result<()> {
 
 pub async fn stock(config: &Config) -> anyhow::Result<()> {
     let (client, pool) = connect(config, "stock", &config.stock, &shop_stock::MIGRATOR).await?;
-    serve_until_stopped("stock", shop_stock::run(client, pool, config.stock.settings.clone())).await
+    serve_until_stopped(
+        "stock",
+        shop_stock::run(client, pool, config.stock.settings.clone()),
+    )
+    .await
 }
 
 pub async fn order(config: &Config) -> anyhow::Result<()> {
     let (client, pool) = connect(config, "order", &config.order, &shop_order::MIGRATOR).await?;
-    serve_until_stopped("order", shop_order::run(client, pool, config.order.settings.clone())).await
+    serve_until_stopped(
+        "order",
+        shop_order::run(client, pool, config.order.settings.clone()),
+    )
+    .await
 }
 
 async fn connect<S>(
@@ -28,21 +36,29 @@ async fn connect<S>(
     worker: &WorkerConfig<S>,
     migrator: &sqlx::migrate::Migrator,
 ) -> anyhow::Result<(async_nats::Client, PgPool)> {
-    let client = shop_kit::server::connect(&config.nats_target(&format!("shop-{name}")))
-        .await
-        .context("connecting to NATS")?;
+    let client =
+        shop_kit::server::connect(&config.nats_target(&format!("shop-{name}"), Some(name)))
+            .await
+            .context("connecting to NATS")?;
     if worker.migrate_on_start {
         shop_kit::db::create_and_migrate(&worker.database_url, migrator)
             .await
             .with_context(|| format!("migrating the {name} database"))?;
     }
-    let pool = shop_kit::db::connect(&worker.database_url, worker.max_connections, worker.acquire_timeout)
-        .await
-        .with_context(|| format!("connecting to the {name} database"))?;
+    let pool = shop_kit::db::connect(
+        &worker.database_url,
+        worker.max_connections,
+        worker.acquire_timeout,
+    )
+    .await
+    .with_context(|| format!("connecting to the {name} database"))?;
     Ok((client, pool))
 }
 
-async fn serve_until_stopped<E>(name: &str, serving: impl Future<Output = Result<(), E>>) -> anyhow::Result<()>
+async fn serve_until_stopped<E>(
+    name: &str,
+    serving: impl Future<Output = Result<(), E>>,
+) -> anyhow::Result<()>
 where
     E: std::fmt::Display,
 {

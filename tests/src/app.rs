@@ -1,0 +1,375 @@
+//! One test's world: an account on the shared nats-server, databases, worker processes.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use futures::StreamExt;
+use serde::Serialize;
+use serde_json::Value;
+use shop_contracts::error::{HEADER_ERROR, HEADER_ERROR_CODE};
+use shop_contracts::ErrorBody;
+use shop_devstack::{free_port, NatsServer, NatsServerSpec};
+
+use crate::stack::{self, stack, PASSWORD};
+
+/// The kinds of worker process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Worker {
+    Goods,
+    Stock,
+    Order,
+}
+
+impl Worker {
+    pub fn name(self) -> &'static str {
+        match self {
+            Worker::Goods => "goods",
+            Worker::Stock => "stock",
+            Worker::Order => "order",
+        }
+    }
+}
+
+/// A contract error reply: the two headers and the body.
+#[derive(Debug, Clone)]
+pub struct ErrorReply {
+    pub status: String,
+    pub message: String,
+    pub body: ErrorBody,
+}
+
+impl ErrorReply {
+    pub fn code(&self) -> &'static str {
+        self.body.error.code.as_str()
+    }
+}
+
+/// A worker running as a child process of the test.
+pub struct WorkerProcess {
+    pub kind: Worker,
+    child: Child,
+    pub log: PathBuf,
+}
+
+impl WorkerProcess {
+    /// SIGKILL: the process gets no chance to clean up, as in a crash.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Whether the process has exited (and reaps it if so).
+    pub fn has_exited(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(Some(_)))
+    }
+}
+
+impl Drop for WorkerProcess {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+pub struct TestApp {
+    pub account: usize,
+    nats_url: String,
+    /// The test's own nats-server, for tests that restart it.
+    own_nats: Option<NatsServer>,
+    client: async_nats::Client,
+    /// Extra `SHOP_*` settings passed to every worker started from now on.
+    pub env: Vec<(String, String)>,
+    workers: Vec<WorkerProcess>,
+}
+
+impl TestApp {
+    /// A world with one worker process of each kind in `kinds`, all answering.
+    pub async fn start(kinds: &[Worker]) -> TestApp {
+        Self::start_with_env(kinds, &[]).await
+    }
+
+    /// Like [`TestApp::start`], with `SHOP_*` settings for the workers.
+    pub async fn start_with_env(kinds: &[Worker], env: &[(&str, &str)]) -> TestApp {
+        let stack = stack();
+        let account = stack.take_account();
+        let mut app = TestApp::connect(account, stack.nats_url.clone(), None).await;
+        app.env = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        for kind in kinds {
+            app.spawn(*kind).await;
+        }
+        app
+    }
+
+    /// Like [`TestApp::start_with_env`] but on a nats-server of the test's own, which
+    /// [`TestApp::restart_nats`] can restart without touching other tests.
+    pub async fn start_with_own_nats(kinds: &[Worker], env: &[(&str, &str)]) -> TestApp {
+        let stack = stack();
+        let account = stack.take_account();
+        let dir = stack.dir.join(format!("own-nats-{account}"));
+        std::fs::create_dir_all(&dir).expect("creating the test's nats dir");
+        let config = dir.join("nats.conf");
+        // The same accounts layout as the shared server, so user names line up.
+        std::fs::write(&config, stack::server_config(stack::ACCOUNTS)).expect("writing nats.conf");
+        let server = NatsServer::start(NatsServerSpec {
+            binary: stack::nats_server_binary(),
+            config,
+            port: free_port().expect("a free port"),
+            store_dir: dir.join("jetstream"),
+            log_file: dir.join("nats-server.log"),
+        })
+        .expect("starting the test's own nats-server");
+        let mut app = TestApp::connect(account, server.url(), Some(server)).await;
+        app.env = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        for kind in kinds {
+            app.spawn(*kind).await;
+        }
+        app
+    }
+
+    async fn connect(account: usize, nats_url: String, own_nats: Option<NatsServer>) -> TestApp {
+        let client = async_nats::ConnectOptions::with_user_and_password(
+            format!("a{account}-admin"),
+            PASSWORD.into(),
+        )
+        .max_reconnects(None)
+        .connect(&nats_url)
+        .await
+        .expect("connecting the test client");
+        TestApp {
+            account,
+            nats_url,
+            own_nats,
+            client,
+            env: Vec::new(),
+            workers: Vec::new(),
+        }
+    }
+
+    /// The test's NATS client (the account's admin user).
+    pub fn client(&self) -> &async_nats::Client {
+        &self.client
+    }
+
+    pub fn jetstream(&self) -> async_nats::jetstream::Context {
+        async_nats::jetstream::new(self.client.clone())
+    }
+
+    /// The database URL of a worker kind for this test.
+    pub fn database_url(&self, kind: Worker) -> String {
+        stack().postgres_url(&format!("t{}_{}", self.account, kind.name()))
+    }
+
+    /// A pool on a worker's database, for checking invariants directly.
+    pub async fn db(&self, kind: Worker) -> sqlx::PgPool {
+        sqlx::postgres::PgPoolOptions::new()
+            .max_connections(4)
+            .connect(&self.database_url(kind))
+            .await
+            .expect("connecting to the worker database")
+    }
+
+    /// Starts one more worker process of `kind` and waits until it answers `$SRV.PING`.
+    pub async fn spawn(&mut self, kind: Worker) -> usize {
+        let process = self.spawn_process(kind, &[]);
+        let expected = self.workers.iter().filter(|w| w.kind == kind).count() + 1;
+        self.workers.push(process);
+        self.wait_for_workers(kind, expected).await;
+        self.workers.len() - 1
+    }
+
+    /// Starts a worker process without waiting for it, with extra environment.
+    pub fn spawn_process(&self, kind: Worker, extra_env: &[(&str, &str)]) -> WorkerProcess {
+        let log = stack().dir.join(format!(
+            "t{}-{}-{}.log",
+            self.account,
+            kind.name(),
+            free_port().unwrap_or(0)
+        ));
+        let file = std::fs::File::create(&log).expect("creating a worker log");
+        let mut command = Command::new(shop_binary());
+        command
+            .arg(kind.name())
+            .env("SHOP_NATS__URL", &self.nats_url)
+            .env(
+                "SHOP_NATS__USER",
+                format!("a{}-{}", self.account, kind.name()),
+            )
+            .env("SHOP_NATS__PASSWORD", PASSWORD)
+            .env("SHOP_GOODS__DATABASE_URL", self.database_url(Worker::Goods))
+            .env("SHOP_STOCK__DATABASE_URL", self.database_url(Worker::Stock))
+            .env("SHOP_ORDER__DATABASE_URL", self.database_url(Worker::Order))
+            .env("SHOP_LOG__FILTER", "info")
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(file.try_clone().expect("log handle"))
+            .stderr(file);
+        for (key, value) in &self.env {
+            command.env(key, value);
+        }
+        for (key, value) in extra_env {
+            command.env(key, value);
+        }
+        let child = command.spawn().expect("starting a worker process");
+        WorkerProcess { kind, child, log }
+    }
+
+    /// Adopts a process from [`TestApp::spawn_process`] so it is killed with the app.
+    pub fn adopt(&mut self, process: WorkerProcess) -> usize {
+        self.workers.push(process);
+        self.workers.len() - 1
+    }
+
+    pub fn worker(&mut self, index: usize) -> &mut WorkerProcess {
+        &mut self.workers[index]
+    }
+
+    /// Waits until `count` distinct `kind` workers answer `$SRV.PING.<kind>`.
+    pub async fn wait_for_workers(&self, kind: Worker, count: usize) {
+        let subject = format!("$SRV.PING.{}", kind.name());
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            if self.ping_count(&subject).await >= count {
+                return;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                let logs: Vec<String> = self
+                    .workers
+                    .iter()
+                    .filter(|w| w.kind == kind)
+                    .map(|w| std::fs::read_to_string(&w.log).unwrap_or_default())
+                    .collect();
+                panic!(
+                    "{count} {} worker(s) did not answer within 60s; logs:\n{}",
+                    kind.name(),
+                    logs.join("\n---\n")
+                );
+            }
+        }
+    }
+
+    async fn ping_count(&self, subject: &str) -> usize {
+        let inbox = self.client.new_inbox();
+        let Ok(mut replies) = self.client.subscribe(inbox.clone()).await else {
+            return 0;
+        };
+        if self
+            .client
+            .publish_with_reply(subject.to_owned(), inbox, "".into())
+            .await
+            .is_err()
+        {
+            return 0;
+        }
+        let mut ids = std::collections::HashSet::new();
+        while let Ok(Some(reply)) =
+            tokio::time::timeout(Duration::from_millis(300), replies.next()).await
+        {
+            if let Ok(ping) = serde_json::from_slice::<Value>(&reply.payload) {
+                ids.insert(ping["id"].as_str().unwrap_or_default().to_owned());
+            }
+        }
+        ids.len()
+    }
+
+    /// Sends a request; `Ok(reply)` for a success body, `Err` for a contract error.
+    pub async fn request(&self, subject: &str, body: impl Serialize) -> Result<Value, ErrorReply> {
+        let payload = serde_json::to_vec(&body).expect("encodable request");
+        self.request_raw(subject, payload).await
+    }
+
+    /// Sends raw bytes (for malformed-input tests).
+    pub async fn request_raw(&self, subject: &str, payload: Vec<u8>) -> Result<Value, ErrorReply> {
+        let request = async_nats::Request::new()
+            .payload(payload.into())
+            .timeout(Some(Duration::from_secs(15)));
+        let reply = self
+            .client
+            .send_request(subject.to_owned(), request)
+            .await
+            .unwrap_or_else(|e| panic!("{subject} did not answer: {e}"));
+        if let Some(headers) = reply.headers.as_ref() {
+            if let Some(status) = headers.get(HEADER_ERROR_CODE) {
+                let message = headers
+                    .get(HEADER_ERROR)
+                    .map(|v| v.to_string())
+                    .unwrap_or_default();
+                let body: ErrorBody = serde_json::from_slice(&reply.payload).unwrap_or_else(|e| {
+                    panic!(
+                        "{subject}: error reply without a contract body ({e}): {:?}",
+                        String::from_utf8_lossy(&reply.payload)
+                    )
+                });
+                return Err(ErrorReply {
+                    status: status.to_string(),
+                    message,
+                    body,
+                });
+            }
+        }
+        Ok(serde_json::from_slice(&reply.payload).unwrap_or_else(|e| {
+            panic!(
+                "{subject}: reply is not JSON ({e}): {:?}",
+                String::from_utf8_lossy(&reply.payload)
+            )
+        }))
+    }
+
+    /// Sends a request that must succeed.
+    pub async fn ok(&self, subject: &str, body: impl Serialize) -> Value {
+        match self.request(subject, body).await {
+            Ok(reply) => reply,
+            Err(e) => panic!("{subject} failed: {e:?}"),
+        }
+    }
+
+    /// Sends a request that must fail with `code`; returns the error.
+    pub async fn err(&self, subject: &str, body: impl Serialize, code: &str) -> ErrorReply {
+        match self.request(subject, body).await {
+            Ok(reply) => panic!("{subject} succeeded ({reply}) but {code} was expected"),
+            Err(e) => {
+                assert_eq!(e.code(), code, "{subject}: {e:?}");
+                e
+            }
+        }
+    }
+
+    /// SIGKILLs and restarts the test's own nats-server on the same port and store.
+    pub fn restart_nats(&mut self) {
+        let server = self
+            .own_nats
+            .as_mut()
+            .expect("restart_nats needs TestApp::start_with_own_nats");
+        server.kill();
+        server.restart().expect("restarting nats-server");
+    }
+}
+
+/// The `shop` binary under test.
+pub fn shop_binary() -> PathBuf {
+    if let Some(path) = std::env::var_os("SHOP_TEST_SHOP_BIN") {
+        return PathBuf::from(path);
+    }
+    // target/debug/deps/it-<hash> -> target/debug/shop
+    let exe = std::env::current_exe().expect("current exe");
+    let bin = exe
+        .parent()
+        .and_then(|p| p.parent())
+        .expect("target dir")
+        .join("shop");
+    assert!(
+        bin.exists(),
+        "{} not built: run ./dev test (or cargo build -p shop)",
+        bin.display()
+    );
+    bin
+}
