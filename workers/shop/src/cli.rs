@@ -48,4 +48,16 @@ pub enum Command {
         #[arg(long, default_value = ".")]
         root: PathBuf,
     },
+    /// Send one request and print the reply, like `nats req` (for machines without the
+    /// nats CLI). Exits 1 with the contract error on stderr when the service refuses.
+    Req {
+        /// Subject, e.g. goods.room.list
+        subject: String,
+        /// JSON body, e.g. '{"room_id":1}'
+        #[arg(default_value = "{}")]
+        body: String,
+        /// Seconds to wait for the reply.
+        #[arg(long, default_value_t = 5)]
+        timeout: u64,
+    },
 }

@@ -1,6 +1,7 @@
 //! One module per subcommand.
 
 pub mod migrate;
+pub mod req;
 pub mod seed;
 pub mod up;
 pub mod worker;
