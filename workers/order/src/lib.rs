@@ -1,17 +1,68 @@
-//! The order worker: not yet implemented.
+//! The order worker: orders, the half-message transaction with stock, and the checker that
+//! closes unpaid orders at their deadline (CONTRACT sections 4 and 5).
+//!
+//! Owns the `shop_order` database and the `order` micro service. It asks goods for prices
+//! (`goods.batch`) and stock for deducts (`stock.deduct`); it gives stock back only through
+//! `STOCK_ROLLBACK`, never by a direct request.
+//!
+//! - [`service`]: the endpoints (decode, call [`domain`], encode) and start-up.
+//! - [`domain`]: create, pay, cancel, get, list.
+//! - [`checker`]: the durable consumer `order-txn-checker` on `ORDER_TXN`.
+//! - [`ids`]: snowflake order_sns with a node id leased from KV bucket `order_nodes`.
+//! - [`outbox`]: relays `ORDER_EVENTS` written in the order's transactions.
+//! - [`repo`]: every SQL statement of this worker.
+//! - [`error`]: [`OrderError`], mapped 1:1 onto contract codes.
+
+use std::time::Duration;
+
+pub mod checker;
+pub mod domain;
+pub mod error;
+pub mod ids;
+pub mod outbox;
+pub mod repo;
+pub mod service;
+
+pub use error::OrderError;
+pub use service::run;
 
 /// The worker's schema, embedded from `migrations/order/`.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/order");
 
-/// order worker settings.
-#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
-pub struct Settings {}
+/// Semver of the `order` micro service, reported in `$SRV.INFO.order`.
+pub const SERVICE_VERSION: &str = env!("CARGO_PKG_VERSION");
 
-/// Serves the `order` service until the connection closes.
-pub async fn run(
-    _client: async_nats::Client,
-    _pool: sqlx::PgPool,
-    _settings: Settings,
-) -> Result<(), async_nats::Error> {
-    std::future::pending().await
+/// Order worker settings (`[order]` in `shop.toml`, `SHOP_ORDER__*` in the environment).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
+pub struct Settings {
+    /// How long an order may stay unpaid before it is closed.
+    #[serde(with = "humantime_serde")]
+    pub pay_timeout: Duration,
+    /// How old a half message must be before "no order" means "never committed".
+    #[serde(with = "humantime_serde")]
+    pub check_delay: Duration,
+    /// `max_ack_pending` of the checker consumer: every unpaid order holds one slot.
+    pub max_ack_pending: i64,
+    /// How long to wait for `goods.batch` and `stock.deduct`.
+    #[serde(with = "humantime_serde")]
+    pub request_timeout: Duration,
+    /// TTL of the snowflake node-id lease in KV bucket `order_nodes`.
+    #[serde(with = "humantime_serde")]
+    pub node_lease_ttl: Duration,
+    /// Test hook: `after_deduct` aborts the process after the deduct, before the commit.
+    pub failpoint: String,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            pay_timeout: Duration::from_secs(30 * 60),
+            check_delay: Duration::from_secs(10),
+            max_ack_pending: 100_000,
+            request_timeout: Duration::from_secs(5),
+            node_lease_ttl: Duration::from_secs(30),
+            failpoint: String::new(),
+        }
+    }
 }

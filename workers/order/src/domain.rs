@@ -1,0 +1,418 @@
+//! What the endpoints do: create (half message, deduct, local commit), pay, cancel, get, list.
+
+use std::sync::Arc;
+
+use async_nats::jetstream;
+use serde_json::json;
+use shop_contracts::goods::{GoodsBatchReply, GoodsBatchRequest, GoodsStatus};
+use shop_contracts::order::{
+    CancelRequest, CreateOrderRequest, GetOrderRequest, ListOrdersReply, ListOrdersRequest, Order,
+    OrderItem, OrderStatus, PayRequest,
+};
+use shop_contracts::stock::{DeductReply, DeductRequest, NormalizedLines, OrderLine};
+use shop_contracts::subjects::{goods as goods_subject, stock as stock_subject};
+use shop_contracts::txn::{
+    event_msg_id, event_subject, half_message_id, half_message_subject, rollback_msg_id,
+    rollback_subject, HalfMessage, OrderEventKind, RollbackEvent, RollbackReason,
+};
+use shop_contracts::{
+    Cents, ErrorCode, ErrorDetail, ItemList, OrderSn, PageLimit, Quantity, UserId,
+};
+use shop_kit::client::{call, CallError};
+use sqlx::{PgConnection, PgPool};
+use tokio::sync::Notify;
+
+use crate::ids::Ids;
+use crate::repo::{self, NewOrder, Paid};
+use crate::{OrderError, Settings};
+
+/// Everything a handler needs.
+#[derive(Clone)]
+pub struct Ctx {
+    pub pool: PgPool,
+    pub client: async_nats::Client,
+    pub js: jetstream::Context,
+    pub ids: Ids,
+    pub settings: Arc<Settings>,
+    /// Wakes the outbox relay after a commit that wrote to the outbox.
+    pub outbox: Arc<Notify>,
+}
+
+/// A fingerprint of what a create asks for, to tell a repeat from a different request
+/// under the same idempotency key.
+fn fingerprint(req: &CreateOrderRequest, lines: &NormalizedLines) -> String {
+    json!({
+        "items": lines,
+        "address": req.address.as_str(),
+        "receiver_name": req.receiver_name.as_str(),
+        "receiver_phone": req.receiver_phone.as_str(),
+        "note": req.note.as_ref().map_or("", |n| n.as_str()),
+    })
+    .to_string()
+}
+
+/// The order an idempotency key already created, or `conflict` when the body differs.
+async fn replay(
+    conn: &mut PgConnection,
+    user: UserId,
+    key: &str,
+    fingerprint: &str,
+) -> Result<Option<Order>, OrderError> {
+    let Some((sn, stored)) = repo::idempotency_key(conn, user, key).await? else {
+        return Ok(None);
+    };
+    if stored != fingerprint {
+        return Err(OrderError::Conflict(
+            ErrorDetail::new(
+                ErrorCode::Conflict,
+                "this idempotency_key was used for a different order",
+            )
+            .with("order_sn", sn.to_string()),
+        ));
+    }
+    repo::get(conn, sn)
+        .await?
+        .ok_or_else(|| OrderError::Bug("idempotency key without its order".into()))
+        .map(Some)
+}
+
+/// Prices and titles from `goods.batch`, one line per goods (duplicates summed).
+async fn price(ctx: &Ctx, lines: &NormalizedLines) -> Result<Vec<OrderItem>, OrderError> {
+    let ids = lines.as_slice().iter().map(|(g, _)| *g).collect();
+    let request = GoodsBatchRequest {
+        goods_ids: ItemList::new(ids).map_err(|e| OrderError::BadRequest(e.to_string()))?,
+    };
+    let reply: GoodsBatchReply = call(
+        &ctx.client,
+        goods_subject::BATCH,
+        &request,
+        ctx.settings.request_timeout,
+    )
+    .await
+    .map_err(|e| match e {
+        CallError::Refused(d)
+            if d.code != ErrorCode::Unavailable && d.code != ErrorCode::Internal =>
+        {
+            OrderError::Refused(d)
+        }
+        other => {
+            tracing::warn!(error = %other, "goods.batch failed");
+            OrderError::Unavailable("the goods service did not answer".into())
+        }
+    })?;
+    if let Some(missing) = reply.missing.first() {
+        return Err(OrderError::NotFound(format!(
+            "goods {missing} does not exist"
+        )));
+    }
+    let mut items = Vec::with_capacity(lines.as_slice().len());
+    for (goods_id, quantity) in lines.as_slice() {
+        let Some(goods) = reply.goods.iter().find(|g| g.goods_id == *goods_id) else {
+            return Err(OrderError::NotFound(format!(
+                "goods {goods_id} does not exist"
+            )));
+        };
+        if goods.status != GoodsStatus::OnSale {
+            return Err(OrderError::Refused(
+                ErrorDetail::new(
+                    ErrorCode::OffSale,
+                    format!("goods {goods_id} is not on sale"),
+                )
+                .with("goods_id", goods_id.get()),
+            ));
+        }
+        let quantity = Quantity::new(*quantity).map_err(|_| {
+            OrderError::BadRequest(format!(
+                "the quantities of goods {goods_id} add up to more than 10000"
+            ))
+        })?;
+        items.push(OrderItem {
+            goods_id: *goods_id,
+            title: goods.title.clone(),
+            price_cents: goods.price_cents,
+            quantity,
+        });
+    }
+    Ok(items)
+}
+
+fn total(items: &[OrderItem]) -> Result<Cents, OrderError> {
+    let mut sum: i64 = 0;
+    for it in items {
+        sum = it
+            .price_cents
+            .get()
+            .checked_mul(i64::from(it.quantity.get()))
+            .and_then(|line| sum.checked_add(line))
+            .ok_or_else(|| OrderError::BadRequest("the order total is too large".into()))?;
+    }
+    Cents::new(sum).map_err(|_| OrderError::BadRequest("the order total is too large".into()))
+}
+
+/// Publishes to JetStream with a `Nats-Msg-Id` and waits for the stream's ack.
+pub async fn publish(
+    js: &jetstream::Context,
+    subject: String,
+    msg_id: &str,
+    payload: Vec<u8>,
+) -> Result<(), async_nats::Error> {
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert("Nats-Msg-Id", msg_id);
+    js.publish_with_headers(subject, headers, payload.into())
+        .await?
+        .await?;
+    Ok(())
+}
+
+/// Writes an ORDER_EVENTS fact into the outbox, in the caller's transaction.
+pub async fn outbox_event(
+    conn: &mut PgConnection,
+    order: &Order,
+    kind: OrderEventKind,
+) -> Result<(), OrderError> {
+    let payload = serde_json::to_vec(order).map_err(|e| OrderError::Bug(e.to_string()))?;
+    repo::outbox_add(
+        conn,
+        &event_subject(order.order_sn, kind),
+        &event_msg_id(order.order_sn, kind),
+        &payload,
+    )
+    .await
+}
+
+/// Writes a STOCK_ROLLBACK event into the outbox, in the caller's transaction.
+pub async fn outbox_rollback(
+    conn: &mut PgConnection,
+    sn: OrderSn,
+    reason: RollbackReason,
+) -> Result<(), OrderError> {
+    let payload = serde_json::to_vec(&RollbackEvent {
+        order_sn: sn,
+        reason,
+    })
+    .map_err(|e| OrderError::Bug(e.to_string()))?;
+    repo::outbox_add(conn, &rollback_subject(sn), &rollback_msg_id(sn), &payload).await
+}
+
+#[tracing::instrument(skip_all, fields(user_id = %req.user_id, order_sn))]
+pub async fn create(ctx: &Ctx, req: CreateOrderRequest) -> Result<Order, OrderError> {
+    let lines = NormalizedLines::new(req.items.iter());
+    let print = fingerprint(&req, &lines);
+    let key = req.idempotency_key.as_ref().map(|k| k.as_str().to_owned());
+    if let Some(key) = &key {
+        let mut conn = ctx.pool.acquire().await?;
+        if let Some(order) = replay(&mut conn, req.user_id, key, &print).await? {
+            return Ok(order);
+        }
+    }
+    let items = price(ctx, &lines).await?;
+    let total = total(&items)?;
+    let sn = ctx
+        .ids
+        .next()
+        .ok_or_else(|| OrderError::Unavailable("no order_sn can be issued right now".into()))?;
+    tracing::Span::current().record("order_sn", tracing::field::display(sn));
+
+    // 1. The half message: from here on, the checker gives the stock back unless the
+    //    order commits.
+    let deduct_lines: Vec<OrderLine> = items
+        .iter()
+        .map(|i| OrderLine {
+            goods_id: i.goods_id,
+            quantity: i.quantity,
+        })
+        .collect();
+    let half = HalfMessage {
+        order_sn: sn,
+        items: deduct_lines.clone(),
+    };
+    let payload = serde_json::to_vec(&half).map_err(|e| OrderError::Bug(e.to_string()))?;
+    if let Err(error) = publish(
+        &ctx.js,
+        half_message_subject(sn),
+        &half_message_id(sn),
+        payload,
+    )
+    .await
+    {
+        tracing::warn!(%error, "could not publish the half message");
+        return Err(OrderError::Unavailable(
+            "the transaction log did not answer; nothing was ordered".into(),
+        ));
+    }
+
+    // 2. The deduct.
+    let request = DeductRequest {
+        order_sn: sn,
+        items: ItemList::new(deduct_lines).map_err(|e| OrderError::BadRequest(e.to_string()))?,
+    };
+    let deducted: Result<DeductReply, CallError> = call(
+        &ctx.client,
+        stock_subject::DEDUCT,
+        &request,
+        ctx.settings.request_timeout,
+    )
+    .await;
+    match deducted {
+        Ok(_) => {}
+        Err(CallError::Refused(d))
+            if !matches!(d.code, ErrorCode::Unavailable | ErrorCode::Internal) =>
+        {
+            // A definite refusal: nothing was taken (the checker's null compensation will
+            // fence the order_sn later).
+            return Err(OrderError::Refused(d));
+        }
+        Err(error) => {
+            tracing::warn!(%error, "stock.deduct failed; the checker decides");
+            return Err(OrderError::Unavailable(
+                "the stock service did not answer; the order was not created".into(),
+            ));
+        }
+    }
+    if ctx.settings.failpoint == "after_deduct" {
+        tracing::error!("failpoint after_deduct: aborting");
+        std::process::abort();
+    }
+
+    // 3. The local transaction, exclusive with the checker's fence for this order_sn.
+    let mut tx = ctx.pool.begin().await?;
+    repo::lock_sn(&mut tx, sn).await?;
+    if repo::is_fenced(&mut tx, sn).await? {
+        return Err(OrderError::Unavailable(
+            "the order took too long and was rolled back; nothing was ordered".into(),
+        ));
+    }
+    repo::insert(
+        &mut tx,
+        &NewOrder {
+            sn,
+            user: req.user_id,
+            items: &items,
+            total,
+            address: req.address.as_str(),
+            receiver_name: req.receiver_name.as_str(),
+            receiver_phone: req.receiver_phone.as_str(),
+            note: req.note.as_ref().map_or("", |n| n.as_str()),
+            pay_timeout_ms: ctx.settings.pay_timeout.as_millis() as i64,
+        },
+    )
+    .await?;
+    if let Some(key) = &key {
+        if !repo::insert_idempotency_key(&mut tx, req.user_id, key, &print, sn).await? {
+            // A concurrent create with the same key won; ours never commits, so the checker
+            // gives this deduct back.
+            tx.rollback().await?;
+            let mut conn = ctx.pool.acquire().await?;
+            return replay(&mut conn, req.user_id, key, &print)
+                .await?
+                .ok_or_else(|| OrderError::Bug("idempotency key vanished".into()));
+        }
+    }
+    let order = repo::get(&mut tx, sn)
+        .await?
+        .ok_or_else(|| OrderError::Bug("inserted order not found".into()))?;
+    outbox_event(&mut tx, &order, OrderEventKind::Created).await?;
+    tx.commit().await?;
+    ctx.outbox.notify_one();
+    Ok(order)
+}
+
+fn not_found(sn: OrderSn) -> OrderError {
+    OrderError::NotFound(format!("order {sn} does not exist"))
+}
+
+#[tracing::instrument(skip_all, fields(order_sn = %req.order_sn))]
+pub async fn pay(ctx: &Ctx, req: PayRequest) -> Result<Order, OrderError> {
+    let sn = req.order_sn;
+    let mut tx = ctx.pool.begin().await?;
+    let payment_ref = req.payment_ref.as_ref().map(|r| r.as_str());
+    if let Paid::Now = repo::pay(&mut tx, sn, req.amount_cents, payment_ref).await? {
+        let order = repo::get(&mut tx, sn).await?.ok_or_else(|| not_found(sn))?;
+        outbox_event(&mut tx, &order, OrderEventKind::Paid).await?;
+        tx.commit().await?;
+        ctx.outbox.notify_one();
+        return Ok(order);
+    }
+    let order = repo::get(&mut tx, sn).await?.ok_or_else(|| not_found(sn))?;
+    tx.rollback().await?;
+    let mismatch = || {
+        OrderError::AmountMismatch(
+            ErrorDetail::new(
+                ErrorCode::AmountMismatch,
+                format!("the order total is {} cents", order.total_cents),
+            )
+            .with("total_cents", order.total_cents.get())
+            .with("amount_cents", req.amount_cents.get()),
+        )
+    };
+    match order.status {
+        OrderStatus::Paid if order.total_cents == req.amount_cents => Ok(order),
+        OrderStatus::Paid => Err(mismatch()),
+        OrderStatus::Unpaid if order.total_cents != req.amount_cents => Err(mismatch()),
+        // Unpaid but past its deadline (the checker has not closed it yet), closed, cancelled.
+        status => Err(OrderError::NotPayable(
+            ErrorDetail::new(
+                ErrorCode::NotPayable,
+                if status == OrderStatus::Unpaid {
+                    "the pay deadline has passed".to_owned()
+                } else {
+                    format!("the order is {}", status.as_str())
+                },
+            )
+            .with("status", status.as_str())
+            .with(
+                "pay_deadline",
+                shop_contracts::time::format(&order.pay_deadline),
+            ),
+        )),
+    }
+}
+
+#[tracing::instrument(skip_all, fields(order_sn = %req.order_sn))]
+pub async fn cancel(ctx: &Ctx, req: CancelRequest) -> Result<Order, OrderError> {
+    let sn = req.order_sn;
+    let mut tx = ctx.pool.begin().await?;
+    if repo::cancel(&mut tx, sn).await? {
+        let order = repo::get(&mut tx, sn).await?.ok_or_else(|| not_found(sn))?;
+        // Stock goes back through STOCK_ROLLBACK, relayed from the outbox after the commit.
+        outbox_rollback(&mut tx, sn, RollbackReason::Cancelled).await?;
+        outbox_event(&mut tx, &order, OrderEventKind::Cancelled).await?;
+        tx.commit().await?;
+        ctx.outbox.notify_one();
+        return Ok(order);
+    }
+    let order = repo::get(&mut tx, sn).await?.ok_or_else(|| not_found(sn))?;
+    tx.rollback().await?;
+    match order.status {
+        OrderStatus::Cancelled => Ok(order),
+        status => Err(OrderError::Conflict(
+            ErrorDetail::new(
+                ErrorCode::Conflict,
+                format!("a {} order cannot be cancelled", status.as_str()),
+            )
+            .with("status", status.as_str()),
+        )),
+    }
+}
+
+pub async fn get(ctx: &Ctx, req: GetOrderRequest) -> Result<Order, OrderError> {
+    let mut conn = ctx.pool.acquire().await?;
+    repo::get(&mut conn, req.order_sn)
+        .await?
+        .ok_or_else(|| not_found(req.order_sn))
+}
+
+pub async fn list(ctx: &Ctx, req: ListOrdersRequest) -> Result<ListOrdersReply, OrderError> {
+    let limit = req.limit.unwrap_or_default();
+    let (orders, more) = repo::list(&ctx.pool, req.user_id, req.before_sn, limit.get()).await?;
+    let next_before_sn = if more {
+        orders.last().map(|o| o.order_sn)
+    } else {
+        None
+    };
+    let _: PageLimit = limit;
+    Ok(ListOrdersReply {
+        orders,
+        next_before_sn,
+    })
+}

@@ -1,0 +1,357 @@
+//! Every SQL statement of the order worker.
+
+use chrono::{DateTime, Utc};
+use shop_contracts::order::{Order, OrderItem, OrderStatus};
+use shop_contracts::{Cents, GoodsId, OrderSn, Quantity, UserId};
+use sqlx::{PgConnection, PgPool, Postgres, Transaction};
+
+use crate::OrderError;
+
+#[derive(sqlx::FromRow)]
+struct OrderRow {
+    order_sn: i64,
+    user_id: i64,
+    status: String,
+    total_cents: i64,
+    address: String,
+    receiver_name: String,
+    receiver_phone: String,
+    note: String,
+    created_at: DateTime<Utc>,
+    pay_deadline: DateTime<Utc>,
+    paid_at: Option<DateTime<Utc>>,
+    closed_at: Option<DateTime<Utc>>,
+}
+
+#[derive(sqlx::FromRow)]
+struct ItemRow {
+    order_sn: i64,
+    goods_id: i64,
+    title: String,
+    price_cents: i64,
+    quantity: i32,
+}
+
+const COLUMNS: &str = "order_sn, user_id, status, total_cents, address, receiver_name, \
+     receiver_phone, note, created_at, pay_deadline, paid_at, closed_at";
+
+fn bug(what: &str) -> OrderError {
+    OrderError::Bug(format!("stored order has an invalid {what}"))
+}
+
+fn assemble(row: OrderRow, items: Vec<OrderItem>) -> Result<Order, OrderError> {
+    Ok(Order {
+        order_sn: OrderSn::new(row.order_sn).map_err(|_| bug("order_sn"))?,
+        user_id: UserId::new(row.user_id).map_err(|_| bug("user_id"))?,
+        status: OrderStatus::parse(&row.status).ok_or_else(|| bug("status"))?,
+        items,
+        total_cents: Cents::new(row.total_cents).map_err(|_| bug("total"))?,
+        address: row.address,
+        receiver_name: row.receiver_name,
+        receiver_phone: row.receiver_phone,
+        note: row.note,
+        created_at: row.created_at,
+        pay_deadline: row.pay_deadline,
+        paid_at: row.paid_at,
+        closed_at: row.closed_at,
+    })
+}
+
+fn item(row: &ItemRow) -> Result<OrderItem, OrderError> {
+    Ok(OrderItem {
+        goods_id: GoodsId::new(row.goods_id).map_err(|_| bug("goods_id"))?,
+        title: row.title.clone(),
+        price_cents: Cents::new(row.price_cents).map_err(|_| bug("price"))?,
+        quantity: Quantity::new(i64::from(row.quantity)).map_err(|_| bug("quantity"))?,
+    })
+}
+
+async fn with_items(
+    conn: &mut PgConnection,
+    rows: Vec<OrderRow>,
+) -> Result<Vec<Order>, OrderError> {
+    let sns: Vec<i64> = rows.iter().map(|r| r.order_sn).collect();
+    let items: Vec<ItemRow> = sqlx::query_as(
+        "SELECT order_sn, goods_id, title, price_cents, quantity FROM order_items \
+         WHERE order_sn = ANY($1) ORDER BY order_sn, goods_id",
+    )
+    .bind(&sns)
+    .fetch_all(&mut *conn)
+    .await?;
+    rows.into_iter()
+        .map(|row| {
+            let mine = items
+                .iter()
+                .filter(|i| i.order_sn == row.order_sn)
+                .map(item)
+                .collect::<Result<Vec<_>, _>>()?;
+            assemble(row, mine)
+        })
+        .collect()
+}
+
+pub async fn get(conn: &mut PgConnection, sn: OrderSn) -> Result<Option<Order>, OrderError> {
+    let rows: Vec<OrderRow> =
+        sqlx::query_as(&format!("SELECT {COLUMNS} FROM orders WHERE order_sn = $1"))
+            .bind(sn.get())
+            .fetch_all(&mut *conn)
+            .await?;
+    Ok(with_items(conn, rows).await?.pop())
+}
+
+/// Newest first; one more than `limit` is fetched to know whether a next page exists.
+pub async fn list(
+    pool: &PgPool,
+    user: UserId,
+    before: Option<OrderSn>,
+    limit: i64,
+) -> Result<(Vec<Order>, bool), OrderError> {
+    let mut conn = pool.acquire().await?;
+    let rows: Vec<OrderRow> = sqlx::query_as(&format!(
+        "SELECT {COLUMNS} FROM orders WHERE user_id = $1 AND order_sn < $2 \
+         ORDER BY order_sn DESC LIMIT $3"
+    ))
+    .bind(user.get())
+    .bind(before.map_or(i64::MAX, OrderSn::get))
+    .bind(limit + 1)
+    .fetch_all(&mut *conn)
+    .await?;
+    let more = rows.len() as i64 > limit;
+    let mut orders = with_items(&mut conn, rows).await?;
+    orders.truncate(limit as usize);
+    Ok((orders, more))
+}
+
+/// Serialises the create's commit with the checker's fence for one order_sn.
+pub async fn lock_sn(tx: &mut Transaction<'_, Postgres>, sn: OrderSn) -> Result<(), OrderError> {
+    sqlx::query("SELECT pg_advisory_xact_lock($1)")
+        .bind(sn.get())
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+pub async fn is_fenced(conn: &mut PgConnection, sn: OrderSn) -> Result<bool, OrderError> {
+    Ok(
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM aborted_orders WHERE order_sn = $1)")
+            .bind(sn.get())
+            .fetch_one(conn)
+            .await?,
+    )
+}
+
+pub async fn fence(conn: &mut PgConnection, sn: OrderSn) -> Result<(), OrderError> {
+    sqlx::query("INSERT INTO aborted_orders (order_sn) VALUES ($1) ON CONFLICT DO NOTHING")
+        .bind(sn.get())
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+pub struct NewOrder<'a> {
+    pub sn: OrderSn,
+    pub user: UserId,
+    pub items: &'a [OrderItem],
+    pub total: Cents,
+    pub address: &'a str,
+    pub receiver_name: &'a str,
+    pub receiver_phone: &'a str,
+    pub note: &'a str,
+    pub pay_timeout_ms: i64,
+}
+
+/// Inserts the order and its items; timestamps from the database clock.
+pub async fn insert(conn: &mut PgConnection, new: &NewOrder<'_>) -> Result<(), OrderError> {
+    sqlx::query(
+        "INSERT INTO orders (order_sn, user_id, status, total_cents, address, receiver_name, \
+         receiver_phone, note, created_at, pay_deadline) \
+         VALUES ($1, $2, 'unpaid', $3, $4, $5, $6, $7, now(), \
+                 now() + make_interval(secs => $8::double precision / 1000))",
+    )
+    .bind(new.sn.get())
+    .bind(new.user.get())
+    .bind(new.total.get())
+    .bind(new.address)
+    .bind(new.receiver_name)
+    .bind(new.receiver_phone)
+    .bind(new.note)
+    .bind(new.pay_timeout_ms)
+    .execute(&mut *conn)
+    .await?;
+    for it in new.items {
+        sqlx::query(
+            "INSERT INTO order_items (order_sn, goods_id, title, price_cents, quantity) \
+             VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(new.sn.get())
+        .bind(it.goods_id.get())
+        .bind(&it.title)
+        .bind(it.price_cents.get())
+        .bind(it.quantity.get())
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(())
+}
+
+/// The order an idempotency key created, with the fingerprint of that request.
+pub async fn idempotency_key(
+    conn: &mut PgConnection,
+    user: UserId,
+    key: &str,
+) -> Result<Option<(OrderSn, String)>, OrderError> {
+    let row: Option<(i64, String)> = sqlx::query_as(
+        "SELECT order_sn, fingerprint FROM idempotency_keys WHERE user_id = $1 AND key = $2",
+    )
+    .bind(user.get())
+    .bind(key)
+    .fetch_optional(conn)
+    .await?;
+    row.map(|(sn, fp)| Ok((OrderSn::new(sn).map_err(|_| bug("order_sn"))?, fp)))
+        .transpose()
+}
+
+/// `false` when another create took the key first (this transaction must roll back).
+pub async fn insert_idempotency_key(
+    conn: &mut PgConnection,
+    user: UserId,
+    key: &str,
+    fingerprint: &str,
+    sn: OrderSn,
+) -> Result<bool, OrderError> {
+    let done = sqlx::query(
+        "INSERT INTO idempotency_keys (user_id, key, fingerprint, order_sn) \
+         VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+    )
+    .bind(user.get())
+    .bind(key)
+    .bind(fingerprint)
+    .bind(sn.get())
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+pub enum Paid {
+    Now,
+    /// No row changed: the order is not unpaid, or its deadline has passed.
+    NotChanged,
+}
+
+/// The one conditional update that decides pay against close (database clock).
+pub async fn pay(
+    conn: &mut PgConnection,
+    sn: OrderSn,
+    amount: Cents,
+    payment_ref: Option<&str>,
+) -> Result<Paid, OrderError> {
+    let done = sqlx::query(
+        "UPDATE orders SET status = 'paid', paid_at = now(), payment_ref = $3 \
+         WHERE order_sn = $1 AND status = 'unpaid' AND now() < pay_deadline \
+           AND total_cents = $2",
+    )
+    .bind(sn.get())
+    .bind(amount.get())
+    .bind(payment_ref)
+    .execute(conn)
+    .await?;
+    Ok(if done.rows_affected() == 1 {
+        Paid::Now
+    } else {
+        Paid::NotChanged
+    })
+}
+
+/// unpaid -> cancelled; `true` when this call changed it.
+pub async fn cancel(conn: &mut PgConnection, sn: OrderSn) -> Result<bool, OrderError> {
+    let done = sqlx::query(
+        "UPDATE orders SET status = 'cancelled', closed_at = now() \
+         WHERE order_sn = $1 AND status = 'unpaid'",
+    )
+    .bind(sn.get())
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// unpaid -> closed, only from the deadline on; `true` when this call closed it.
+pub async fn close_if_due(conn: &mut PgConnection, sn: OrderSn) -> Result<bool, OrderError> {
+    let done = sqlx::query(
+        "UPDATE orders SET status = 'closed', closed_at = now() \
+         WHERE order_sn = $1 AND status = 'unpaid' AND now() >= pay_deadline",
+    )
+    .bind(sn.get())
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// What the checker needs: status and the time left until the deadline (database clock).
+pub async fn status_and_time_left(
+    conn: &mut PgConnection,
+    sn: OrderSn,
+) -> Result<Option<(String, f64)>, OrderError> {
+    Ok(sqlx::query_as(
+        "SELECT status, EXTRACT(EPOCH FROM (pay_deadline - now()))::double precision \
+         FROM orders WHERE order_sn = $1",
+    )
+    .bind(sn.get())
+    .fetch_optional(conn)
+    .await?)
+}
+
+pub async fn outbox_add(
+    conn: &mut PgConnection,
+    subject: &str,
+    msg_id: &str,
+    payload: &[u8],
+) -> Result<(), OrderError> {
+    sqlx::query("INSERT INTO outbox (subject, msg_id, payload) VALUES ($1, $2, $3)")
+        .bind(subject)
+        .bind(msg_id)
+        .bind(payload)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+pub struct OutboxRow {
+    pub id: i64,
+    pub subject: String,
+    pub msg_id: String,
+    pub payload: Vec<u8>,
+}
+
+/// Claims up to `limit` outbox rows (skipping rows another relay holds).
+pub async fn outbox_claim(
+    tx: &mut Transaction<'_, Postgres>,
+    limit: i64,
+) -> Result<Vec<OutboxRow>, OrderError> {
+    let rows: Vec<(i64, String, String, Vec<u8>)> = sqlx::query_as(
+        "SELECT id, subject, msg_id, payload FROM outbox ORDER BY id \
+         LIMIT $1 FOR UPDATE SKIP LOCKED",
+    )
+    .bind(limit)
+    .fetch_all(&mut **tx)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(id, subject, msg_id, payload)| OutboxRow {
+            id,
+            subject,
+            msg_id,
+            payload,
+        })
+        .collect())
+}
+
+pub async fn outbox_delete(
+    tx: &mut Transaction<'_, Postgres>,
+    ids: &[i64],
+) -> Result<(), OrderError> {
+    sqlx::query("DELETE FROM outbox WHERE id = ANY($1)")
+        .bind(ids)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
