@@ -2,3 +2,4 @@
 //! once per run; each test has its own NATS account and databases (see `shop_tests`).
 
 mod goods;
+mod stock;

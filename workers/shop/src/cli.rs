@@ -60,4 +60,36 @@ pub enum Command {
         #[arg(long, default_value_t = 5)]
         timeout: u64,
     },
+    /// Measure the running stock workers: deducts per second and latency over NATS.
+    Bench {
+        #[command(subcommand)]
+        target: BenchTarget,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BenchTarget {
+    /// Concurrent single-unit deducts against `--goods` goods for `--seconds` seconds.
+    ///
+    /// The lock strategy is a worker setting (`SHOP_STOCK__STRATEGY`); the bench measures the
+    /// running workers and refuses to run when they report another strategy than `--strategy`.
+    Stock {
+        /// atomic | pessimistic | optimistic | kv_lock (what the running workers must use).
+        #[arg(long)]
+        strategy: String,
+        /// Goods to spread the deducts over: 1 is one hot goods.
+        #[arg(long, default_value_t = 1)]
+        goods: i64,
+        /// Deduct loops running at once.
+        #[arg(long, default_value_t = 32)]
+        concurrency: usize,
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        /// First goods id used (ids `first..first+goods`), away from the seed data.
+        #[arg(long, default_value_t = 1_000_001)]
+        first_goods_id: i64,
+        /// Directory for the JSON results.
+        #[arg(long, default_value = "bench-results")]
+        out: std::path::PathBuf,
+    },
 }

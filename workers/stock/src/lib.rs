@@ -1,17 +1,65 @@
-//! The stock worker: not yet implemented.
+//! The stock worker: stock counts, sell records and the ledger (CONTRACT section 3), and the
+//! `stock-rollback` consumer of `STOCK_ROLLBACK` (section 5).
+//!
+//! Owns the `shop_stock` database and the `stock` micro service. It never calls another
+//! worker; the order worker asks it to deduct, and returns stock through `STOCK_ROLLBACK`.
+//!
+//! - [`service`]: the endpoints (decode, call [`repo`] or [`strategies`], encode).
+//! - [`strategies`]: how a deduct takes stock: `atomic`, `pessimistic`, `optimistic`,
+//!   `kv_lock`. All share the sell-record claim and the ledger; only the counting differs.
+//! - [`repo`]: every SQL statement shared by the strategies (sell records, ledger, set, get,
+//!   return).
+//! - [`rollback`]: the durable pull consumer that applies rollback events as returns.
+//! - [`error`]: [`StockError`], mapped 1:1 onto contract codes.
+
+use std::time::Duration;
+
+pub mod error;
+pub mod repo;
+pub mod rollback;
+pub mod service;
+pub mod strategies;
+
+pub use error::StockError;
+pub use service::run;
+pub use strategies::Strategy;
 
 /// The worker's schema, embedded from `migrations/stock/`.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/stock");
 
-/// stock worker settings.
-#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
-pub struct Settings {}
+/// Semver of the `stock` micro service, reported in `$SRV.INFO.stock`.
+pub const SERVICE_VERSION: &str = env!("CARGO_PKG_VERSION");
 
-/// Serves the `stock` service until the connection closes.
-pub async fn run(
-    _client: async_nats::Client,
-    _pool: sqlx::PgPool,
-    _settings: Settings,
-) -> Result<(), async_nats::Error> {
-    std::future::pending().await
+/// Name of the KV bucket holding the `kv_lock` strategy's per-goods mutexes.
+pub const LOCK_BUCKET: &str = "stock_locks";
+
+/// Stock worker settings (`[stock]` in shop.toml, `SHOP_STOCK__*`).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
+pub struct Settings {
+    /// How a deduct takes stock (`stock.strategy`).
+    pub strategy: Strategy,
+    /// `optimistic`: attempts of one deduct before it answers `conflict`.
+    pub optimistic_attempts: u32,
+    /// `kv_lock`: a lock left by a crashed holder expires after this long.
+    #[serde(with = "humantime_serde")]
+    pub lock_ttl: Duration,
+    /// `kv_lock`: how long a deduct waits for a busy goods before answering `conflict`.
+    #[serde(with = "humantime_serde")]
+    pub lock_wait: Duration,
+    /// Delay before a rollback event that failed for a transient reason is delivered again.
+    #[serde(with = "humantime_serde")]
+    pub rollback_retry_delay: Duration,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            strategy: Strategy::Atomic,
+            optimistic_attempts: 100,
+            lock_ttl: Duration::from_secs(10),
+            lock_wait: Duration::from_secs(10),
+            rollback_retry_delay: Duration::from_secs(2),
+        }
+    }
 }

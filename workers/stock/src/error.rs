@@ -1,0 +1,85 @@
+//! Errors of the stock worker, one variant per contract code it can answer with.
+
+use shop_contracts::{ErrorCode, ErrorDetail, GoodsId};
+use shop_kit::ServiceError;
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum StockError {
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("goods {goods_id}: {requested} requested, {available} available")]
+    InsufficientStock {
+        goods_id: GoodsId,
+        requested: i64,
+        available: i64,
+    },
+    /// The order_sn was already returned (or null-compensated): a late deduct must not hang.
+    #[error("order {0} was already returned; a deduct for it is refused")]
+    OrderCancelled(String),
+    #[error("{0}")]
+    Conflict(String),
+    /// The database did not answer in time (pool exhausted, connection refused).
+    #[error("database unavailable: {0}")]
+    Unavailable(#[source] sqlx::Error),
+    /// NATS (the kv_lock bucket) did not answer.
+    #[error("lock service unavailable: {0}")]
+    LockUnavailable(String),
+    #[error("unexpected error: {0}")]
+    Unexpected(String),
+}
+
+impl From<sqlx::Error> for StockError {
+    fn from(e: sqlx::Error) -> Self {
+        if shop_kit::db::is_unavailable(&e) {
+            StockError::Unavailable(e)
+        } else {
+            StockError::Unexpected(e.to_string())
+        }
+    }
+}
+
+impl StockError {
+    /// Whether retrying the same operation later may succeed (the rollback consumer naks
+    /// these with a delay instead of terminating the message).
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            StockError::Unavailable(_)
+                | StockError::LockUnavailable(_)
+                | StockError::Unexpected(_)
+                | StockError::Conflict(_)
+        )
+    }
+}
+
+impl ServiceError for StockError {
+    fn to_contract(&self) -> ErrorDetail {
+        match self {
+            StockError::BadRequest(m) => ErrorDetail::bad_request(m),
+            StockError::NotFound(m) => ErrorDetail::not_found(m),
+            StockError::InsufficientStock {
+                goods_id,
+                requested,
+                available,
+            } => ErrorDetail::new(ErrorCode::InsufficientStock, self.to_string())
+                .with("goods_id", goods_id.get())
+                .with("requested", *requested)
+                .with("available", *available),
+            StockError::OrderCancelled(_) => {
+                ErrorDetail::new(ErrorCode::OrderCancelled, self.to_string())
+            }
+            StockError::Conflict(m) => ErrorDetail::new(ErrorCode::Conflict, m),
+            // The cause is logged by the endpoint; the caller gets no SQL or hosts.
+            StockError::Unavailable(_) => {
+                ErrorDetail::unavailable("the stock database is unavailable")
+            }
+            StockError::LockUnavailable(_) => {
+                ErrorDetail::unavailable("the stock lock bucket is unavailable")
+            }
+            StockError::Unexpected(_) => ErrorDetail::internal(),
+        }
+    }
+}

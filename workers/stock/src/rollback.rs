@@ -1,0 +1,85 @@
+//! The `stock-rollback` durable pull consumer on `STOCK_ROLLBACK` (CONTRACT section 5):
+//! every rollback event is applied as `stock.return` and acked only after that commits.
+//!
+//! - Transient failure (database down): nak with a delay, redelivered forever
+//!   (`max_deliver: -1`).
+//! - Malformed payload: it can never succeed, so it is terminated and logged.
+//! - Duplicates and replays: the sell record makes a second return a no-op.
+
+use std::time::Duration;
+
+use async_nats::jetstream::{self, consumer::PullConsumer, AckKind};
+use futures::StreamExt;
+use shop_contracts::txn::RollbackEvent;
+use shop_kit::jetstream::{
+    consumer_config, ensure_consumer, ensure_stream, stream_config, SetupError,
+    STOCK_ROLLBACK_CONSUMER_JSON, STOCK_ROLLBACK_STREAM_JSON,
+};
+use sqlx::PgPool;
+
+use crate::repo;
+
+/// Creates or updates the stream and the consumer from `nats-config/`.
+pub async fn setup(js: &jetstream::Context) -> Result<PullConsumer, SetupError> {
+    let stream = ensure_stream(
+        js,
+        stream_config("STOCK_ROLLBACK", STOCK_ROLLBACK_STREAM_JSON)?,
+    )
+    .await?;
+    ensure_consumer(
+        &stream,
+        consumer_config("stock-rollback", STOCK_ROLLBACK_CONSUMER_JSON)?,
+    )
+    .await
+}
+
+/// Consumes until the connection closes.
+pub async fn run(
+    consumer: PullConsumer,
+    pool: PgPool,
+    retry_delay: Duration,
+) -> Result<(), async_nats::Error> {
+    let mut messages = consumer.messages().await?;
+    tracing::info!("consuming STOCK_ROLLBACK");
+    while let Some(message) = messages.next().await {
+        match message {
+            Ok(message) => apply(&pool, message, retry_delay).await,
+            // Missed heartbeats and the like: the stream goes on.
+            Err(error) => tracing::warn!(%error, "STOCK_ROLLBACK consumer"),
+        }
+    }
+    Ok(())
+}
+
+async fn apply(pool: &PgPool, message: jetstream::Message, retry_delay: Duration) {
+    let subject = message.subject.to_string();
+    let event: RollbackEvent = match serde_json::from_slice(&message.payload) {
+        Ok(event) => event,
+        Err(error) => {
+            tracing::error!(%subject, %error, payload = %String::from_utf8_lossy(&message.payload),
+                "malformed rollback event: terminated, never retried");
+            if let Err(e) = message.ack_with(AckKind::Term).await {
+                tracing::warn!(%subject, error = %e, "could not terminate a rollback event");
+            }
+            return;
+        }
+    };
+    let sn = event.order_sn;
+    let ack = match repo::return_order(pool, sn).await {
+        Ok(returned) => {
+            tracing::info!(order_sn = %sn, reason = ?event.reason, returned, "rollback applied");
+            AckKind::Ack
+        }
+        Err(error) => {
+            // Every failure of a return is a database failure (there is nothing else to go
+            // wrong with a well-formed event): retry later, forever.
+            tracing::warn!(order_sn = %sn, %error, transient = error.is_transient(),
+                "rollback failed; redelivering after {retry_delay:?}");
+            AckKind::Nak(Some(retry_delay))
+        }
+    };
+    // A lost ack means a redelivery, which the sell record turns into a no-op.
+    if let Err(error) = message.ack_with(ack).await {
+        tracing::warn!(order_sn = %sn, %error, "could not ack a rollback event");
+    }
+}

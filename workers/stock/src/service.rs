@@ -1,0 +1,98 @@
+//! The `stock` micro service: one handler per subject of CONTRACT section 3, plus the
+//! rollback consumer running beside it.
+
+use std::collections::HashMap;
+
+use async_nats::service::ServiceExt;
+use shop_contracts::stock::{
+    DeductReply, DeductRequest, NormalizedLines, ReturnReply, ReturnRequest, SellDetail,
+    SellDetailRequest, SellStatus, StockGetReply, StockGetRequest, StockLevel, StockSetRequest,
+};
+use shop_contracts::subjects::{stock as subject, QUEUE_GROUP};
+use shop_kit::serve;
+use sqlx::PgPool;
+
+use crate::strategies::Deducter;
+use crate::{repo, rollback, Settings, StockError, SERVICE_VERSION};
+
+/// Starts the `stock` service and the `stock-rollback` consumer on `client`, and serves until
+/// the connection closes.
+pub async fn run(
+    client: async_nats::Client,
+    pool: PgPool,
+    settings: Settings,
+) -> Result<(), async_nats::Error> {
+    let js = async_nats::jetstream::new(client.clone());
+    let consumer = rollback::setup(&js).await?;
+    let deducter = Deducter::new(&js, pool.clone(), &settings).await?;
+
+    let service = client
+        .service_builder()
+        .description("stock counts, sell records and the ledger")
+        .metadata(HashMap::from([(
+            "strategy".to_owned(),
+            settings.strategy.as_str().to_owned(),
+        )]))
+        .queue_group(QUEUE_GROUP)
+        .start(subject::SERVICE, SERVICE_VERSION)
+        .await?;
+
+    let endpoints = [
+        serve(&service, subject::SET, pool.clone(), set).await?,
+        serve(&service, subject::GET, pool.clone(), get).await?,
+        serve(&service, subject::DEDUCT, deducter, deduct).await?,
+        serve(&service, subject::RETURN, pool.clone(), return_).await?,
+        serve(&service, subject::SELL_DETAIL, pool.clone(), sell_detail).await?,
+    ];
+    let consuming = tokio::spawn(rollback::run(consumer, pool, settings.rollback_retry_delay));
+    tracing::info!(
+        service = subject::SERVICE,
+        version = SERVICE_VERSION,
+        strategy = %settings.strategy,
+        "serving"
+    );
+    let serving = futures::future::join_all(endpoints);
+    tokio::select! {
+        _ = serving => Ok(()),
+        result = consuming => match result {
+            Ok(Ok(())) => Err("the STOCK_ROLLBACK consumer stopped".into()),
+            Ok(Err(e)) => Err(e),
+            Err(e) => Err(e.into()),
+        },
+    }
+}
+
+#[tracing::instrument(skip_all, fields(goods_id = %req.goods_id))]
+async fn set(pool: PgPool, req: StockSetRequest) -> Result<StockLevel, StockError> {
+    repo::set(&pool, req.goods_id, req.available).await
+}
+
+async fn get(pool: PgPool, req: StockGetRequest) -> Result<StockGetReply, StockError> {
+    Ok(StockGetReply {
+        items: repo::get(&pool, req.goods_ids.as_slice()).await?,
+    })
+}
+
+async fn deduct(deducter: Deducter, req: DeductRequest) -> Result<DeductReply, StockError> {
+    let lines = NormalizedLines::new(req.items.iter());
+    let items = deducter.deduct(req.order_sn, &lines).await?;
+    Ok(DeductReply {
+        order_sn: req.order_sn,
+        status: SellStatus::Deducted,
+        items,
+    })
+}
+
+async fn return_(pool: PgPool, req: ReturnRequest) -> Result<ReturnReply, StockError> {
+    let returned = repo::return_order(&pool, req.order_sn).await?;
+    Ok(ReturnReply {
+        order_sn: req.order_sn,
+        status: SellStatus::Returned,
+        returned,
+    })
+}
+
+#[tracing::instrument(skip_all, fields(order_sn = %req.order_sn))]
+async fn sell_detail(pool: PgPool, req: SellDetailRequest) -> Result<SellDetail, StockError> {
+    repo::sell_detail(&pool, req.order_sn).await
+}

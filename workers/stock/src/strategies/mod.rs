@@ -1,0 +1,226 @@
+//! How a deduct takes stock. Every strategy shares the frame in [`Deducter::deduct`]: claim
+//! the order's sell record first (idempotency, anti-hanging, duplicates serialise on its
+//! primary key), take each goods in ascending `goods_id` order, write the ledger, commit.
+//! Only the middle step differs:
+//!
+//! - [`atomic`]: one conditional `UPDATE ... WHERE available >= n` per goods.
+//! - [`pessimistic`]: `SELECT ... FOR UPDATE`, check, update.
+//! - [`optimistic`]: read without locks, then update `WHERE version = v`; a lost race rolls
+//!   the whole transaction back and retries with jitter, a bounded number of times.
+//! - [`kv_lock`]: a per-goods mutex in the NATS KV bucket `stock_locks` (TTL'd so a crashed
+//!   holder cannot block a goods forever), then read-modify-write fenced on `version`, so a
+//!   lock that expired under a slow holder still cannot oversell.
+
+pub mod atomic;
+pub mod kv_lock;
+pub mod optimistic;
+pub mod pessimistic;
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use shop_contracts::stock::{NormalizedLines, OrderLine, SellStatus};
+use shop_contracts::{GoodsId, OrderSn};
+use sqlx::{PgConnection, PgPool};
+
+use crate::repo::{self, Claim, Entry};
+use crate::{Settings, StockError};
+
+/// `stock.strategy`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Strategy {
+    #[default]
+    Atomic,
+    Pessimistic,
+    Optimistic,
+    KvLock,
+}
+
+impl Strategy {
+    pub const ALL: [Strategy; 4] = [
+        Strategy::Atomic,
+        Strategy::Pessimistic,
+        Strategy::Optimistic,
+        Strategy::KvLock,
+    ];
+
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Strategy::Atomic => "atomic",
+            Strategy::Pessimistic => "pessimistic",
+            Strategy::Optimistic => "optimistic",
+            Strategy::KvLock => "kv_lock",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Strategy> {
+        Strategy::ALL.into_iter().find(|s| s.as_str() == text)
+    }
+}
+
+impl std::fmt::Display for Strategy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The outcome of one attempt to take the stock inside a transaction.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Attempt {
+    Done,
+    /// Another writer changed a row between our read and our write: roll back, try again.
+    Retry,
+}
+
+/// Runs deducts with the configured strategy.
+#[derive(Clone)]
+pub struct Deducter {
+    pool: PgPool,
+    strategy: Strategy,
+    attempts: u32,
+    locks: Option<kv_lock::Locks>,
+}
+
+impl Deducter {
+    /// Opens what the strategy needs (the lock bucket for `kv_lock`).
+    pub async fn new(
+        js: &async_nats::jetstream::Context,
+        pool: PgPool,
+        settings: &Settings,
+    ) -> Result<Self, async_nats::Error> {
+        let locks = match settings.strategy {
+            Strategy::KvLock => {
+                Some(kv_lock::Locks::open(js, settings.lock_ttl, settings.lock_wait).await?)
+            }
+            _ => None,
+        };
+        Ok(Deducter {
+            pool,
+            strategy: settings.strategy,
+            // The kv_lock write is fenced on the version too; give it the same bound.
+            attempts: settings.optimistic_attempts.max(1),
+            locks,
+        })
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    pub fn strategy(&self) -> Strategy {
+        self.strategy
+    }
+
+    /// Deducts `lines` for `sn`, all or nothing, once; returns what was deducted.
+    #[tracing::instrument(skip_all, fields(order_sn = %sn, strategy = %self.strategy))]
+    pub async fn deduct(
+        &self,
+        sn: OrderSn,
+        lines: &NormalizedLines,
+    ) -> Result<Vec<OrderLine>, StockError> {
+        let items = repo::lines_to_items(lines)?;
+        let held = match &self.locks {
+            Some(locks) => Some(locks.acquire(lines).await?),
+            None => None,
+        };
+        let result = self.deduct_in_transactions(sn, lines, items).await;
+        if let Some(held) = held {
+            held.release().await;
+        }
+        result
+    }
+
+    async fn deduct_in_transactions(
+        &self,
+        sn: OrderSn,
+        lines: &NormalizedLines,
+        items: Vec<OrderLine>,
+    ) -> Result<Vec<OrderLine>, StockError> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let mut tx = self.pool.begin().await?;
+            match repo::claim_sell_record(&mut tx, sn, SellStatus::Deducted, &items).await? {
+                Claim::New => {}
+                Claim::Existing {
+                    status: SellStatus::Deducted,
+                    items: first,
+                } if first == items => return Ok(first),
+                Claim::Existing {
+                    status: SellStatus::Deducted,
+                    ..
+                } => {
+                    return Err(StockError::Conflict(format!(
+                        "order {sn} was already deducted with other items"
+                    )))
+                }
+                Claim::Existing { .. } => return Err(StockError::OrderCancelled(sn.to_string())),
+            }
+            let outcome = match self.strategy {
+                Strategy::Atomic => atomic::take(&mut tx, lines).await?,
+                Strategy::Pessimistic => pessimistic::take(&mut tx, lines).await?,
+                Strategy::Optimistic => optimistic::take(&mut tx, lines).await?,
+                Strategy::KvLock => kv_lock::take(&mut tx, lines).await?,
+            };
+            if outcome == Attempt::Done {
+                let rows: Vec<(GoodsId, i64, i64)> =
+                    lines.as_slice().iter().map(|(g, q)| (*g, -q, *q)).collect();
+                repo::ledger(&mut tx, Entry::Deduct, Some(sn), &rows).await?;
+                tx.commit().await?;
+                return Ok(items);
+            }
+            drop(tx);
+            if attempt >= self.attempts {
+                return Err(StockError::Conflict(format!(
+                    "order {sn}: stock changed under {attempt} attempts in a row; try again"
+                )));
+            }
+            tokio::time::sleep(backoff(attempt)).await;
+        }
+    }
+}
+
+/// The rows of `lines` read without locks: `(goods_id, available, version)` per line, in
+/// line order, or the error for the first unknown or short goods.
+pub(crate) async fn read_and_check(
+    conn: &mut PgConnection,
+    lines: &NormalizedLines,
+) -> Result<Vec<(GoodsId, i64, i64, i64)>, StockError> {
+    let ids: Vec<i64> = lines.as_slice().iter().map(|(g, _)| g.get()).collect();
+    let rows: Vec<(i64, i64, i64, i64)> = sqlx::query_as(
+        "SELECT goods_id, available, sold, version FROM stock WHERE goods_id = ANY($1)",
+    )
+    .bind(ids)
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut out = Vec::with_capacity(lines.as_slice().len());
+    for (goods_id, requested) in lines.as_slice() {
+        let Some(&(_, available, sold, version)) = rows.iter().find(|r| r.0 == goods_id.get())
+        else {
+            return Err(repo::not_found(*goods_id));
+        };
+        if available < *requested {
+            return Err(StockError::InsufficientStock {
+                goods_id: *goods_id,
+                requested: *requested,
+                available,
+            });
+        }
+        out.push((*goods_id, available, sold, version));
+    }
+    Ok(out)
+}
+
+/// A random pause that grows with the attempt (at most ~50 ms), so retrying writers spread
+/// out instead of colliding again.
+pub(crate) fn backoff(attempt: u32) -> Duration {
+    let cap_ms = (1u64 << attempt.min(6)).min(50);
+    Duration::from_micros(500 + random_u64() % (cap_ms * 1000))
+}
+
+/// Enough randomness for jitter without a dependency: std's per-process random hash keys.
+pub(crate) fn random_u64() -> u64 {
+    use std::hash::BuildHasher;
+    std::collections::hash_map::RandomState::new().hash_one(std::time::Instant::now())
+}
