@@ -2,4 +2,5 @@
 //! once per run; each test has its own NATS account and databases (see `shop_tests`).
 
 mod goods;
+mod order;
 mod stock;

@@ -1,0 +1,666 @@
+//! Order service through NATS with goods, stock and order running as real processes
+//! (CONTRACT sections 4 to 6): life cycle, pay against close, idempotency, bad input,
+//! faults, and a mixed load, each ending with the invariants checked from the databases.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::future::join_all;
+use serde_json::{json, Value};
+use shop_tests::{eventually, TestApp, Worker};
+
+const ALL: &[Worker] = &[Worker::Goods, Worker::Stock, Worker::Order];
+/// A 2-second pay window and a 1-second check delay, as the issue asks.
+const FAST: &[(&str, &str)] = &[
+    ("SHOP_ORDER__PAY_TIMEOUT", "2s"),
+    ("SHOP_ORDER__CHECK_DELAY", "1s"),
+    ("SHOP_ORDER__REQUEST_TIMEOUT", "2s"),
+];
+const SETTLE: Duration = Duration::from_secs(60);
+
+async fn start() -> TestApp {
+    TestApp::start_with_env(ALL, FAST).await
+}
+
+/// A goods on sale at `price_cents` with `available` units in stock.
+async fn goods(app: &TestApp, price_cents: i64, available: i64) -> i64 {
+    let g = app
+        .ok(
+            "goods.upsert",
+            json!({"category_id": 1, "title": format!("goods at {price_cents}"),
+                   "price_cents": price_cents}),
+        )
+        .await;
+    let id = g["goods_id"].as_i64().unwrap();
+    app.ok("stock.set", json!({"goods_id": id, "available": available}))
+        .await;
+    id
+}
+
+/// `(available, sold)`.
+async fn level(app: &TestApp, goods_id: i64) -> (i64, i64) {
+    let reply = app.ok("stock.get", json!({"goods_ids": [goods_id]})).await;
+    let item = &reply["items"][0];
+    (
+        item["available"].as_i64().unwrap(),
+        item["sold"].as_i64().unwrap(),
+    )
+}
+
+fn create_body(user: i64, items: &[(i64, i64)]) -> Value {
+    json!({
+        "user_id": user,
+        "items": items.iter().map(|(g, q)| json!({"goods_id": g, "quantity": q})).collect::<Vec<_>>(),
+        "address": "1 Main St", "receiver_name": "Ann", "receiver_phone": "555-0100",
+    })
+}
+
+fn sn_of(order: &Value) -> String {
+    order["order_sn"].as_str().unwrap().to_owned()
+}
+
+async fn wait_level(app: &TestApp, goods_id: i64, want: (i64, i64)) {
+    eventually(
+        &format!("stock of {goods_id} to be {want:?}"),
+        SETTLE,
+        || async move { (level(app, goods_id).await == want).then_some(()) },
+    )
+    .await;
+}
+
+async fn wait_status(app: &TestApp, sn: &str, status: &str) -> Value {
+    eventually(
+        &format!("order {sn} to be {status}"),
+        SETTLE,
+        || async move {
+            let order = app.ok("order.get", json!({"order_sn": sn})).await;
+            (order["status"] == status).then_some(order)
+        },
+    )
+    .await
+}
+
+/// CONTRACT section 6, invariants 1 to 3, from both databases. `Err` says what is wrong.
+async fn invariants(app: &TestApp) -> Result<(), String> {
+    let stock = app.db(Worker::Stock).await;
+    let orders = app.db(Worker::Order).await;
+    let q = |e: sqlx::Error| e.to_string();
+    // 1. No oversell.
+    let negative: i64 = sqlx::query_scalar("SELECT count(*) FROM stock WHERE available < 0")
+        .fetch_one(&stock)
+        .await
+        .map_err(q)?;
+    if negative > 0 {
+        return Err(format!("{negative} goods oversold"));
+    }
+    // 2. Conservation.
+    let levels: Vec<(i64, i64, i64)> =
+        sqlx::query_as("SELECT goods_id, available, sold FROM stock")
+            .fetch_all(&stock)
+            .await
+            .map_err(q)?;
+    let records: Vec<(i64, String, Value)> =
+        sqlx::query_as("SELECT order_sn, status, items FROM sell_records")
+            .fetch_all(&stock)
+            .await
+            .map_err(q)?;
+    let mut sold_by_records: BTreeMap<i64, i64> = BTreeMap::new();
+    let mut deducted: BTreeMap<i64, Vec<(i64, i64)>> = BTreeMap::new();
+    for (sn, status, items) in &records {
+        if status != "deducted" {
+            continue;
+        }
+        let mut lines: Vec<(i64, i64)> = items
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| {
+                (
+                    i["goods_id"].as_i64().unwrap(),
+                    i["quantity"].as_i64().unwrap(),
+                )
+            })
+            .collect();
+        lines.sort();
+        for (g, n) in &lines {
+            *sold_by_records.entry(*g).or_default() += n;
+        }
+        deducted.insert(*sn, lines);
+    }
+    for (goods_id, available, sold) in &levels {
+        let adjusted: i64 = sqlx::query_scalar(
+            "SELECT COALESCE(sum(delta_available + delta_sold), 0)::bigint FROM stock_ledger \
+             WHERE goods_id = $1 AND kind = 'adjustment'",
+        )
+        .bind(goods_id)
+        .fetch_one(&stock)
+        .await
+        .map_err(q)?;
+        if available + sold != adjusted {
+            return Err(format!(
+                "goods {goods_id}: available {available} + sold {sold} != adjustments {adjusted}"
+            ));
+        }
+        let by_records = sold_by_records.get(goods_id).copied().unwrap_or(0);
+        if *sold != by_records {
+            return Err(format!(
+                "goods {goods_id}: sold {sold} but deducted records hold {by_records}"
+            ));
+        }
+    }
+    // 3. Agreement.
+    let all: Vec<(i64, String)> = sqlx::query_as("SELECT order_sn, status FROM orders")
+        .fetch_all(&orders)
+        .await
+        .map_err(q)?;
+    let items: Vec<(i64, i64, i32)> =
+        sqlx::query_as("SELECT order_sn, goods_id, quantity FROM order_items ORDER BY goods_id")
+            .fetch_all(&orders)
+            .await
+            .map_err(q)?;
+    let mut order_lines: BTreeMap<i64, Vec<(i64, i64)>> = BTreeMap::new();
+    for (sn, g, n) in items {
+        order_lines.entry(sn).or_default().push((g, i64::from(n)));
+    }
+    let mut with_order = HashSet::new();
+    for (sn, status) in &all {
+        with_order.insert(*sn);
+        let held = deducted.get(sn);
+        match status.as_str() {
+            "paid" | "unpaid" => {
+                if held != order_lines.get(sn) {
+                    return Err(format!(
+                        "{status} order {sn} has items {:?} but deducted {held:?}",
+                        order_lines.get(sn)
+                    ));
+                }
+            }
+            _ => {
+                if held.is_some() {
+                    return Err(format!("{status} order {sn} still holds stock"));
+                }
+            }
+        }
+    }
+    if let Some(sn) = deducted.keys().find(|sn| !with_order.contains(sn)) {
+        return Err(format!("order_sn {sn} has no order but holds stock"));
+    }
+    Ok(())
+}
+
+/// Waits until the invariants hold (the checker and the rollback consumer have settled).
+async fn check_invariants(app: &TestApp) {
+    let deadline = Instant::now() + SETTLE;
+    loop {
+        match invariants(app).await {
+            Ok(()) => return,
+            Err(e) if Instant::now() >= deadline => panic!("invariants do not hold: {e}"),
+            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn order_life_create_get_list_pay() {
+    let app = start().await;
+    let a = goods(&app, 1250, 10).await;
+    let b = goods(&app, 300, 10).await;
+    let order = app
+        .ok("order.create", create_body(7, &[(a, 2), (b, 1), (a, 1)]))
+        .await;
+    let sn = sn_of(&order);
+    assert_eq!(order["status"], "unpaid");
+    assert_eq!(order["total_cents"], 3 * 1250 + 300);
+    assert_eq!(
+        order["items"].as_array().unwrap().len(),
+        2,
+        "duplicates summed"
+    );
+    assert!(order["created_at"].as_str().unwrap().ends_with('Z'));
+    assert_eq!(level(&app, a).await, (7, 3));
+
+    let got = app.ok("order.get", json!({"order_sn": sn})).await;
+    assert_eq!(got, order);
+    let second = app.ok("order.create", create_body(7, &[(b, 1)])).await;
+    let list = app
+        .ok("order.list", json!({"user_id": 7, "limit": 1}))
+        .await;
+    assert_eq!(
+        list["orders"][0]["order_sn"], second["order_sn"],
+        "newest first"
+    );
+    let next = list["next_before_sn"].as_str().unwrap();
+    let rest = app
+        .ok("order.list", json!({"user_id": 7, "before_sn": next}))
+        .await;
+    assert_eq!(rest["orders"][0]["order_sn"], order["order_sn"]);
+    assert!(rest["next_before_sn"].is_null());
+
+    app.err(
+        "order.pay",
+        json!({"order_sn": sn, "amount_cents": 1}),
+        "amount_mismatch",
+    )
+    .await;
+    let paid = app
+        .ok(
+            "order.pay",
+            json!({"order_sn": sn, "amount_cents": 4050, "payment_ref": "p-1"}),
+        )
+        .await;
+    assert_eq!(paid["status"], "paid");
+    assert!(paid["paid_at"].is_string());
+    let again = app
+        .ok("order.pay", json!({"order_sn": sn, "amount_cents": 4050}))
+        .await;
+    assert_eq!(again, paid, "paying again returns the order unchanged");
+    app.err("order.cancel", json!({"order_sn": sn}), "conflict")
+        .await;
+    // The paid order outlives its pay window.
+    app.ok("order.cancel", json!({"order_sn": sn_of(&second)}))
+        .await;
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let later = app.ok("order.get", json!({"order_sn": sn})).await;
+    assert_eq!(later["status"], "paid");
+    check_invariants(&app).await;
+    assert_eq!(level(&app, a).await, (7, 3));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn order_cancel_returns_stock() {
+    let app = start().await;
+    let a = goods(&app, 100, 5).await;
+    let order = app.ok("order.create", create_body(1, &[(a, 5)])).await;
+    assert_eq!(level(&app, a).await, (0, 5));
+    app.err(
+        "order.create",
+        create_body(2, &[(a, 1)]),
+        "insufficient_stock",
+    )
+    .await;
+    let cancelled = app
+        .ok("order.cancel", json!({"order_sn": sn_of(&order)}))
+        .await;
+    assert_eq!(cancelled["status"], "cancelled");
+    let again = app
+        .ok("order.cancel", json!({"order_sn": sn_of(&order)}))
+        .await;
+    assert_eq!(again["status"], "cancelled");
+    wait_level(&app, a, (5, 0)).await;
+    let e = app
+        .err(
+            "order.pay",
+            json!({"order_sn": sn_of(&order), "amount_cents": 500}),
+            "not_payable",
+        )
+        .await;
+    assert_eq!(e.body.error.details["status"], "cancelled");
+    check_invariants(&app).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn order_unpaid_closes_at_deadline_and_late_pay_is_refused() {
+    let app = start().await;
+    let a = goods(&app, 100, 5).await;
+    let order = app.ok("order.create", create_body(1, &[(a, 2)])).await;
+    let sn = sn_of(&order);
+    let closed = wait_status(&app, &sn, "closed").await;
+    assert!(closed["closed_at"].is_string());
+    wait_level(&app, a, (5, 0)).await;
+    let e = app
+        .err(
+            "order.pay",
+            json!({"order_sn": sn, "amount_cents": 200}),
+            "not_payable",
+        )
+        .await;
+    assert_eq!(e.body.error.details["status"], "closed");
+    check_invariants(&app).await;
+    // The close was published as an event.
+    let events = app.jetstream().get_stream("ORDER_EVENTS").await.unwrap();
+    let last = events
+        .get_last_raw_message_by_subject(&format!("order.events.{sn}.closed"))
+        .await;
+    assert!(last.is_ok(), "no closed event for {sn}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn order_idempotency_key_returns_the_same_order() {
+    let app = start().await;
+    let a = goods(&app, 100, 10).await;
+    let mut body = create_body(3, &[(a, 2)]);
+    body["idempotency_key"] = json!("k-1");
+    let first = app.ok("order.create", &body).await;
+    let replies = join_all((0..5).map(|_| app.ok("order.create", &body))).await;
+    for r in &replies {
+        assert_eq!(r["order_sn"], first["order_sn"]);
+    }
+    body["items"][0]["quantity"] = json!(3);
+    app.err("order.create", &body, "conflict").await;
+    // Another user may use the same key.
+    let mut other = create_body(4, &[(a, 1)]);
+    other["idempotency_key"] = json!("k-1");
+    let theirs = app.ok("order.create", &other).await;
+    assert_ne!(theirs["order_sn"], first["order_sn"]);
+    check_invariants(&app).await;
+    assert_eq!(level(&app, a).await, (7, 3));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn order_bad_inputs_get_clear_errors() {
+    let app = start().await;
+    let a = goods(&app, 100, 10).await;
+    let off = app
+        .ok(
+            "goods.upsert",
+            json!({"category_id": 1, "title": "off", "price_cents": 1, "status": "off_sale"}),
+        )
+        .await["goods_id"]
+        .as_i64()
+        .unwrap();
+    for subject in [
+        "order.create",
+        "order.pay",
+        "order.cancel",
+        "order.get",
+        "order.list",
+    ] {
+        for raw in [
+            &b"not json"[..],
+            b"[1]",
+            b"{}",
+            b"{\"order_sn\": 5, \"user_id\": \"x\"}",
+        ] {
+            let e = app.request_raw(subject, raw.to_vec()).await.unwrap_err();
+            assert_eq!(e.code(), "bad_request", "{subject} {raw:?}");
+            assert_eq!(e.status, "400");
+        }
+        let big = vec![b' '; 70 * 1024];
+        let e = app.request_raw(subject, big).await.unwrap_err();
+        assert_eq!(e.code(), "bad_request");
+    }
+    let mut zero = create_body(1, &[(a, 0)]);
+    app.err("order.create", &zero, "bad_request").await;
+    zero["items"] = json!([]);
+    app.err("order.create", &zero, "bad_request").await;
+    let many: Vec<(i64, i64)> = (0..101).map(|_| (a, 1)).collect();
+    app.err("order.create", create_body(1, &many), "bad_request")
+        .await;
+    let mut blank = create_body(1, &[(a, 1)]);
+    blank["address"] = json!(" ");
+    app.err("order.create", &blank, "bad_request").await;
+    app.err("order.create", create_body(0, &[(a, 1)]), "bad_request")
+        .await;
+    app.err(
+        "order.create",
+        create_body(1, &[(a, 1), (987_654, 1)]),
+        "not_found",
+    )
+    .await;
+    app.err("order.create", create_body(1, &[(off, 1)]), "off_sale")
+        .await;
+    app.err("order.get", json!({"order_sn": "123"}), "not_found")
+        .await;
+    app.err("order.get", json!({"order_sn": 123}), "bad_request")
+        .await;
+    app.err(
+        "order.pay",
+        json!({"order_sn": "123", "amount_cents": 1}),
+        "not_found",
+    )
+    .await;
+    app.err(
+        "order.pay",
+        json!({"order_sn": "123", "amount_cents": -1}),
+        "bad_request",
+    )
+    .await;
+    app.err("order.cancel", json!({"order_sn": "123"}), "not_found")
+        .await;
+    app.err(
+        "order.list",
+        json!({"user_id": 1, "limit": 101}),
+        "bad_request",
+    )
+    .await;
+    // Still serving.
+    app.ok("order.create", create_body(1, &[(a, 1)])).await;
+    check_invariants(&app).await;
+    assert_eq!(level(&app, a).await, (9, 1));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn order_pay_races_close_at_the_deadline() {
+    let app = start().await;
+    let a = goods(&app, 100, 1000).await;
+    // Each order remembers when its create answered: its deadline is ~2 s later.
+    let orders = join_all((0..50).map(|u| {
+        let app = &app;
+        async move {
+            let order = app.ok("order.create", create_body(u + 1, &[(a, 1)])).await;
+            (order, Instant::now())
+        }
+    }))
+    .await;
+    for (order, _) in &orders {
+        let created = order["created_at"].as_str().unwrap();
+        let deadline = order["pay_deadline"].as_str().unwrap();
+        assert!(deadline > created);
+    }
+    // Pay each right around its deadline: some a little before, some at, some after.
+    let app = Arc::new(app);
+    let tasks = orders.iter().enumerate().map(|(i, (order, answered))| {
+        let app = app.clone();
+        let sn = sn_of(order);
+        let aim = *answered + Duration::from_millis(1950 + (i as u64 % 10) * 10);
+        async move {
+            tokio::time::sleep_until(aim.into()).await;
+            let paid = app
+                .request("order.pay", json!({"order_sn": sn, "amount_cents": 100}))
+                .await;
+            (sn, paid)
+        }
+    });
+    let results = join_all(tasks).await;
+    let mut paid = 0;
+    for (sn, result) in results {
+        let settled = match result {
+            Ok(order) => {
+                assert_eq!(order["status"], "paid");
+                paid += 1;
+                "paid"
+            }
+            Err(e) => {
+                assert_eq!(e.code(), "not_payable", "{e:?}");
+                "closed"
+            }
+        };
+        wait_status(&app, &sn, settled).await;
+    }
+    check_invariants(&app).await;
+    assert_eq!(level(&app, a).await, (1000 - paid, paid));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn order_worker_killed_after_deduct_is_rolled_back() {
+    let mut app = TestApp::start_with_env(&[Worker::Goods, Worker::Stock], FAST).await;
+    let a = goods(&app, 100, 10).await;
+    let doomed = app.spawn_process(Worker::Order, &[("SHOP_ORDER__FAILPOINT", "after_deduct")]);
+    let doomed = app.adopt(doomed);
+    app.wait_for_workers(Worker::Order, 1).await;
+    let started = Instant::now();
+    let reply = app.client().request(
+        "order.create",
+        serde_json::to_vec(&create_body(1, &[(a, 3)]))
+            .unwrap()
+            .into(),
+    );
+    assert!(
+        tokio::time::timeout(Duration::from_secs(10), reply)
+            .await
+            .map_or(true, |r| r.is_err()),
+        "the failpoint should have killed the worker before it answered"
+    );
+    assert!(
+        app.worker(doomed).has_exited() || {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            app.worker(doomed).has_exited()
+        }
+    );
+    assert_eq!(level(&app, a).await, (7, 3), "the deduct happened");
+    // A healthy worker's checker rolls the orphaned deduct back.
+    app.spawn(Worker::Order).await;
+    wait_level(&app, a, (10, 0)).await;
+    check_invariants(&app).await;
+    eprintln!("kill after deduct settled in {:?}", started.elapsed());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn order_stock_down_gives_unavailable_and_leaks_nothing() {
+    let mut app = start().await;
+    let a = goods(&app, 100, 10).await;
+    app.ok("order.create", create_body(1, &[(a, 1)])).await;
+    app.worker(1).kill9();
+    let results =
+        join_all((0..5).map(|u| app.request("order.create", create_body(u + 2, &[(a, 1)])))).await;
+    for r in results {
+        assert_eq!(r.unwrap_err().code(), "unavailable");
+    }
+    app.spawn(Worker::Stock).await;
+    check_invariants(&app).await;
+    assert_eq!(level(&app, a).await, (9, 1));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn order_survives_nats_restart_mid_load() {
+    let started = Instant::now();
+    let mut app = TestApp::start_with_own_nats(ALL, FAST).await;
+    let a = goods(&app, 100, 200).await;
+    let app_ref = &app;
+    let first =
+        join_all((0..40).map(|u| app_ref.request("order.create", create_body(u + 1, &[(a, 1)]))))
+            .await;
+    app.restart_nats();
+    app.wait_for_workers(Worker::Order, 1).await;
+    app.wait_for_workers(Worker::Stock, 1).await;
+    let app_ref = &app;
+    let second = join_all((0..40).map(|u| async move {
+        // Requests during reconnection may time out or be unavailable; retry a little.
+        for _ in 0..20 {
+            if let Ok(r) = tokio::time::timeout(
+                Duration::from_secs(5),
+                app_ref.request("order.create", create_body(u + 100, &[(a, 1)])),
+            )
+            .await
+            {
+                return r;
+            }
+        }
+        panic!("order.create never answered after the restart");
+    }))
+    .await;
+    let ok = first
+        .iter()
+        .chain(second.iter())
+        .filter(|r| r.is_ok())
+        .count();
+    assert!(ok > 0);
+    check_invariants(&app).await;
+    eprintln!(
+        "nats restart: {ok} orders, settled in {:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn order_two_workers_issue_distinct_sns() {
+    let mut app = start().await;
+    app.spawn(Worker::Order).await;
+    let a = goods(&app, 1, 10_000).await;
+    let replies =
+        join_all((0..200).map(|u| app.ok("order.create", create_body(u % 20 + 1, &[(a, 1)]))))
+            .await;
+    let sns: HashSet<String> = replies.iter().map(sn_of).collect();
+    assert_eq!(sns.len(), 200, "duplicate order_sn");
+    let nodes: HashSet<i64> = sns
+        .iter()
+        .map(|s| (s.parse::<i64>().unwrap() >> 12) & 1023)
+        .collect();
+    assert_eq!(nodes.len(), 2, "both workers issued ids: {nodes:?}");
+    check_invariants(&app).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn order_mixed_load_keeps_every_invariant() {
+    let started = Instant::now();
+    let app = TestApp::start_with_env(
+        ALL,
+        &[
+            ("SHOP_ORDER__PAY_TIMEOUT", "4s"),
+            ("SHOP_ORDER__CHECK_DELAY", "2s"),
+            ("SHOP_ORDER__REQUEST_TIMEOUT", "5s"),
+        ],
+    )
+    .await;
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        ids.push(goods(&app, 100 + i, 40).await);
+    }
+    let app = Arc::new(app);
+    let ids = Arc::new(ids);
+    let tasks = (0..300).map(|i: i64| {
+        let app = app.clone();
+        let ids = ids.clone();
+        async move {
+            let items = [
+                (ids[(i % 5) as usize], 1 + i % 3),
+                (ids[((i + 2) % 5) as usize], 1),
+            ];
+            let created = app
+                .request("order.create", create_body(i % 50 + 1, &items))
+                .await;
+            let Ok(order) = created else {
+                return 0;
+            };
+            let sn = sn_of(&order);
+            match i % 3 {
+                0 => {
+                    let _ = app
+                        .request(
+                            "order.pay",
+                            json!({"order_sn": sn, "amount_cents": order["total_cents"]}),
+                        )
+                        .await;
+                }
+                1 => {
+                    app.ok("order.cancel", json!({"order_sn": sn})).await;
+                }
+                _ => {}
+            }
+            1
+        }
+    });
+    let created: i32 = join_all(tasks).await.into_iter().sum();
+    assert!(created > 0);
+    check_invariants(&app).await;
+    // Every unpaid order closes.
+    let pool = app.db(Worker::Order).await;
+    eventually("all unpaid orders to close", SETTLE, || {
+        let pool = pool.clone();
+        async move {
+            let unpaid: i64 =
+                sqlx::query_scalar("SELECT count(*) FROM orders WHERE status = 'unpaid'")
+                    .fetch_one(&pool)
+                    .await
+                    .unwrap();
+            (unpaid == 0).then_some(())
+        }
+    })
+    .await;
+    check_invariants(&app).await;
+    eprintln!(
+        "mixed load: {created} of 300 created; settled in {:?}",
+        started.elapsed()
+    );
+}
