@@ -308,3 +308,93 @@ async fn two_workers_share_the_load() {
     let stats: Value = serde_json::from_slice(&stats.payload).unwrap();
     assert_eq!(stats["name"], "goods");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_database_is_unavailable_without_leaking_details() {
+    // A goods worker whose database is a port nobody listens on: it still starts (its pool
+    // connects lazily) and answers every request with `unavailable`, naming no host or SQL.
+    let dead = format!(
+        "postgres://shop:s3cret@127.0.0.1:{}/nowhere",
+        shop_devstack::free_port().unwrap()
+    );
+    let app = TestApp::start_with_env(
+        &[Worker::Goods],
+        &[
+            ("SHOP_GOODS__DATABASE_URL", dead.as_str()),
+            ("SHOP_GOODS__MIGRATE_ON_START", "false"),
+            ("SHOP_GOODS__ACQUIRE_TIMEOUT", "300ms"),
+        ],
+    )
+    .await;
+    let e = app
+        .err("goods.detail", json!({"goods_id": 1}), "unavailable")
+        .await;
+    assert_eq!(e.status, "503");
+    let text = format!("{} {}", e.message, serde_json::to_string(&e.body).unwrap()).to_lowercase();
+    for secret in [
+        "s3cret",
+        "127.0.0.1",
+        "nowhere",
+        "select",
+        "postgres://",
+        "connection refused",
+    ] {
+        assert!(!text.contains(secret), "error leaks {secret:?}: {text}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn worker_users_have_only_their_own_permissions() {
+    // The goods user may serve goods.* but not call other services or touch JetStream.
+    let app = TestApp::start(&[Worker::Goods]).await;
+    let goods_user = async_nats::ConnectOptions::with_user_and_password(
+        format!("a{}-goods", app.account),
+        shop_tests::stack::PASSWORD.into(),
+    )
+    .custom_inbox_prefix("_INBOX.goods")
+    .connect(shop_tests::stack::stack().nats_url.as_str())
+    .await
+    .unwrap();
+    // A responder answers stock.deduct and order.create, so only a permission can refuse.
+    let mut responder = app.client().subscribe("stock.deduct").await.unwrap();
+    let mut responder2 = app.client().subscribe("order.create").await.unwrap();
+    let client = app.client().clone();
+    tokio::spawn(async move {
+        loop {
+            let msg = tokio::select! {
+                Some(m) = futures::StreamExt::next(&mut responder) => m,
+                Some(m) = futures::StreamExt::next(&mut responder2) => m,
+                else => break,
+            };
+            if let Some(reply) = msg.reply {
+                let _ = client.publish(reply, "{}".into()).await;
+            }
+        }
+    });
+    for subject in ["stock.deduct", "order.create", "$JS.API.INFO"] {
+        app.client()
+            .request(subject, "{}".into())
+            .await
+            .unwrap_or_else(|e| panic!("admin: {subject}: {e}"));
+        // A denied publish is dropped by the server, so the request times out.
+        let quick = async_nats::Request::new().payload("{}".into()).timeout(Some(std::time::Duration::from_secs(1)));
+        let refused = goods_user.send_request(subject, quick).await;
+        assert!(refused.is_err(), "the goods user could request {subject}");
+    }
+    // And may not listen to another worker's subjects.
+    let mut sub = goods_user.subscribe("stock.deduct").await.unwrap();
+    app.client()
+        .publish("stock.deduct", "{}".into())
+        .await
+        .unwrap();
+    app.client().flush().await.unwrap();
+    let got = tokio::time::timeout(
+        std::time::Duration::from_millis(500),
+        futures::StreamExt::next(&mut sub),
+    )
+    .await;
+    assert!(
+        !matches!(got, Ok(Some(_))),
+        "the goods user received stock.deduct"
+    );
+}

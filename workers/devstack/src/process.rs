@@ -42,3 +42,32 @@ pub fn die_with_parent(command: &mut Command, signal: i32) {
         });
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The guarantee the test harness and `shop up` rely on: when the spawning thread ends
+    /// (as it does when the process dies), the kernel kills the child.
+    #[test]
+    fn a_child_dies_with_the_thread_that_spawned_it() {
+        let child = std::thread::spawn(|| {
+            let mut command = Command::new("sleep");
+            command.arg("300");
+            die_with_parent(&mut command, libc::SIGKILL);
+            command.spawn().expect("spawning sleep")
+        })
+        .join()
+        .expect("spawner thread");
+        let mut child = child;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                assert!(!status.success(), "sleep was killed, not finished");
+                return;
+            }
+            assert!(Instant::now() < deadline, "the child outlived its spawning thread");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}

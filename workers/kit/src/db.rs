@@ -21,17 +21,19 @@ pub fn is_unavailable(error: &sqlx::Error) -> bool {
 
 /// A pool whose `acquire` gives up after `acquire_timeout`, so a dead database turns into
 /// `unavailable` replies instead of requests that hang.
-pub async fn connect(
+///
+/// Connections are opened lazily: a worker starts and answers (with `unavailable`) while its
+/// database is down, and recovers by itself when the database is back.
+pub fn connect(
     url: &str,
     max_connections: u32,
     acquire_timeout: Duration,
 ) -> Result<PgPool, sqlx::Error> {
     let options = PgConnectOptions::from_str(url)?.disable_statement_logging();
-    PgPoolOptions::new()
+    Ok(PgPoolOptions::new()
         .max_connections(max_connections)
         .acquire_timeout(acquire_timeout)
-        .connect_with(options)
-        .await
+        .connect_lazy_with(options))
 }
 
 /// Creates the database named in `url` if it does not exist (connecting to the cluster's

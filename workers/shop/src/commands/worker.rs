@@ -50,7 +50,6 @@ async fn connect<S>(
         worker.max_connections,
         worker.acquire_timeout,
     )
-    .await
     .with_context(|| format!("connecting to the {name} database"))?;
     Ok((client, pool))
 }
