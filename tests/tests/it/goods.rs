@@ -377,7 +377,9 @@ async fn worker_users_have_only_their_own_permissions() {
             .await
             .unwrap_or_else(|e| panic!("admin: {subject}: {e}"));
         // A denied publish is dropped by the server, so the request times out.
-        let quick = async_nats::Request::new().payload("{}".into()).timeout(Some(std::time::Duration::from_secs(1)));
+        let quick = async_nats::Request::new()
+            .payload("{}".into())
+            .timeout(Some(std::time::Duration::from_secs(1)));
         let refused = goods_user.send_request(subject, quick).await;
         assert!(refused.is_err(), "the goods user could request {subject}");
     }

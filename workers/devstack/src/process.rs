@@ -66,7 +66,10 @@ mod tests {
                 assert!(!status.success(), "sleep was killed, not finished");
                 return;
             }
-            assert!(Instant::now() < deadline, "the child outlived its spawning thread");
+            assert!(
+                Instant::now() < deadline,
+                "the child outlived its spawning thread"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
