@@ -7,64 +7,81 @@ use std::fmt;
 /// Largest integer id the contract allows: ids must stay exact in a JavaScript number.
 pub const MAX_SAFE_INTEGER: i64 = (1 << 53) - 1;
 
-macro_rules! positive_id {
-    ($(#[$doc:meta])* $name:ident, $what:literal) => {
+/// A range-checked integer newtype: decoding (serde `try_from = "i64"`) rejects values out
+/// of range, so a value of the type is always valid.
+macro_rules! ranged_int {
+    ($(#[$doc:meta])* $name:ident($inner:ty): $min:expr, $max:expr, $msg:literal) => {
         $(#[$doc])*
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+        #[derive(
+            Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash,
+            ::serde::Serialize, ::serde::Deserialize,
+        )]
         #[serde(try_from = "i64", into = "i64")]
-        pub struct $name(i64);
+        pub struct $name($inner);
 
         impl $name {
-            /// Accepts `1..=2^53-1`.
-            pub fn new(value: i64) -> Result<Self, RangeError> {
-                if (1..=MAX_SAFE_INTEGER).contains(&value) {
-                    Ok($name(value))
+            pub const MIN: i64 = $min;
+            pub const MAX: i64 = $max;
+
+            pub fn new(value: i64) -> Result<Self, $crate::ids::RangeError> {
+                if (Self::MIN..=Self::MAX).contains(&value) {
+                    // In range, so the cast cannot truncate.
+                    Ok($name(value as $inner))
                 } else {
-                    Err(RangeError(concat!($what, " must be a positive integer below 2^53")))
+                    Err($crate::ids::RangeError($msg))
                 }
             }
 
-            pub const fn get(self) -> i64 {
+            pub const fn get(self) -> $inner {
                 self.0
             }
         }
 
         impl TryFrom<i64> for $name {
-            type Error = RangeError;
-            fn try_from(value: i64) -> Result<Self, RangeError> {
+            type Error = $crate::ids::RangeError;
+            fn try_from(value: i64) -> Result<Self, $crate::ids::RangeError> {
                 Self::new(value)
             }
         }
 
         impl From<$name> for i64 {
-            fn from(id: $name) -> i64 {
-                id.0
+            fn from(v: $name) -> i64 {
+                v.0 as i64
             }
         }
 
-        impl fmt::Display for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        impl ::std::fmt::Display for $name {
+            fn fmt(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {
                 self.0.fmt(f)
             }
         }
     };
 }
+pub(crate) use ranged_int;
 
-positive_id!(
+ranged_int!(
     /// A goods (product) id.
-    GoodsId, "goods_id"
+    GoodsId(i64): 1, MAX_SAFE_INTEGER, "goods_id must be a positive integer below 2^53"
 );
-positive_id!(
+ranged_int!(
     /// A live room id.
-    RoomId, "room_id"
+    RoomId(i64): 1, MAX_SAFE_INTEGER, "room_id must be a positive integer below 2^53"
 );
-positive_id!(
+ranged_int!(
     /// A user id.
-    UserId, "user_id"
+    UserId(i64): 1, MAX_SAFE_INTEGER, "user_id must be a positive integer below 2^53"
 );
-positive_id!(
+ranged_int!(
     /// A goods category id.
-    CategoryId, "category_id"
+    CategoryId(i64): 1, MAX_SAFE_INTEGER, "category_id must be a positive integer below 2^53"
+);
+ranged_int!(
+    /// Units of one goods in an order line.
+    Quantity(i32): 1, 10_000, "quantity must be between 1 and 10000"
+);
+ranged_int!(
+    /// Money in integer cents, never negative. Never a float.
+    Cents(i64): 0, MAX_SAFE_INTEGER, "amounts in cents must be between 0 and 2^53-1"
 );
 
 /// A value outside the range its type allows; the message names the field.
@@ -78,80 +95,6 @@ impl fmt::Display for RangeError {
 }
 
 impl std::error::Error for RangeError {}
-
-/// Units of one goods in an order line: `1..=10000`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(try_from = "i64", into = "i64")]
-pub struct Quantity(i32);
-
-impl Quantity {
-    pub const MAX: i32 = 10_000;
-
-    pub fn new(value: i64) -> Result<Self, RangeError> {
-        if (1..=i64::from(Self::MAX)).contains(&value) {
-            Ok(Quantity(value as i32))
-        } else {
-            Err(RangeError("quantity must be between 1 and 10000"))
-        }
-    }
-
-    pub const fn get(self) -> i32 {
-        self.0
-    }
-}
-
-impl TryFrom<i64> for Quantity {
-    type Error = RangeError;
-    fn try_from(value: i64) -> Result<Self, RangeError> {
-        Self::new(value)
-    }
-}
-
-impl From<Quantity> for i64 {
-    fn from(q: Quantity) -> i64 {
-        i64::from(q.0)
-    }
-}
-
-/// Money in integer cents, never negative. Never a float.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
-)]
-#[serde(try_from = "i64", into = "i64")]
-pub struct Cents(i64);
-
-impl Cents {
-    pub fn new(value: i64) -> Result<Self, RangeError> {
-        if (0..=MAX_SAFE_INTEGER).contains(&value) {
-            Ok(Cents(value))
-        } else {
-            Err(RangeError("amounts in cents must be between 0 and 2^53-1"))
-        }
-    }
-
-    pub const fn get(self) -> i64 {
-        self.0
-    }
-}
-
-impl TryFrom<i64> for Cents {
-    type Error = RangeError;
-    fn try_from(value: i64) -> Result<Self, RangeError> {
-        Self::new(value)
-    }
-}
-
-impl From<Cents> for i64 {
-    fn from(c: Cents) -> i64 {
-        c.0
-    }
-}
-
-impl fmt::Display for Cents {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.0.fmt(f)
-    }
-}
 
 /// An order serial number: a 63-bit snowflake id, written on the wire as a decimal string
 /// because it exceeds what a JavaScript number holds exactly.

@@ -68,41 +68,14 @@ impl<'a, T> IntoIterator for &'a ItemList<T> {
     }
 }
 
-/// Page size of a list request: `1..=100`, default 20.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(try_from = "i64", into = "i64")]
-pub struct PageLimit(u8);
-
-impl PageLimit {
-    pub fn new(value: i64) -> Result<Self, RangeError> {
-        if (1..=MAX_ITEMS as i64).contains(&value) {
-            Ok(PageLimit(value as u8))
-        } else {
-            Err(RangeError("limit must be between 1 and 100"))
-        }
-    }
-
-    pub const fn get(self) -> i64 {
-        self.0 as i64
-    }
-}
+crate::ids::ranged_int!(
+    /// Page size of a list request (default 20).
+    PageLimit(i64): 1, MAX_ITEMS as i64, "limit must be between 1 and 100"
+);
 
 impl Default for PageLimit {
     fn default() -> Self {
         PageLimit(20)
-    }
-}
-
-impl TryFrom<i64> for PageLimit {
-    type Error = RangeError;
-    fn try_from(value: i64) -> Result<Self, RangeError> {
-        Self::new(value)
-    }
-}
-
-impl From<PageLimit> for i64 {
-    fn from(l: PageLimit) -> i64 {
-        l.get()
     }
 }
 

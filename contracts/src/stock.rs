@@ -4,40 +4,13 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
-use crate::ids::{GoodsId, OrderSn, Quantity, RangeError, MAX_SAFE_INTEGER};
+use crate::ids::{GoodsId, OrderSn, Quantity, MAX_SAFE_INTEGER};
 use crate::list::ItemList;
 
-/// A stock count set by an admin: `0..=2^53-1`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(try_from = "i64", into = "i64")]
-pub struct Units(i64);
-
-impl Units {
-    pub fn new(value: i64) -> Result<Self, RangeError> {
-        if (0..=MAX_SAFE_INTEGER).contains(&value) {
-            Ok(Units(value))
-        } else {
-            Err(RangeError("available must be between 0 and 2^53-1"))
-        }
-    }
-
-    pub const fn get(self) -> i64 {
-        self.0
-    }
-}
-
-impl TryFrom<i64> for Units {
-    type Error = RangeError;
-    fn try_from(value: i64) -> Result<Self, RangeError> {
-        Self::new(value)
-    }
-}
-
-impl From<Units> for i64 {
-    fn from(u: Units) -> i64 {
-        u.0
-    }
-}
+crate::ids::ranged_int!(
+    /// A stock count set by an admin.
+    Units(i64): 0, MAX_SAFE_INTEGER, "available must be between 0 and 2^53-1"
+);
 
 /// One line of an order as stock sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]

@@ -96,15 +96,8 @@ impl TestApp {
     pub async fn start_with_env(kinds: &[Worker], env: &[(&str, &str)]) -> TestApp {
         let stack = stack();
         let account = stack.take_account();
-        let mut app = TestApp::connect(account, stack.nats_url.clone(), None).await;
-        app.env = env
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        for kind in kinds {
-            app.spawn(*kind).await;
-        }
-        app
+        let app = TestApp::connect(account, stack.nats_url.clone(), None).await;
+        app.with_workers(kinds, env).await
     }
 
     /// Like [`TestApp::start_with_env`] but on a nats-server of the test's own, which
@@ -125,15 +118,19 @@ impl TestApp {
             log_file: dir.join("nats-server.log"),
         })
         .expect("starting the test's own nats-server");
-        let mut app = TestApp::connect(account, server.url(), Some(server)).await;
-        app.env = env
+        let app = TestApp::connect(account, server.url(), Some(server)).await;
+        app.with_workers(kinds, env).await
+    }
+
+    async fn with_workers(mut self, kinds: &[Worker], env: &[(&str, &str)]) -> TestApp {
+        self.env = env
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
         for kind in kinds {
-            app.spawn(*kind).await;
+            self.spawn(*kind).await;
         }
-        app
+        self
     }
 
     async fn connect(account: usize, nats_url: String, own_nats: Option<NatsServer>) -> TestApp {
