@@ -19,6 +19,10 @@ async fn main() -> anyhow::Result<()> {
     if cli.log_json {
         config.log.format = LogFormat::Json;
     }
+    // A one-shot request prints its reply; connection chatter would only bury it.
+    if matches!(cli.command, Command::Req { .. }) && config.log.filter == "info" {
+        config.log.filter = "warn".into();
+    }
     telemetry::init(&config.log);
 
     match cli.command {
