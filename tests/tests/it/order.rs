@@ -510,7 +510,9 @@ async fn order_worker_killed_after_deduct_is_rolled_back() {
     );
     assert_eq!(level(&app, a).await, (7, 3), "the deduct happened");
     // A healthy worker's checker rolls the orphaned deduct back.
-    app.spawn(Worker::Order).await;
+    let healthy = app.spawn_process(Worker::Order, &[]);
+    app.adopt(healthy);
+    app.wait_for_workers(Worker::Order, 1).await;
     wait_level(&app, a, (10, 0)).await;
     check_invariants(&app).await;
     eprintln!("kill after deduct settled in {:?}", started.elapsed());
@@ -527,7 +529,10 @@ async fn order_stock_down_gives_unavailable_and_leaks_nothing() {
     for r in results {
         assert_eq!(r.unwrap_err().code(), "unavailable");
     }
-    app.spawn(Worker::Stock).await;
+    // (`spawn` would also count the dead process.)
+    let stock = app.spawn_process(Worker::Stock, &[]);
+    app.adopt(stock);
+    app.wait_for_workers(Worker::Stock, 1).await;
     check_invariants(&app).await;
     assert_eq!(level(&app, a).await, (9, 1));
 }
