@@ -300,6 +300,52 @@ async fn order_cancel_returns_stock() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_create_is_resolved_without_a_rollback() {
+    // A sell-out refuses most creates; each refusal must cost no rollback event: the create
+    // fences its order_sn, and the checker acks the half message without publishing one.
+    let app = start().await;
+    let a = goods(&app, 100, 1).await;
+    for user in 1..=5 {
+        app.err(
+            "order.create",
+            create_body(user, &[(a, 2)]),
+            "insufficient_stock",
+        )
+        .await;
+    }
+    let js = app.jetstream();
+    eventually("the checker to resolve every half message", SETTLE, || {
+        let js = js.clone();
+        async move {
+            let mut txn = js.get_stream("ORDER_TXN").await.ok()?;
+            (txn.info().await.ok()?.state.messages == 0).then_some(())
+        }
+    })
+    .await;
+    // The outbox is relayed after the checker's commit: wait until it is drained too.
+    let orders = app.db(Worker::Order).await;
+    eventually("the outbox to drain", SETTLE, || {
+        let orders = orders.clone();
+        async move {
+            let left: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox")
+                .fetch_one(&orders)
+                .await
+                .ok()?;
+            (left == 0).then_some(())
+        }
+    })
+    .await;
+    let mut rollback = js.get_stream("STOCK_ROLLBACK").await.unwrap();
+    assert_eq!(
+        rollback.info().await.unwrap().state.messages,
+        0,
+        "refusals published rollbacks"
+    );
+    assert_eq!(level(&app, a).await, (1, 0));
+    check_invariants(&app).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn order_unpaid_closes_at_deadline_and_late_pay_is_refused() {
     let app = start().await;
     let a = goods(&app, 100, 5).await;

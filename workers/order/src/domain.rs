@@ -258,8 +258,14 @@ pub async fn create(ctx: &Ctx, req: CreateOrderRequest) -> Result<Order, OrderEr
         Err(CallError::Refused(d))
             if !matches!(d.code, ErrorCode::Unavailable | ErrorCode::Internal) =>
         {
-            // A definite refusal: nothing was taken (the checker's null compensation will
-            // fence the order_sn later).
+            // A definite refusal: nothing was taken. Fence the order_sn now, so the checker
+            // acks its half message at once instead of publishing a rollback after the
+            // check delay: in a sell-out most creates are refused, and each would otherwise
+            // cost a rollback event and a null-compensation record. If the fence fails, the
+            // checker's slow path still resolves it.
+            if let Err(error) = fence_refused(ctx, sn).await {
+                tracing::warn!(%error, "could not fence a refused order_sn; the checker will");
+            }
             return Err(OrderError::Refused(d));
         }
         Err(error) => {
@@ -315,6 +321,16 @@ pub async fn create(ctx: &Ctx, req: CreateOrderRequest) -> Result<Order, OrderEr
     tx.commit().await?;
     ctx.outbox.notify_one();
     Ok(order)
+}
+
+/// Fences an order_sn whose deduct was refused, under the same lock as the commit and the
+/// checker, so nothing can commit it later.
+async fn fence_refused(ctx: &Ctx, sn: OrderSn) -> Result<(), OrderError> {
+    let mut tx = ctx.pool.begin().await?;
+    repo::lock_sn(&mut tx, sn).await?;
+    repo::fence(&mut tx, sn).await?;
+    tx.commit().await?;
+    Ok(())
 }
 
 fn not_found(sn: OrderSn) -> OrderError {
