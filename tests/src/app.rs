@@ -178,7 +178,13 @@ impl TestApp {
     /// Starts one more worker process of `kind` and waits until it answers `$SRV.PING`.
     pub async fn spawn(&mut self, kind: Worker) -> usize {
         let process = self.spawn_process(kind, &[]);
-        let expected = self.workers.iter().filter(|w| w.kind == kind).count() + 1;
+        // Killed processes no longer answer: count only the live ones.
+        let expected = self
+            .workers
+            .iter_mut()
+            .filter(|w| w.kind == kind && !w.has_exited())
+            .count()
+            + 1;
         self.workers.push(process);
         self.wait_for_workers(kind, expected).await;
         self.workers.len() - 1
