@@ -179,12 +179,12 @@ impl TestApp {
     pub async fn spawn(&mut self, kind: Worker) -> usize {
         let process = self.spawn_process(kind, &[]);
         // Killed processes no longer answer: count only the live ones.
-        let expected = self
-            .workers
-            .iter_mut()
-            .filter(|w| w.kind == kind && !w.has_exited())
-            .count()
-            + 1;
+        let mut expected = 1;
+        for worker in &mut self.workers {
+            if worker.kind == kind && !worker.has_exited() {
+                expected += 1;
+            }
+        }
         self.workers.push(process);
         self.wait_for_workers(kind, expected).await;
         self.workers.len() - 1
