@@ -102,11 +102,14 @@ impl Default for Config {
 }
 
 impl Config {
-    pub fn load() -> Result<Config, figment::Error> {
+    /// Loads the layered configuration. The error is boxed: figment's is large, and it is
+    /// only ever reported once, at start-up.
+    pub fn load() -> Result<Config, Box<figment::Error>> {
         Figment::from(Serialized::defaults(Config::default()))
             .merge(Toml::file("shop.toml"))
             .merge(Env::prefixed("SHOP_").split("__"))
             .extract()
+            .map_err(Box::new)
     }
 
     /// Where a client connects. `worker` names the worker kind whose permissions apply
@@ -123,6 +126,8 @@ impl Config {
 }
 
 #[cfg(test)]
+// figment::Jail's closures return figment::Error, which is large by design.
+#[allow(clippy::result_large_err)]
 mod tests {
     use super::*;
 
@@ -132,7 +137,7 @@ mod tests {
             jail.set_env("SHOP_NATS__URL", "nats://10.0.0.1:4222");
             jail.set_env("SHOP_GOODS__MAX_CONNECTIONS", "7");
             jail.set_env("SHOP_GOODS__ACQUIRE_TIMEOUT", "250ms");
-            let config = Config::load()?;
+            let config = Config::load().map_err(|e| *e)?;
             assert_eq!(config.nats.url, "nats://10.0.0.1:4222");
             assert_eq!(config.goods.max_connections, 7);
             assert_eq!(config.goods.acquire_timeout, Duration::from_millis(250));
@@ -148,7 +153,7 @@ mod tests {
                 "[log]\nformat = \"json\"\n[goods]\nmax_connections = 3\n",
             )?;
             jail.set_env("SHOP_GOODS__MAX_CONNECTIONS", "9");
-            let config = Config::load()?;
+            let config = Config::load().map_err(|e| *e)?;
             assert_eq!(config.log.format, LogFormat::Json);
             assert_eq!(config.goods.max_connections, 9);
             Ok(())

@@ -33,6 +33,10 @@ async fn main() -> anyhow::Result<()> {
         Command::Seed { room_id, stock } => commands::seed::run(&config, room_id, stock).await,
         Command::Up { workers, root } => commands::up::run(config, workers, root).await,
         Command::Bench { target } => commands::bench::run(&config, target).await,
-        Command::Req { subject, body, timeout } => commands::req::run(&config, &subject, &body, timeout).await,
+        Command::Req {
+            subject,
+            body,
+            timeout,
+        } => commands::req::run(&config, &subject, &body, timeout).await,
     }
 }
