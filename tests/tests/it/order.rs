@@ -260,7 +260,17 @@ async fn order_life_create_get_list_pay() {
     // The paid order outlives its pay window.
     app.ok("order.cancel", json!({"order_sn": sn_of(&second)}))
         .await;
-    tokio::time::sleep(Duration::from_millis(2500)).await;
+    // Wait until the checker has seen the paid order's half message again at its deadline
+    // and resolved it (the work-queue stream is then empty), then look.
+    let js = app.jetstream();
+    eventually("the checker to resolve both half messages", SETTLE, || {
+        let js = js.clone();
+        async move {
+            let mut txn = js.get_stream("ORDER_TXN").await.ok()?;
+            (txn.info().await.ok()?.state.messages == 0).then_some(())
+        }
+    })
+    .await;
     let later = app.ok("order.get", json!({"order_sn": sn})).await;
     assert_eq!(later["status"], "paid");
     check_invariants(&app).await;
@@ -549,10 +559,8 @@ async fn order_worker_killed_after_deduct_is_rolled_back() {
         "the failpoint should have killed the worker before it answered"
     );
     assert!(
-        app.worker(doomed).has_exited() || {
-            tokio::time::sleep(Duration::from_millis(500)).await;
-            app.worker(doomed).has_exited()
-        }
+        app.worker(doomed).wait_exit(Duration::from_secs(10)).await,
+        "the failpoint did not end the worker"
     );
     assert_eq!(level(&app, a).await, (7, 3), "the deduct happened");
     // A healthy worker's checker rolls the orphaned deduct back.
