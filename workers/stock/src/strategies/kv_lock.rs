@@ -12,7 +12,7 @@ use async_nats::jetstream::kv::{self, CreateErrorKind};
 use shop_contracts::stock::NormalizedLines;
 use sqlx::PgConnection;
 
-use super::{read_and_check, Attempt};
+use super::Attempt;
 use crate::{StockError, LOCK_BUCKET};
 
 #[derive(Clone)]
@@ -112,26 +112,9 @@ impl Held {
     }
 }
 
-/// Under the locks: read, check, and write the new counts, fenced on `version`.
+/// Under the locks: the same version-fenced write as `optimistic`. The fence is what keeps
+/// a lock that expired under a slow holder from overselling; a return or `stock.set` (which
+/// take no KV lock) getting in between costs a retry.
 pub async fn take(conn: &mut PgConnection, lines: &NormalizedLines) -> Result<Attempt, StockError> {
-    let rows = read_and_check(conn, lines).await?;
-    for ((goods_id, quantity), (_, available, sold, version)) in lines.as_slice().iter().zip(&rows)
-    {
-        let written = sqlx::query(
-            "UPDATE stock SET available = $2, sold = $3, version = version + 1, updated_at = now()
-             WHERE goods_id = $1 AND version = $4",
-        )
-        .bind(goods_id.get())
-        .bind(available - quantity)
-        .bind(sold + quantity)
-        .bind(version)
-        .execute(&mut *conn)
-        .await?
-        .rows_affected();
-        if written == 0 {
-            // A return or stock.set (which take no KV lock) or an expired lock got between.
-            return Ok(Attempt::Retry);
-        }
-    }
-    Ok(Attempt::Done)
+    super::optimistic::take(conn, lines).await
 }
