@@ -730,3 +730,74 @@ async fn order_mixed_load_keeps_every_invariant() {
         started.elapsed()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unpaid_orders_show_as_pending_timers_and_the_consumer_is_configured() {
+    // Every unpaid order holds one delayed redelivery: the checker reports how many in
+    // $SRV.STATS.order, and max_ack_pending comes from order.max_ack_pending.
+    let app = TestApp::start_with_env(
+        ALL,
+        &[
+            ("SHOP_ORDER__PAY_TIMEOUT", "10m"),
+            ("SHOP_ORDER__MAX_ACK_PENDING", "5000"),
+        ],
+    )
+    .await;
+    let a = goods(&app, 100, 10).await;
+    for user in 1..=3 {
+        app.ok("order.create", create_body(user, &[(a, 1)])).await;
+    }
+    let consumer: async_nats::jetstream::consumer::PullConsumer = app
+        .jetstream()
+        .get_consumer_from_stream("order-txn-checker", "ORDER_TXN")
+        .await
+        .unwrap();
+    let mut consumer = consumer;
+    let info = consumer.info().await.unwrap();
+    assert_eq!(info.config.max_ack_pending, 5000);
+    assert_eq!(info.config.max_deliver, -1);
+    assert!(info.config.backoff.is_empty());
+    eventually(
+        "three pending timers in $SRV.STATS.order",
+        SETTLE,
+        || async {
+            let stats = app
+                .client()
+                .request("$SRV.STATS.order", "".into())
+                .await
+                .ok()?;
+            let stats: Value = serde_json::from_slice(&stats.payload).ok()?;
+            let pending = stats["endpoints"][0]["data"]["checker_pending_timers"].as_u64()?;
+            (pending == 3).then_some(())
+        },
+    )
+    .await;
+    check_invariants(&app).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_refuses_to_start_on_a_stream_that_contradicts_nats_config() {
+    // Someone created ORDER_TXN by hand as a limits stream: a work queue's semantics (a half
+    // message gone once resolved) would silently change, so the order worker must not start.
+    let mut app = TestApp::start(&[Worker::Goods, Worker::Stock]).await;
+    app.jetstream()
+        .create_stream(async_nats::jetstream::stream::Config {
+            name: "ORDER_TXN".into(),
+            subjects: vec!["order.txn.*".into()],
+            retention: async_nats::jetstream::stream::RetentionPolicy::Limits,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let order = app.spawn_process(Worker::Order, &[]);
+    let index = app.adopt(order);
+    assert!(
+        app.worker(index).wait_exit(Duration::from_secs(30)).await,
+        "the order worker started on a limits ORDER_TXN"
+    );
+    let log = std::fs::read_to_string(&app.worker(index).log).unwrap();
+    assert!(
+        log.contains("ORDER_TXN"),
+        "the error names the stream: {log}"
+    );
+}
