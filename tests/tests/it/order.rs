@@ -83,6 +83,49 @@ async fn wait_status(app: &TestApp, sn: &str, status: &str) -> Value {
     .await
 }
 
+/// Waits until the outbox relay has published every row the order database holds.
+async fn wait_outbox_drained(app: &TestApp) {
+    let orders = app.db(Worker::Order).await;
+    eventually("the outbox to drain", SETTLE, || {
+        let orders = orders.clone();
+        async move {
+            let left: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox")
+                .fetch_one(&orders)
+                .await
+                .ok()?;
+            (left == 0).then_some(())
+        }
+    })
+    .await;
+}
+
+/// The ORDER_EVENTS kinds stored for `sn`, in life-cycle order. Each stored event must carry
+/// `Nats-Msg-Id: <order_sn>-<event>` and the order itself as payload.
+async fn events_of(app: &TestApp, sn: &str) -> Vec<&'static str> {
+    let stream = app.jetstream().get_stream("ORDER_EVENTS").await.unwrap();
+    let mut kinds = Vec::new();
+    for kind in ["created", "paid", "closed", "cancelled"] {
+        let Ok(event) = stream
+            .get_last_raw_message_by_subject(&format!("order.events.{sn}.{kind}"))
+            .await
+        else {
+            continue;
+        };
+        let msg_id = event.headers.get("Nats-Msg-Id").map(|v| v.as_str());
+        assert_eq!(
+            msg_id,
+            Some(format!("{sn}-{kind}").as_str()),
+            "msg id of {kind}"
+        );
+        let order: Value = serde_json::from_slice(&event.payload).unwrap();
+        assert_eq!(order["order_sn"], sn, "payload of the {kind} event");
+        let status = if kind == "created" { "unpaid" } else { kind };
+        assert_eq!(order["status"], status, "status in the {kind} event");
+        kinds.push(kind);
+    }
+    kinds
+}
+
 /// CONTRACT section 6, invariants 1 to 3, from both databases. `Err` says what is wrong.
 async fn invariants(app: &TestApp) -> Result<(), String> {
     let stock = app.db(Worker::Stock).await;
@@ -277,6 +320,13 @@ async fn order_life_create_get_list_pay() {
     assert_eq!(later["status"], "paid");
     check_invariants(&app).await;
     assert_eq!(level(&app, a).await, (7, 3));
+    // Every change of status was published once, and nothing else.
+    wait_outbox_drained(&app).await;
+    assert_eq!(events_of(&app, &sn).await, ["created", "paid"]);
+    assert_eq!(
+        events_of(&app, &sn_of(&second)).await,
+        ["created", "cancelled"]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -335,18 +385,7 @@ async fn a_refused_create_is_resolved_without_a_rollback() {
     })
     .await;
     // The outbox is relayed after the checker's commit: wait until it is drained too.
-    let orders = app.db(Worker::Order).await;
-    eventually("the outbox to drain", SETTLE, || {
-        let orders = orders.clone();
-        async move {
-            let left: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox")
-                .fetch_one(&orders)
-                .await
-                .ok()?;
-            (left == 0).then_some(())
-        }
-    })
-    .await;
+    wait_outbox_drained(&app).await;
     let mut rollback = js.get_stream("STOCK_ROLLBACK").await.unwrap();
     assert_eq!(
         rollback.info().await.unwrap().state.messages,
@@ -375,12 +414,8 @@ async fn order_unpaid_closes_at_deadline_and_late_pay_is_refused() {
         .await;
     assert_eq!(e.body.error.details["status"], "closed");
     check_invariants(&app).await;
-    // The close was published as an event.
-    let events = app.jetstream().get_stream("ORDER_EVENTS").await.unwrap();
-    let last = events
-        .get_last_raw_message_by_subject(&format!("order.events.{sn}.closed"))
-        .await;
-    assert!(last.is_ok(), "no closed event for {sn}");
+    wait_outbox_drained(&app).await;
+    assert_eq!(events_of(&app, &sn).await, ["created", "closed"]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
