@@ -83,6 +83,19 @@ async fn wait_status(app: &TestApp, sn: &str, status: &str) -> Value {
     .await
 }
 
+/// Waits until the checker has resolved (acked) every half message in the work-queue stream.
+async fn wait_half_messages_resolved(app: &TestApp) {
+    let js = app.jetstream();
+    eventually("the checker to resolve every half message", SETTLE, || {
+        let js = js.clone();
+        async move {
+            let mut txn = js.get_stream("ORDER_TXN").await.ok()?;
+            (txn.info().await.ok()?.state.messages == 0).then_some(())
+        }
+    })
+    .await;
+}
+
 /// Waits until the outbox relay has published every row the order database holds.
 async fn wait_outbox_drained(app: &TestApp) {
     let orders = app.db(Worker::Order).await;
@@ -307,15 +320,7 @@ async fn order_life_create_get_list_pay() {
         .await;
     // Wait until the checker has seen the paid order's half message again at its deadline
     // and resolved it (the work-queue stream is then empty), then look.
-    let js = app.jetstream();
-    eventually("the checker to resolve both half messages", SETTLE, || {
-        let js = js.clone();
-        async move {
-            let mut txn = js.get_stream("ORDER_TXN").await.ok()?;
-            (txn.info().await.ok()?.state.messages == 0).then_some(())
-        }
-    })
-    .await;
+    wait_half_messages_resolved(&app).await;
     let later = app.ok("order.get", json!({"order_sn": sn})).await;
     assert_eq!(later["status"], "paid");
     check_invariants(&app).await;
@@ -375,18 +380,10 @@ async fn a_refused_create_is_resolved_without_a_rollback() {
         )
         .await;
     }
-    let js = app.jetstream();
-    eventually("the checker to resolve every half message", SETTLE, || {
-        let js = js.clone();
-        async move {
-            let mut txn = js.get_stream("ORDER_TXN").await.ok()?;
-            (txn.info().await.ok()?.state.messages == 0).then_some(())
-        }
-    })
-    .await;
+    wait_half_messages_resolved(&app).await;
     // The outbox is relayed after the checker's commit: wait until it is drained too.
     wait_outbox_drained(&app).await;
-    let mut rollback = js.get_stream("STOCK_ROLLBACK").await.unwrap();
+    let mut rollback = app.jetstream().get_stream("STOCK_ROLLBACK").await.unwrap();
     assert_eq!(
         rollback.info().await.unwrap().state.messages,
         0,
