@@ -38,7 +38,7 @@ const RETRY: Duration = Duration::from_secs(1);
 /// Naks land a little after the deadline, so the close's `now() >= pay_deadline` holds.
 const MARGIN: Duration = Duration::from_millis(50);
 
-pub async fn run(ctx: Ctx, mut consumer: PullConsumer, pending: Arc<AtomicU64>) {
+pub async fn run(ctx: Ctx, consumer: PullConsumer, pending: Arc<AtomicU64>) {
     let limit = Arc::new(Semaphore::new(CONCURRENCY));
     // The metric: how many half messages wait for a delayed redelivery (ack pending).
     let mut probe = consumer.clone();
@@ -76,7 +76,6 @@ pub async fn run(ctx: Ctx, mut consumer: PullConsumer, pending: Arc<AtomicU64>) 
                 drop(permit);
             });
         }
-        let _ = &mut consumer;
     }
 }
 

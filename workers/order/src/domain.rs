@@ -15,9 +15,7 @@ use shop_contracts::txn::{
     event_msg_id, event_subject, half_message_id, half_message_subject, rollback_msg_id,
     rollback_subject, HalfMessage, OrderEventKind, RollbackEvent, RollbackReason,
 };
-use shop_contracts::{
-    Cents, ErrorCode, ErrorDetail, ItemList, OrderSn, PageLimit, Quantity, UserId,
-};
+use shop_contracts::{Cents, ErrorCode, ErrorDetail, ItemList, OrderSn, Quantity, UserId};
 use shop_kit::client::{call, CallError};
 use sqlx::{PgConnection, PgPool};
 use tokio::sync::Notify;
@@ -426,7 +424,6 @@ pub async fn list(ctx: &Ctx, req: ListOrdersRequest) -> Result<ListOrdersReply, 
     } else {
         None
     };
-    let _: PageLimit = limit;
     Ok(ListOrdersReply {
         orders,
         next_before_sn,
