@@ -684,6 +684,70 @@ async fn order_two_workers_issue_distinct_sns() {
     check_invariants(&app).await;
 }
 
+/// Node id and unix milliseconds of an order_sn (41 bits of ms since 2024-01-01, 10 of node).
+fn node_and_ms(sn: &str) -> (i64, i64) {
+    let sn: i64 = sn.parse().unwrap();
+    ((sn >> 12) & 1023, (sn >> 22) + 1_704_067_200_000)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_re_leased_with_its_clock_behind_never_repeats_an_order_sn() {
+    let mut app = start().await;
+    let a = goods(&app, 1, 1000).await;
+    let before =
+        join_all((0..20).map(|u| app.ok("order.create", create_body(u + 1, &[(a, 1)])))).await;
+    let last = before
+        .iter()
+        .map(sn_of)
+        .max_by_key(|s| s.parse::<i64>().unwrap())
+        .unwrap();
+    let (node, last_ms) = node_and_ms(&last);
+    app.worker(2).kill9();
+
+    // The next order worker can lease only `node`: every other node id is held, and the dead
+    // worker's lease is deleted (as its expiry would). Its clock runs an hour behind.
+    let js = app.jetstream();
+    let leases = js.get_key_value("order_nodes").await.unwrap();
+    for other in (0..1024).filter(|n| *n != node) {
+        leases
+            .create(other.to_string(), "held by the test".into())
+            .await
+            .unwrap();
+    }
+    leases.delete(node.to_string()).await.unwrap();
+    let behind = app.spawn_process(Worker::Order, &[("SHOP_ORDER__FAILPOINT", "clock_behind")]);
+    app.adopt(behind);
+    app.wait_for_workers(Worker::Order, 1).await;
+
+    let after =
+        join_all((0..20).map(|u| app.ok("order.create", create_body(u + 1, &[(a, 1)])))).await;
+    for order in &after {
+        let sn = sn_of(order);
+        assert_eq!(
+            node_and_ms(&sn).0,
+            node,
+            "the new worker leased another node"
+        );
+        assert!(
+            sn.parse::<i64>().unwrap() > last.parse::<i64>().unwrap(),
+            "{sn} issued after {last} on the same node is not larger"
+        );
+    }
+    // The mark the new holder started from covers what the old one issued.
+    let marks = js.get_key_value("order_node_marks").await.unwrap();
+    let mark = marks
+        .get(node.to_string())
+        .await
+        .unwrap()
+        .expect("a mark for the node");
+    let mark: i64 = std::str::from_utf8(&mark).unwrap().parse().unwrap();
+    assert!(
+        mark >= last_ms,
+        "mark {mark} below the last issued ms {last_ms}"
+    );
+    check_invariants(&app).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn order_mixed_load_keeps_every_invariant() {
     let started = Instant::now();

@@ -22,7 +22,7 @@ use tokio::sync::Notify;
 
 use crate::ids::Ids;
 use crate::repo::{self, NewOrder, Paid};
-use crate::{OrderError, Settings};
+use crate::{Failpoint, OrderError, Settings};
 
 /// Everything a handler needs.
 #[derive(Clone)]
@@ -273,7 +273,7 @@ pub async fn create(ctx: &Ctx, req: CreateOrderRequest) -> Result<Order, OrderEr
             ));
         }
     }
-    if ctx.settings.failpoint == "after_deduct" {
+    if ctx.settings.failpoint == Failpoint::AfterDeduct {
         tracing::error!("failpoint after_deduct: aborting");
         std::process::abort();
     }

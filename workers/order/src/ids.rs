@@ -2,6 +2,12 @@
 //! bits of sequence. The node id is leased from KV bucket `order_nodes` (create-if-absent,
 //! renewed well inside the bucket's max age), so no two running workers share one; a worker
 //! whose lease is not renewed in time stops issuing ids (`unavailable`) until it holds one.
+//!
+//! Ids of one node only ever increase, across every worker that ever held it, even when a
+//! clock steps backwards: within a process the generator never goes below its last
+//! millisecond, and across processes KV bucket `order_node_marks` (no expiry) keeps a
+//! high-water mark per node. A holder writes a mark ahead of its clock before it issues ids up
+//! to it, and the next holder of that node starts above the mark.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -15,7 +21,10 @@ pub const NODE_BITS: u32 = 10;
 pub const SEQ_BITS: u32 = 12;
 pub const MAX_NODE: u16 = (1 << NODE_BITS) - 1;
 const MAX_SEQ: u16 = (1 << SEQ_BITS) - 1;
+/// Node-id leases: one key per node held, expiring with the bucket's max age.
 pub const BUCKET: &str = "order_nodes";
+/// High-water marks: per node, the unix millisecond no id of that node has passed.
+pub const MARKS_BUCKET: &str = "order_node_marks";
 
 /// The pure generator: never issues the same id twice for one node, even when the clock
 /// steps backwards (it keeps using its last millisecond, borrowing the next one when the
@@ -44,6 +53,20 @@ impl Snowflake {
             | (i64::from(node) << SEQ_BITS)
             | i64::from(self.seq)
     }
+
+    /// From now on, issue only ids of milliseconds after `unix_ms` (a node's high-water mark).
+    pub fn start_after(&mut self, unix_ms: i64) {
+        let floor = unix_ms - EPOCH_MS;
+        if floor >= self.last_ms {
+            self.last_ms = floor;
+            self.seq = MAX_SEQ;
+        }
+    }
+}
+
+/// Unix milliseconds of an order_sn.
+pub fn unix_ms_of(sn: i64) -> i64 {
+    (sn >> (NODE_BITS + SEQ_BITS)) + EPOCH_MS
 }
 
 /// Node id of an order_sn (for tests and logs).
@@ -51,11 +74,20 @@ pub fn node_of(sn: i64) -> u16 {
     ((sn >> SEQ_BITS) & i64::from(MAX_NODE)) as u16
 }
 
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
+/// The wall clock the ids are made from, shifted by `offset_ms` (0 but in fault tests).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Clock {
+    pub offset_ms: i64,
+}
+
+impl Clock {
+    fn now_ms(self) -> i64 {
+        let wall = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis() as i64)
+            .unwrap_or(0);
+        wall + self.offset_ms
+    }
 }
 
 #[derive(Debug)]
@@ -63,6 +95,8 @@ struct Lease {
     node: u16,
     revision: u64,
     valid_until: Instant,
+    /// The high-water mark stored for `node`: no id may be issued past it.
+    mark_ms: i64,
 }
 
 #[derive(Debug, Default)]
@@ -75,17 +109,30 @@ struct State {
 #[derive(Debug, Clone)]
 pub struct Ids {
     state: Arc<Mutex<State>>,
+    clock: Clock,
+}
+
+/// The two KV buckets a worker needs.
+struct Buckets {
+    leases: kv::Store,
+    marks: kv::Store,
 }
 
 impl Ids {
-    /// `None` when no valid lease is held.
+    /// `None` when no valid lease is held, or when the next id would pass the node's stored
+    /// high-water mark (a clock that jumped forward, until the next renewal raises the mark).
     pub fn next(&self) -> Option<OrderSn> {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        let node = match &state.lease {
-            Some(lease) if Instant::now() < lease.valid_until => lease.node,
+        let (node, mark_ms) = match &state.lease {
+            Some(lease) if Instant::now() < lease.valid_until => (lease.node, lease.mark_ms),
             _ => return None,
         };
-        let id = state.gen.next(node, now_ms());
+        let mut gen = state.gen.clone();
+        let id = gen.next(node, self.clock.now_ms());
+        if unix_ms_of(id) > mark_ms {
+            return None;
+        }
+        state.gen = gen;
         OrderSn::new(id).ok()
     }
 
@@ -95,59 +142,143 @@ impl Ids {
     }
 
     /// Leases a node id (waiting until one is free) and keeps renewing it in a task.
-    pub async fn start(js: &jetstream::Context, ttl: Duration) -> Result<Ids, async_nats::Error> {
-        let store = match js.get_key_value(BUCKET).await {
-            Ok(store) => store,
-            Err(_) => {
-                js.create_key_value(kv::Config {
-                    bucket: BUCKET.into(),
-                    description: "snowflake node-id leases of order workers".into(),
-                    history: 1,
-                    max_age: ttl,
-                    storage: jetstream::stream::StorageType::File,
-                    ..Default::default()
-                })
-                .await?
-            }
+    pub async fn start(
+        js: &jetstream::Context,
+        ttl: Duration,
+        clock: Clock,
+    ) -> Result<Ids, async_nats::Error> {
+        let buckets = Buckets {
+            leases: bucket(js, BUCKET, "snowflake node-id leases of order workers", ttl).await?,
+            marks: bucket(
+                js,
+                MARKS_BUCKET,
+                "per node id, the millisecond no order_sn of that node has passed",
+                Duration::ZERO,
+            )
+            .await?,
         };
         let ids = Ids {
             state: Arc::new(Mutex::new(State::default())),
+            clock,
         };
-        let token = format!("{}-{}", std::process::id(), now_ms());
-        acquire(&store, &ids, &token, ttl).await;
+        let token = format!("{}-{}", std::process::id(), clock.now_ms());
+        acquire(&buckets, &ids, &token, ttl).await;
         let renewing = ids.clone();
-        tokio::spawn(async move { renew_forever(store, renewing, token, ttl).await });
+        tokio::spawn(async move { renew_forever(buckets, renewing, token, ttl).await });
         Ok(ids)
+    }
+
+    /// The mark to store before issuing ids for the next `ttl`: past every id this worker
+    /// may issue until its lease runs out (2/3 of the TTL after the renewal that stored it).
+    fn next_mark(&self, ttl: Duration) -> i64 {
+        let state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let issued = state.gen.last_ms + EPOCH_MS;
+        self.clock.now_ms().max(issued) + ttl.as_millis() as i64
     }
 }
 
-/// Tries node ids from a random start until one is created; retries until it succeeds.
-async fn acquire(store: &kv::Store, ids: &Ids, token: &str, ttl: Duration) {
-    let start = (now_ms() as u64 ^ u64::from(std::process::id())) as u16 % (MAX_NODE + 1);
+/// Opens a KV bucket, creating it when absent; `max_age` zero keeps entries forever.
+async fn bucket(
+    js: &jetstream::Context,
+    name: &str,
+    description: &str,
+    max_age: Duration,
+) -> Result<kv::Store, async_nats::Error> {
+    if let Ok(store) = js.get_key_value(name).await {
+        return Ok(store);
+    }
+    Ok(js
+        .create_key_value(kv::Config {
+            bucket: name.into(),
+            description: description.into(),
+            history: 1,
+            max_age,
+            storage: jetstream::stream::StorageType::File,
+            ..Default::default()
+        })
+        .await?)
+}
+
+/// The high-water mark stored for `node`, 0 when none (or unreadable: then `raise_mark`'s
+/// write fails too, because it is a create/update on the revision read here).
+async fn read_mark(marks: &kv::Store, node: u16) -> Result<(i64, Option<u64>), async_nats::Error> {
+    match marks.entry(node.to_string()).await? {
+        Some(entry) if entry.operation == kv::Operation::Put => {
+            let text = std::str::from_utf8(&entry.value).unwrap_or("0");
+            Ok((text.parse().unwrap_or(0), Some(entry.revision)))
+        }
+        _ => Ok((0, None)),
+    }
+}
+
+/// Stores `mark_ms` for `node` unless a higher mark is already stored; returns the mark now
+/// stored. Conditional on the revision, so two writers cannot lower each other's mark.
+async fn raise_mark(marks: &kv::Store, node: u16, mark_ms: i64) -> Result<i64, async_nats::Error> {
+    let (stored, revision) = read_mark(marks, node).await?;
+    if stored >= mark_ms {
+        return Ok(stored);
+    }
+    let value = mark_ms.to_string().into_bytes().into();
+    match revision {
+        Some(revision) => marks.update(node.to_string(), value, revision).await?,
+        None => marks.create(node.to_string(), value).await?,
+    };
+    Ok(mark_ms)
+}
+
+/// Tries node ids from a random start until one is created and its mark raised; retries until
+/// it succeeds.
+async fn acquire(buckets: &Buckets, ids: &Ids, token: &str, ttl: Duration) {
+    let start = (ids.clock.now_ms() as u64 ^ u64::from(std::process::id())) as u16 % (MAX_NODE + 1);
     loop {
         for i in 0..=MAX_NODE {
             let node = (start + i) % (MAX_NODE + 1);
             let sent = Instant::now();
-            if let Ok(revision) = store
+            let Ok(revision) = buckets
+                .leases
                 .create(node.to_string(), token.to_owned().into())
                 .await
-            {
-                let mut state = ids.state.lock().unwrap_or_else(|e| e.into_inner());
-                state.lease = Some(Lease {
-                    node,
-                    revision,
-                    valid_until: sent + ttl * 2 / 3,
-                });
-                tracing::info!(node, "leased a snowflake node id");
-                return;
-            }
+            else {
+                continue;
+            };
+            // Ours now: start above every id an earlier holder of this node issued.
+            let floor = match read_mark(&buckets.marks, node).await {
+                Ok((floor, _)) => floor,
+                Err(error) => {
+                    tracing::warn!(node, %error, "could not read the node's high-water mark");
+                    let _ = buckets.leases.delete(node.to_string()).await;
+                    break;
+                }
+            };
+            ids.state
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .gen
+                .start_after(floor);
+            let mark_ms = match raise_mark(&buckets.marks, node, ids.next_mark(ttl)).await {
+                Ok(mark) => mark,
+                Err(error) => {
+                    tracing::warn!(node, %error, "could not store the node's high-water mark");
+                    let _ = buckets.leases.delete(node.to_string()).await;
+                    break;
+                }
+            };
+            let mut state = ids.state.lock().unwrap_or_else(|e| e.into_inner());
+            state.lease = Some(Lease {
+                node,
+                revision,
+                valid_until: sent + ttl * 2 / 3,
+                mark_ms,
+            });
+            tracing::info!(node, after_ms = floor, "leased a snowflake node id");
+            return;
         }
-        tracing::warn!("no free snowflake node id; retrying");
+        tracing::warn!("no snowflake node id leased; retrying");
         tokio::time::sleep(ttl / 4).await;
     }
 }
 
-async fn renew_forever(store: kv::Store, ids: Ids, token: String, ttl: Duration) {
+async fn renew_forever(buckets: Buckets, ids: Ids, token: String, ttl: Duration) {
     loop {
         tokio::time::sleep(ttl / 6).await;
         let current = {
@@ -155,21 +286,29 @@ async fn renew_forever(store: kv::Store, ids: Ids, token: String, ttl: Duration)
             state.lease.as_ref().map(|l| (l.node, l.revision))
         };
         let Some((node, revision)) = current else {
-            acquire(&store, &ids, &token, ttl).await;
+            acquire(&buckets, &ids, &token, ttl).await;
             continue;
         };
         let sent = Instant::now();
-        match store
+        match buckets
+            .leases
             .update(node.to_string(), token.clone().into(), revision)
             .await
         {
             Ok(revision) => {
+                // Raise the mark first; if that fails, keep issuing below the old one.
+                let raised = raise_mark(&buckets.marks, node, ids.next_mark(ttl)).await;
+                if let Err(error) = &raised {
+                    tracing::warn!(node, %error, "could not raise the node's high-water mark");
+                }
                 let mut state = ids.state.lock().unwrap_or_else(|e| e.into_inner());
-                state.lease = Some(Lease {
-                    node,
-                    revision,
-                    valid_until: sent + ttl * 2 / 3,
-                });
+                if let Some(lease) = &mut state.lease {
+                    lease.revision = revision;
+                    lease.valid_until = sent + ttl * 2 / 3;
+                    if let Ok(mark_ms) = raised {
+                        lease.mark_ms = lease.mark_ms.max(mark_ms);
+                    }
+                }
             }
             Err(error) if error.kind() == kv::UpdateErrorKind::WrongLastRevision => {
                 // Someone else holds it now (ours expired): stop issuing, lease another.
@@ -179,15 +318,13 @@ async fn renew_forever(store: kv::Store, ids: Ids, token: String, ttl: Duration)
             Err(error) => {
                 // Unknown outcome (NATS down): keep the old lease until it runs out.
                 tracing::warn!(node, %error, "could not renew the snowflake node lease");
-                let expired = {
-                    let state = ids.state.lock().unwrap_or_else(|e| e.into_inner());
-                    state
-                        .lease
-                        .as_ref()
-                        .is_some_and(|l| Instant::now() >= l.valid_until)
-                };
-                if expired {
-                    ids.state.lock().unwrap_or_else(|e| e.into_inner()).lease = None;
+                let mut state = ids.state.lock().unwrap_or_else(|e| e.into_inner());
+                if state
+                    .lease
+                    .as_ref()
+                    .is_some_and(|l| Instant::now() >= l.valid_until)
+                {
+                    state.lease = None;
                 }
             }
         }
@@ -230,6 +367,23 @@ mod tests {
         // The clock catches up again: still increasing.
         let id = gen.next(3, T + 10_000);
         assert!(id > last);
+    }
+
+    #[test]
+    fn a_new_holder_starts_after_the_mark_whatever_its_clock() {
+        let mut old = Snowflake::default();
+        let last = (0..50).map(|i| old.next(9, T + i)).max().unwrap();
+        // The next holder of node 9 runs an hour behind but starts after the stored mark.
+        let mut new = Snowflake::default();
+        new.start_after(unix_ms_of(last));
+        let behind = T - 3_600_000;
+        let ids: Vec<i64> = (0..10_000).map(|_| new.next(9, behind)).collect();
+        assert!(ids[0] > last, "{} not after {last}", ids[0]);
+        assert!(ids.windows(2).all(|w| w[0] < w[1]));
+        // A mark below what the generator already issued changes nothing.
+        let before = new.clone().next(9, behind);
+        new.start_after(T - 10_000);
+        assert_eq!(new.next(9, behind), before);
     }
 
     #[test]

@@ -50,8 +50,20 @@ pub struct Settings {
     /// TTL of the snowflake node-id lease in KV bucket `order_nodes`.
     #[serde(with = "humantime_serde")]
     pub node_lease_ttl: Duration,
-    /// Test hook: `after_deduct` aborts the process after the deduct, before the commit.
-    pub failpoint: String,
+    /// Fault injection for tests; `none` in production.
+    pub failpoint: Failpoint,
+}
+
+/// A fault the worker injects into itself, so tests can reach states a healthy run does not.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Failpoint {
+    #[default]
+    None,
+    /// Abort the process after the stock deduct, before the order commits.
+    AfterDeduct,
+    /// Make order_sns from a clock one hour behind the real one.
+    ClockBehind,
 }
 
 impl Default for Settings {
@@ -62,7 +74,7 @@ impl Default for Settings {
             max_ack_pending: 100_000,
             request_timeout: Duration::from_secs(5),
             node_lease_ttl: Duration::from_secs(30),
-            failpoint: String::new(),
+            failpoint: Failpoint::None,
         }
     }
 }

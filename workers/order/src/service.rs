@@ -20,8 +20,8 @@ use sqlx::PgPool;
 use tokio::sync::Notify;
 
 use crate::domain::{self, Ctx};
-use crate::ids::Ids;
-use crate::{checker, outbox, OrderError, Settings, SERVICE_VERSION};
+use crate::ids::{Clock, Ids};
+use crate::{checker, outbox, Failpoint, OrderError, Settings, SERVICE_VERSION};
 
 /// Starts the `order` service on `client` and serves until the connection closes.
 pub async fn run(
@@ -45,7 +45,13 @@ pub async fn run(
     checker_config.max_ack_pending = settings.max_ack_pending;
     let consumer = ensure_consumer(&txn, checker_config).await?;
 
-    let ids = Ids::start(&js, settings.node_lease_ttl).await?;
+    let clock = Clock {
+        offset_ms: match settings.failpoint {
+            Failpoint::ClockBehind => -3_600_000,
+            _ => 0,
+        },
+    };
+    let ids = Ids::start(&js, settings.node_lease_ttl, clock).await?;
     let ctx = Ctx {
         pool,
         client: client.clone(),
