@@ -33,21 +33,32 @@ pub async fn setup(js: &jetstream::Context) -> Result<PullConsumer, SetupError> 
     .await
 }
 
+/// Rollback events applied at once by one worker, well under the pool size so requests keep
+/// their connections. Returns of different orders are independent and lock their goods in
+/// ascending order, so they cannot deadlock; two deliveries of one order serialise on its
+/// sell record.
+const CONCURRENCY: usize = 8;
+
 /// Consumes until the connection closes.
 pub async fn run(
     consumer: PullConsumer,
     pool: PgPool,
     retry_delay: Duration,
 ) -> Result<(), async_nats::Error> {
-    let mut messages = consumer.messages().await?;
+    let messages = consumer.messages().await?;
     tracing::info!("consuming STOCK_ROLLBACK");
-    while let Some(message) = messages.next().await {
-        match message {
-            Ok(message) => apply(&pool, message, retry_delay).await,
-            // Missed heartbeats and the like: the stream goes on.
-            Err(error) => tracing::warn!(%error, "STOCK_ROLLBACK consumer"),
-        }
-    }
+    messages
+        .for_each_concurrent(CONCURRENCY, |message| {
+            let pool = &pool;
+            async move {
+                match message {
+                    Ok(message) => apply(pool, message, retry_delay).await,
+                    // Missed heartbeats and the like: the stream goes on.
+                    Err(error) => tracing::warn!(%error, "STOCK_ROLLBACK consumer"),
+                }
+            }
+        })
+        .await;
     Ok(())
 }
 
