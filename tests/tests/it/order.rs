@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::level;
 use futures::future::join_all;
 use serde_json::{json, Value};
 use shop_tests::{eventually, TestApp, Worker};
@@ -38,16 +39,6 @@ async fn goods(app: &TestApp, price_cents: i64, available: i64) -> i64 {
     app.ok("stock.set", json!({"goods_id": id, "available": available}))
         .await;
     id
-}
-
-/// `(available, sold)`.
-async fn level(app: &TestApp, goods_id: i64) -> (i64, i64) {
-    let reply = app.ok("stock.get", json!({"goods_ids": [goods_id]})).await;
-    let item = &reply["items"][0];
-    (
-        item["available"].as_i64().unwrap(),
-        item["sold"].as_i64().unwrap(),
-    )
 }
 
 fn create_body(user: i64, items: &[(i64, i64)]) -> Value {

@@ -5,6 +5,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::level;
 use async_nats::HeaderMap;
 use serde_json::{json, Value};
 use shop_tests::{eventually, TestApp, Worker};
@@ -39,16 +40,6 @@ async fn set(app: &TestApp, goods_id: i64, available: i64) {
         )
         .await;
     assert_eq!(reply["available"], available);
-}
-
-/// `(available, sold)` of one goods.
-async fn level(app: &TestApp, goods_id: i64) -> (i64, i64) {
-    let reply = app.ok("stock.get", json!({"goods_ids": [goods_id]})).await;
-    let item = &reply["items"][0];
-    (
-        item["available"].as_i64().unwrap(),
-        item["sold"].as_i64().unwrap(),
-    )
 }
 
 fn deduct_body(order: u64, items: &[(i64, i64)]) -> Value {
