@@ -331,11 +331,17 @@ async fn kill9(strategy: &str) {
     let done = Arc::new(AtomicUsize::new(0));
     let next = Arc::new(AtomicU64::new(0));
     let rolled_back = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let kept = Arc::new(std::sync::Mutex::new(Vec::new()));
     let tasks: Vec<_> = (0..6)
         .map(|_| {
             let client = app.client().clone();
             let js = app.jetstream();
-            let (done, next, rolled_back) = (done.clone(), next.clone(), rolled_back.clone());
+            let (done, next, rolled_back, kept) = (
+                done.clone(),
+                next.clone(),
+                rolled_back.clone(),
+                kept.clone(),
+            );
             tokio::spawn(async move {
                 for _ in 0..40 {
                     let order = next.fetch_add(1, Ordering::SeqCst);
@@ -343,8 +349,13 @@ async fn kill9(strategy: &str) {
                     let request = async_nats::Request::new()
                         .payload(serde_json::to_vec(&body).unwrap().into())
                         .timeout(Some(Duration::from_secs(3)));
-                    // The worker may die under this request: any outcome is acceptable.
-                    let _ = client.send_request("stock.deduct", request).await;
+                    // The worker may die under this request: any outcome is acceptable, but
+                    // a deduct that was confirmed must stay.
+                    let reply = client.send_request("stock.deduct", request).await;
+                    let confirmed = reply.is_ok_and(|r| error_code(&r).is_none());
+                    if order % 2 == 1 && confirmed {
+                        kept.lock().unwrap().push(order);
+                    }
                     if order % 2 == 0 {
                         let id = format!("rollback-{}", sn(order));
                         publish_rollback(&js, order, &id).await;
@@ -376,6 +387,19 @@ async fn kill9(strategy: &str) {
             .ok("stock.sell_detail", json!({"order_sn": sn(order)}))
             .await;
         assert_eq!(detail["status"], "returned", "{strategy}: order {order}");
+    }
+    // No confirmed deduct was lost either.
+    let kept = kept.lock().unwrap().clone();
+    assert!(
+        kept.len() >= 40,
+        "{strategy}: only {} deducts confirmed",
+        kept.len()
+    );
+    for order in kept {
+        let detail = app
+            .ok("stock.sell_detail", json!({"order_sn": sn(order)}))
+            .await;
+        assert_eq!(detail["status"], "deducted", "{strategy}: order {order}");
     }
     assert_conserved(&app).await;
 }
