@@ -1,11 +1,15 @@
-//! The `shop` binary's own commands: seed data, one-shot requests, help.
+//! The `shop` binary's own commands: seed data, one-shot requests, the audit, help.
 
+use std::collections::BTreeSet;
 use std::process::{Command, Output};
+use std::time::Duration;
 
-use serde_json::json;
+use serde_json::{json, Value};
 use shop_tests::app::shop_binary;
 use shop_tests::stack::{stack, PASSWORD};
-use shop_tests::{TestApp, Worker};
+use shop_tests::{eventually, TestApp, Worker};
+
+use crate::level;
 
 /// Runs `shop <args>` as the test account's admin user.
 fn shop(app: &TestApp, args: &[&str]) -> Output {
@@ -14,6 +18,8 @@ fn shop(app: &TestApp, args: &[&str]) -> Output {
         .env("SHOP_NATS__URL", &stack().nats_url)
         .env("SHOP_NATS__USER", format!("a{}-admin", app.account))
         .env("SHOP_NATS__PASSWORD", PASSWORD)
+        .env("SHOP_STOCK__DATABASE_URL", app.database_url(Worker::Stock))
+        .env("SHOP_ORDER__DATABASE_URL", app.database_url(Worker::Order))
         .env("NO_COLOR", "1")
         .output()
         .expect("running shop")
@@ -86,6 +92,7 @@ fn every_subcommand_has_help() {
         &["seed", "--help"],
         &["up", "--help"],
         &["req", "--help"],
+        &["audit", "--help"],
         &["bench", "--help"],
         &["bench", "stock", "--help"],
     ] {
@@ -96,4 +103,101 @@ fn every_subcommand_has_help() {
             "shop {args:?}"
         );
     }
+}
+
+async fn settle(app: &TestApp, goods: i64, want: (i64, i64)) {
+    eventually("stock to settle", Duration::from_secs(60), || async move {
+        (level(app, goods).await == want).then_some(())
+    })
+    .await;
+}
+
+/// The kinds of the findings of `shop audit --json`, and whether it exited successfully.
+fn audit(app: &TestApp) -> (bool, BTreeSet<String>, Value) {
+    let out = shop(app, &["audit", "--grace", "0s", "--json"]);
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "audit printed no JSON ({e}): {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    let kinds = report["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["kind"].as_str().unwrap().to_owned())
+        .collect();
+    (out.status.success(), kinds, report)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_passes_a_settled_shop_and_names_what_is_broken() {
+    let app = TestApp::start_with_env(
+        &[Worker::Goods, Worker::Stock, Worker::Order],
+        &[
+            ("SHOP_ORDER__PAY_TIMEOUT", "2s"),
+            ("SHOP_ORDER__CHECK_DELAY", "3s"),
+        ],
+    )
+    .await;
+    let goods = app
+        .ok(
+            "goods.upsert",
+            json!({"category_id": 1, "title": "audited", "price_cents": 100}),
+        )
+        .await["goods_id"]
+        .as_i64()
+        .unwrap();
+    app.ok("stock.set", json!({"goods_id": goods, "available": 10}))
+        .await;
+    let create = |quantity: i64| {
+        app.ok(
+            "order.create",
+            json!({"user_id": 1, "items": [{"goods_id": goods, "quantity": quantity}],
+                   "address": "a", "receiver_name": "r", "receiver_phone": "p"}),
+        )
+    };
+    let paid = create(1).await["order_sn"].as_str().unwrap().to_owned();
+    let cancelled = create(2).await["order_sn"].as_str().unwrap().to_owned();
+    create(3).await; // left to close at its deadline
+    app.ok("order.pay", json!({"order_sn": paid, "amount_cents": 100}))
+        .await;
+    app.ok("order.cancel", json!({"order_sn": cancelled})).await;
+    settle(&app, goods, (9, 1)).await;
+
+    let (ok, kinds, report) = audit(&app);
+    assert!(ok && kinds.is_empty(), "a settled shop: {report}");
+    assert_eq!(report["rollback_events"], 2, "{report}");
+    assert_eq!(report["orders"]["closed"], 1, "{report}");
+
+    // Break it twice: a rollback published by hand for the paid order (the stock worker
+    // applies it), and a count changed behind the ledger's back.
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert("Nats-Msg-Id", "tampered");
+    app.jetstream()
+        .publish_with_headers(
+            format!("stock.rollback.{paid}"),
+            headers,
+            serde_json::to_vec(&json!({"order_sn": paid, "reason": "closed"}))
+                .unwrap()
+                .into(),
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    settle(&app, goods, (10, 0)).await;
+    sqlx::query("UPDATE stock SET available = available + 1 WHERE goods_id = $1")
+        .bind(goods)
+        .execute(&app.db(Worker::Stock).await)
+        .await
+        .unwrap();
+
+    let (ok, kinds, report) = audit(&app);
+    assert!(!ok, "the audit passed a broken shop: {report}");
+    let expected: BTreeSet<String> = ["order_without_stock", "rollback_disagrees", "unbalanced"]
+        .map(String::from)
+        .into();
+    assert_eq!(kinds, expected, "{report}");
+    assert!(report.to_string().contains(&paid), "{report}");
 }

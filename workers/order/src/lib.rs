@@ -11,10 +11,12 @@
 //! - [`ids`]: snowflake order_sns with a node id leased from KV bucket `order_nodes`.
 //! - [`outbox`]: relays `ORDER_EVENTS` written in the order's transactions.
 //! - [`repo`]: every SQL statement of this worker.
+//! - [`audit`]: a consistent read of orders and fences for `shop audit`.
 //! - [`error`]: [`OrderError`], mapped 1:1 onto contract codes.
 
 use std::time::Duration;
 
+pub mod audit;
 pub mod checker;
 pub mod domain;
 pub mod error;

@@ -60,6 +60,17 @@ pub enum Command {
         #[arg(long, default_value_t = 5)]
         timeout: u64,
     },
+    /// Check every invariant of the running system without changing it: one snapshot of each
+    /// database, then a replay of the whole STOCK_ROLLBACK stream against them. Exits 1 and
+    /// lists the problems when any invariant does not hold.
+    Audit {
+        /// Work younger than this counts as in flight and is not judged (e.g. 30s, 2m).
+        #[arg(long, default_value = "2m", value_parser = humantime_serde::re::humantime::parse_duration)]
+        grace: std::time::Duration,
+        /// Print the report as JSON, with every finding.
+        #[arg(long)]
+        json: bool,
+    },
     /// Measure the running stock workers: deducts per second and latency over NATS.
     Bench {
         #[command(subcommand)]

@@ -19,8 +19,10 @@ async fn main() -> anyhow::Result<()> {
     if cli.log_json {
         config.log.format = LogFormat::Json;
     }
-    // A one-shot request prints its reply; connection chatter would only bury it.
-    if matches!(cli.command, Command::Req { .. }) && config.log.filter == "info" {
+    // A one-shot request or an audit prints a report; connection chatter would only bury it.
+    if matches!(cli.command, Command::Req { .. } | Command::Audit { .. })
+        && config.log.filter == "info"
+    {
         config.log.filter = "warn".into();
     }
     telemetry::init(&config.log);
@@ -32,6 +34,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Migrate => commands::migrate::run(&config).await,
         Command::Seed { room_id, stock } => commands::seed::run(&config, room_id, stock).await,
         Command::Up { workers, root } => commands::up::run(config, workers, root).await,
+        Command::Audit { grace, json } => commands::audit::run(&config, grace, json).await,
         Command::Bench { target } => commands::bench::run(&config, target).await,
         Command::Req {
             subject,

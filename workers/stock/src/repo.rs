@@ -46,12 +46,12 @@ fn encode_items(items: &[OrderLine]) -> Result<String, StockError> {
     serde_json::to_string(items).map_err(|e| StockError::Unexpected(e.to_string()))
 }
 
-fn decode_items(text: &str) -> Result<Vec<OrderLine>, StockError> {
+pub(crate) fn decode_items(text: &str) -> Result<Vec<OrderLine>, StockError> {
     serde_json::from_str(text)
         .map_err(|e| StockError::Unexpected(format!("stored sell record items: {e}")))
 }
 
-fn decode_status(text: &str) -> Result<SellStatus, StockError> {
+pub(crate) fn decode_status(text: &str) -> Result<SellStatus, StockError> {
     match text {
         "deducted" => Ok(SellStatus::Deducted),
         "returned" => Ok(SellStatus::Returned),

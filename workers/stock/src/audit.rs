@@ -1,0 +1,86 @@
+//! A consistent read of the stock database for `shop audit`: every goods' counts beside the
+//! sum of its `stock.set` adjustments, and every sell record. Read-only; one REPEATABLE READ
+//! transaction, so the counts and the records are of the same moment.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use shop_contracts::stock::SellStatus;
+use sqlx::PgPool;
+
+use crate::repo::{decode_items, decode_status};
+use crate::StockError;
+
+/// One goods' counts and what its ledger says they must add up to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GoodsBalance {
+    pub goods_id: i64,
+    pub available: i64,
+    pub sold: i64,
+    /// Sum of the goods' `adjustment` ledger rows (`delta_available + delta_sold`).
+    pub adjusted: i64,
+}
+
+/// One sell record: `items` as `(goods_id, quantity)`, summed and in ascending goods_id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sell {
+    pub status: SellStatus,
+    pub items: Vec<(i64, i64)>,
+    pub updated_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct StockSnapshot {
+    pub goods: Vec<GoodsBalance>,
+    /// By order_sn.
+    pub sells: BTreeMap<i64, Sell>,
+}
+
+pub async fn snapshot(pool: &PgPool) -> Result<StockSnapshot, StockError> {
+    let mut tx = pool.begin().await?;
+    sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        .execute(&mut *tx)
+        .await?;
+    let goods: Vec<(i64, i64, i64, i64)> = sqlx::query_as(
+        "SELECT s.goods_id, s.available, s.sold, COALESCE(a.adjusted, 0)::bigint
+         FROM stock s
+         LEFT JOIN (SELECT goods_id, sum(delta_available + delta_sold) AS adjusted
+                    FROM stock_ledger WHERE kind = 'adjustment' GROUP BY goods_id) a
+           USING (goods_id)
+         ORDER BY s.goods_id",
+    )
+    .fetch_all(&mut *tx)
+    .await?;
+    let rows: Vec<(i64, String, String, DateTime<Utc>)> =
+        sqlx::query_as("SELECT order_sn, status, items::text, updated_at FROM sell_records")
+            .fetch_all(&mut *tx)
+            .await?;
+    tx.commit().await?;
+    let mut sells = BTreeMap::new();
+    for (sn, status, items, updated_at) in rows {
+        let items = decode_items(&items)?
+            .into_iter()
+            .map(|l| (l.goods_id.get(), i64::from(l.quantity.get())))
+            .collect();
+        sells.insert(
+            sn,
+            Sell {
+                status: decode_status(&status)?,
+                items,
+                updated_at,
+            },
+        );
+    }
+    Ok(StockSnapshot {
+        goods: goods
+            .into_iter()
+            .map(|(goods_id, available, sold, adjusted)| GoodsBalance {
+                goods_id,
+                available,
+                sold,
+                adjusted,
+            })
+            .collect(),
+        sells,
+    })
+}
