@@ -95,6 +95,7 @@ fn every_subcommand_has_help() {
         &["audit", "--help"],
         &["bench", "--help"],
         &["bench", "stock", "--help"],
+        &["bench", "order", "--help"],
     ] {
         let out = Command::new(shop_binary()).args(args).output().unwrap();
         assert!(out.status.success(), "shop {args:?} --help failed");

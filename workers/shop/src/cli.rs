@@ -91,16 +91,35 @@ pub enum BenchTarget {
         /// Goods to spread the deducts over: 1 is one hot goods.
         #[arg(long, default_value_t = 1)]
         goods: i64,
-        /// Deduct loops running at once.
-        #[arg(long, default_value_t = 32)]
-        concurrency: usize,
-        #[arg(long, default_value_t = 10)]
-        seconds: u64,
         /// First goods id used (ids `first..first+goods`), away from the seed data.
         #[arg(long, default_value_t = 1_000_001)]
         first_goods_id: i64,
-        /// Directory for the JSON results.
-        #[arg(long, default_value = "bench-results")]
-        out: std::path::PathBuf,
+        #[command(flatten)]
+        load: LoadArgs,
     },
+    /// Concurrent `order.create`s (one unit of one goods each) through all three workers:
+    /// prices from goods, the half message, the deduct and the order's commit.
+    Order {
+        /// Goods to spread the orders over: 1 is one hot goods.
+        #[arg(long, default_value_t = 100)]
+        goods: i64,
+        /// First goods id used (ids `first..first+goods`), away from the seed data.
+        #[arg(long, default_value_t = 2_000_001)]
+        first_goods_id: i64,
+        #[command(flatten)]
+        load: LoadArgs,
+    },
+}
+
+/// How hard and how long a benchmark loads the system, and where its figures go.
+#[derive(Debug, clap::Args)]
+pub struct LoadArgs {
+    /// Request loops running at once (each waits for its reply before the next request).
+    #[arg(long, default_value_t = 32)]
+    pub concurrency: usize,
+    #[arg(long, default_value_t = 10)]
+    pub seconds: u64,
+    /// Directory for the JSON results.
+    #[arg(long, default_value = "bench-results")]
+    pub out: std::path::PathBuf,
 }

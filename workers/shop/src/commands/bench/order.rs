@@ -1,0 +1,73 @@
+//! `shop bench order`: concurrent `order.create`s through the running workers, each one unit
+//! of one goods picked round-robin from `goods` goods, for users 1..=1000. A create is the
+//! whole path of CONTRACT section 5: `goods.batch`, the half message, `stock.deduct` and the
+//! order's commit, so this is the figure a shop sees. The orders are left unpaid; the
+//! checker closes them at their deadline.
+
+use anyhow::Context;
+use serde_json::{json, Value};
+use shop_contracts::subjects::{goods as goods_subject, order as subject, stock as stock_subject};
+use shop_kit::client::call;
+
+use super::load::{self, TIMEOUT};
+use crate::cli::LoadArgs;
+use crate::config::Config;
+
+const USERS: i64 = 1000;
+
+pub async fn run(
+    config: &Config,
+    goods: i64,
+    first_goods_id: i64,
+    args: &LoadArgs,
+) -> anyhow::Result<()> {
+    anyhow::ensure!(goods >= 1, "--goods must be at least 1");
+    let client = shop_kit::server::connect(&config.nats_target("shop-bench", None))
+        .await
+        .context("connecting to NATS")?;
+
+    // The goods, on sale at one euro, with more stock than any run can sell.
+    for goods_id in first_goods_id..first_goods_id + goods {
+        let _: Value = call(
+            &client,
+            goods_subject::UPSERT,
+            &json!({"goods_id": goods_id, "category_id": 1, "title": format!("bench goods {goods_id}"),
+                    "price_cents": 100, "status": "on_sale"}),
+            TIMEOUT,
+        )
+        .await
+        .with_context(|| format!("goods.upsert of goods {goods_id}: is the stack up?"))?;
+        let _: Value = call(
+            &client,
+            stock_subject::SET,
+            &json!({"goods_id": goods_id, "available": 1_000_000_000_000i64}),
+            TIMEOUT,
+        )
+        .await
+        .with_context(|| format!("stock.set of goods {goods_id}"))?;
+    }
+
+    let measured = load::run(
+        &client,
+        subject::CREATE,
+        args.concurrency,
+        args.seconds,
+        "creates",
+        move |n| {
+            json!({"user_id": 1 + n % USERS,
+                   "items": [{"goods_id": first_goods_id + n % goods, "quantity": 1}],
+                   "address": "1 Bench St", "receiver_name": "Bench", "receiver_phone": "555-0100"})
+        },
+    )
+    .await?;
+
+    let mut result = measured.figures("creates");
+    result["goods"] = json!(goods);
+    result["concurrency"] = json!(args.concurrency);
+    println!(
+        "order goods={goods} concurrency={}: {}",
+        args.concurrency,
+        measured.summary("creates")
+    );
+    load::save(&args.out, &format!("order-{goods}"), &result)
+}
