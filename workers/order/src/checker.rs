@@ -4,6 +4,8 @@
 //!
 //! The five cases of CONTRACT section 5, decided under `pg_advisory_xact_lock(order_sn)` so a
 //! fence and a create's commit for the same order_sn exclude each other:
+//! - half message younger than both the check delay and the pay window: nak until then,
+//!   without a look at the database (nothing there could be fenced or closed sooner);
 //! - no order, half message younger than the check delay: nak until it is old enough;
 //! - no order, older: fence + rollback `aborted` (via the outbox), ack;
 //! - unpaid before the deadline: nak until the deadline;
@@ -120,13 +122,21 @@ async fn handle(ctx: &Ctx, message: jetstream::Message) {
 /// One look at a half message of age `age`.
 #[tracing::instrument(skip_all, fields(order_sn = %sn))]
 pub async fn check(ctx: &Ctx, sn: OrderSn, age: Duration) -> Result<Verdict, OrderError> {
+    // Before both the check delay and the pay window have passed, no look at the database
+    // can lead to a fence or a close (an order's deadline is at least `pay_timeout` after its
+    // half message), and acking a finished order can wait: skip the database, which every
+    // new order would otherwise pay for once.
+    let delay = ctx.settings.check_delay;
+    let quiet = delay.min(ctx.settings.pay_timeout);
+    if age < quiet {
+        return Ok(Verdict::Later(quiet - age + MARGIN));
+    }
     let mut tx = ctx.pool.begin().await?;
     repo::lock_sn(&mut tx, sn).await?;
     let Some((status, left)) = repo::status_and_time_left(&mut tx, sn).await? else {
         if repo::is_fenced(&mut tx, sn).await? {
             return Ok(Verdict::Ack);
         }
-        let delay = ctx.settings.check_delay;
         if age < delay {
             return Ok(Verdict::Later(delay - age + MARGIN));
         }
