@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use serde_json::{json, Value};
+use shop_contracts::subjects::stock as stock_subject;
 use shop_kit::client::call;
 
 /// How long one request may take before it counts as an error.
@@ -141,11 +142,42 @@ pub async fn run(
     })
 }
 
-/// Writes `result` as `<out>/<name>.json` and says where.
-pub fn save(out: &Path, name: &str, result: &Value) -> anyhow::Result<()> {
+/// Gives each goods in `goods_ids` more stock than any run can sell.
+pub async fn fill_stock(
+    client: &async_nats::Client,
+    goods_ids: std::ops::Range<i64>,
+) -> anyhow::Result<()> {
+    for goods_id in goods_ids {
+        let _: Value = call(
+            client,
+            stock_subject::SET,
+            &json!({"goods_id": goods_id, "available": 1_000_000_000_000i64}),
+            TIMEOUT,
+        )
+        .await
+        .with_context(|| format!("stock.set of goods {goods_id}: is the stack up?"))?;
+    }
+    Ok(())
+}
+
+/// Prints `<title>: <figures>` and writes the figures, with `labels` (a JSON object) added,
+/// as `<out>/<file>.json`.
+pub fn report(
+    measured: &Measured,
+    unit: &str,
+    title: &str,
+    labels: Value,
+    out: &Path,
+    file: &str,
+) -> anyhow::Result<()> {
+    println!("{title}: {}", measured.summary(unit));
+    let mut result = measured.figures(unit);
+    if let (Some(result), Value::Object(labels)) = (result.as_object_mut(), labels) {
+        result.extend(labels);
+    }
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
-    let path = out.join(format!("{name}.json"));
-    std::fs::write(&path, serde_json::to_vec_pretty(result)?)
+    let path = out.join(format!("{file}.json"));
+    std::fs::write(&path, serde_json::to_vec_pretty(&result)?)
         .with_context(|| format!("writing {}", path.display()))?;
     println!("wrote {}", path.display());
     Ok(())

@@ -9,29 +9,34 @@ mod load;
 mod order;
 mod stock;
 
-use anyhow::bail;
+use anyhow::{bail, Context};
 
 use crate::cli::BenchTarget;
 use crate::config::Config;
 
 pub async fn run(config: &Config, target: BenchTarget) -> anyhow::Result<()> {
-    let load = match &target {
-        BenchTarget::Stock { load, .. } | BenchTarget::Order { load, .. } => load,
+    let (goods, load) = match &target {
+        BenchTarget::Stock { goods, load, .. } | BenchTarget::Order { goods, load, .. } => {
+            (*goods, load)
+        }
     };
-    if load.concurrency < 1 || load.seconds < 1 {
-        bail!("--concurrency and --seconds must be at least 1");
+    if goods < 1 || load.concurrency < 1 || load.seconds < 1 {
+        bail!("--goods, --concurrency and --seconds must be at least 1");
     }
+    let client = shop_kit::server::connect(&config.nats_target("shop-bench", None))
+        .await
+        .context("connecting to NATS")?;
     match &target {
         BenchTarget::Stock {
             strategy,
             goods,
             first_goods_id,
             load,
-        } => stock::run(config, strategy, *goods, *first_goods_id, load).await,
+        } => stock::run(&client, strategy, *goods, *first_goods_id, load).await,
         BenchTarget::Order {
             goods,
             first_goods_id,
             load,
-        } => order::run(config, *goods, *first_goods_id, load).await,
+        } => order::run(&client, *goods, *first_goods_id, load).await,
     }
 }

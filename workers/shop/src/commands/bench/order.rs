@@ -6,30 +6,24 @@
 
 use anyhow::Context;
 use serde_json::{json, Value};
-use shop_contracts::subjects::{goods as goods_subject, order as subject, stock as stock_subject};
+use shop_contracts::subjects::{goods as goods_subject, order as subject};
 use shop_kit::client::call;
 
 use super::load::{self, TIMEOUT};
 use crate::cli::LoadArgs;
-use crate::config::Config;
 
 const USERS: i64 = 1000;
 
 pub async fn run(
-    config: &Config,
+    client: &async_nats::Client,
     goods: i64,
     first_goods_id: i64,
     args: &LoadArgs,
 ) -> anyhow::Result<()> {
-    anyhow::ensure!(goods >= 1, "--goods must be at least 1");
-    let client = shop_kit::server::connect(&config.nats_target("shop-bench", None))
-        .await
-        .context("connecting to NATS")?;
-
-    // The goods, on sale at one euro, with more stock than any run can sell.
+    // The goods, on sale at one euro.
     for goods_id in first_goods_id..first_goods_id + goods {
         let _: Value = call(
-            &client,
+            client,
             goods_subject::UPSERT,
             &json!({"goods_id": goods_id, "category_id": 1, "title": format!("bench goods {goods_id}"),
                     "price_cents": 100, "status": "on_sale"}),
@@ -37,18 +31,11 @@ pub async fn run(
         )
         .await
         .with_context(|| format!("goods.upsert of goods {goods_id}: is the stack up?"))?;
-        let _: Value = call(
-            &client,
-            stock_subject::SET,
-            &json!({"goods_id": goods_id, "available": 1_000_000_000_000i64}),
-            TIMEOUT,
-        )
-        .await
-        .with_context(|| format!("stock.set of goods {goods_id}"))?;
     }
+    load::fill_stock(client, first_goods_id..first_goods_id + goods).await?;
 
     let measured = load::run(
-        &client,
+        client,
         subject::CREATE,
         args.concurrency,
         args.seconds,
@@ -60,14 +47,12 @@ pub async fn run(
         },
     )
     .await?;
-
-    let mut result = measured.figures("creates");
-    result["goods"] = json!(goods);
-    result["concurrency"] = json!(args.concurrency);
-    println!(
-        "order goods={goods} concurrency={}: {}",
-        args.concurrency,
-        measured.summary("creates")
-    );
-    load::save(&args.out, &format!("order-{goods}"), &result)
+    load::report(
+        &measured,
+        "creates",
+        &format!("order goods={goods} concurrency={}", args.concurrency),
+        json!({"goods": goods, "concurrency": args.concurrency}),
+        &args.out,
+        &format!("order-{goods}"),
+    )
 }

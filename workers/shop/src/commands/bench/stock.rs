@@ -12,21 +12,15 @@ use shop_kit::client::call;
 
 use super::load::{self, TIMEOUT};
 use crate::cli::LoadArgs;
-use crate::config::Config;
 
 pub async fn run(
-    config: &Config,
+    client: &async_nats::Client,
     strategy: &str,
     goods: i64,
     first_goods_id: i64,
     args: &LoadArgs,
 ) -> anyhow::Result<()> {
-    anyhow::ensure!(goods >= 1, "--goods must be at least 1");
-    let client = shop_kit::server::connect(&config.nats_target("shop-bench", None))
-        .await
-        .context("connecting to NATS")?;
-
-    let info: Value = call(&client, "$SRV.INFO.stock", &json!({}), TIMEOUT)
+    let info: Value = call(client, "$SRV.INFO.stock", &json!({}), TIMEOUT)
         .await
         .context("no stock worker answered $SRV.INFO.stock: is the stack up?")?;
     let running = info["metadata"]["strategy"].as_str().unwrap_or("unknown");
@@ -36,42 +30,31 @@ pub async fn run(
              with SHOP_STOCK__STRATEGY={strategy}"
         );
     }
-
-    // Enough stock that no deduct runs short during the run.
-    for goods_id in first_goods_id..first_goods_id + goods {
-        let _: Value = call(
-            &client,
-            subject::SET,
-            &json!({"goods_id": goods_id, "available": 1_000_000_000_000i64}),
-            TIMEOUT,
-        )
-        .await
-        .with_context(|| format!("stock.set for goods {goods_id}"))?;
-    }
+    load::fill_stock(client, first_goods_id..first_goods_id + goods).await?;
 
     // Order numbers unique across runs: milliseconds since the epoch, times a million.
     let base = chrono::Utc::now().timestamp_millis() * 1_000_000;
     let measured = load::run(
-        &client,
+        client,
         subject::DEDUCT,
         args.concurrency,
         args.seconds,
         "deducts",
         move |n| {
             json!({"order_sn": (base + n).to_string(),
-               "items": [{"goods_id": first_goods_id + n % goods, "quantity": 1}]})
+                   "items": [{"goods_id": first_goods_id + n % goods, "quantity": 1}]})
         },
     )
     .await?;
-
-    let mut result = measured.figures("deducts");
-    result["strategy"] = json!(strategy);
-    result["goods"] = json!(goods);
-    result["concurrency"] = json!(args.concurrency);
-    println!(
-        "stock/{strategy} goods={goods} concurrency={}: {}",
-        args.concurrency,
-        measured.summary("deducts")
-    );
-    load::save(&args.out, &format!("stock-{strategy}-{goods}"), &result)
+    load::report(
+        &measured,
+        "deducts",
+        &format!(
+            "stock/{strategy} goods={goods} concurrency={}",
+            args.concurrency
+        ),
+        json!({"strategy": strategy, "goods": goods, "concurrency": args.concurrency}),
+        &args.out,
+        &format!("stock-{strategy}-{goods}"),
+    )
 }
