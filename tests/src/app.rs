@@ -240,6 +240,21 @@ impl TestApp {
         WorkerProcess { kind, child, log }
     }
 
+    /// Runs `shop <args>` to the end as this test's admin user, against its databases.
+    pub fn run_shop(&self, args: &[&str]) -> std::process::Output {
+        Command::new(shop_binary())
+            .args(args)
+            .env("SHOP_NATS__URL", &self.nats_url)
+            .env("SHOP_NATS__USER", format!("a{}-admin", self.account))
+            .env("SHOP_NATS__PASSWORD", PASSWORD)
+            .env("SHOP_GOODS__DATABASE_URL", self.database_url(Worker::Goods))
+            .env("SHOP_STOCK__DATABASE_URL", self.database_url(Worker::Stock))
+            .env("SHOP_ORDER__DATABASE_URL", self.database_url(Worker::Order))
+            .env("NO_COLOR", "1")
+            .output()
+            .expect("running shop")
+    }
+
     /// Adopts a process from [`TestApp::spawn_process`] so it is killed with the app.
     pub fn adopt(&mut self, process: WorkerProcess) -> usize {
         self.workers.push(process);

@@ -1,34 +1,19 @@
 //! The `shop` binary's own commands: seed data, one-shot requests, the audit, help.
 
 use std::collections::BTreeSet;
-use std::process::{Command, Output};
+use std::process::Command;
 use std::time::Duration;
 
 use serde_json::{json, Value};
 use shop_tests::app::shop_binary;
-use shop_tests::stack::{stack, PASSWORD};
 use shop_tests::{eventually, TestApp, Worker};
 
 use crate::level;
 
-/// Runs `shop <args>` as the test account's admin user.
-fn shop(app: &TestApp, args: &[&str]) -> Output {
-    Command::new(shop_binary())
-        .args(args)
-        .env("SHOP_NATS__URL", &stack().nats_url)
-        .env("SHOP_NATS__USER", format!("a{}-admin", app.account))
-        .env("SHOP_NATS__PASSWORD", PASSWORD)
-        .env("SHOP_STOCK__DATABASE_URL", app.database_url(Worker::Stock))
-        .env("SHOP_ORDER__DATABASE_URL", app.database_url(Worker::Order))
-        .env("NO_COLOR", "1")
-        .output()
-        .expect("running shop")
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn seed_fills_a_room_and_never_resets_sold_stock() {
     let app = TestApp::start(&[Worker::Goods, Worker::Stock]).await;
-    let out = shop(&app, &["seed", "--room-id", "5", "--stock", "40"]);
+    let out = app.run_shop(&["seed", "--room-id", "5", "--stock", "40"]);
     assert!(
         out.status.success(),
         "{}",
@@ -46,7 +31,7 @@ async fn seed_fills_a_room_and_never_resets_sold_stock() {
         json!({"order_sn": "42", "items": [{"goods_id": 1, "quantity": 3}]}),
     )
     .await;
-    let again = shop(&app, &["seed", "--room-id", "5", "--stock", "40"]);
+    let again = app.run_shop(&["seed", "--room-id", "5", "--stock", "40"]);
     assert!(
         again.status.success(),
         "{}",
@@ -63,7 +48,7 @@ async fn seed_fills_a_room_and_never_resets_sold_stock() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn req_prints_the_reply_or_the_contract_error() {
     let app = TestApp::start(&[Worker::Goods]).await;
-    let ok = shop(&app, &["req", "goods.list", "{}"]);
+    let ok = app.run_shop(&["req", "goods.list", "{}"]);
     assert!(
         ok.status.success(),
         "{}",
@@ -72,7 +57,7 @@ async fn req_prints_the_reply_or_the_contract_error() {
     let reply: serde_json::Value = serde_json::from_slice(&ok.stdout).unwrap();
     assert!(reply["goods"].is_array());
 
-    let refused = shop(&app, &["req", "goods.detail", r#"{"goods_id":0}"#]);
+    let refused = app.run_shop(&["req", "goods.detail", r#"{"goods_id":0}"#]);
     assert_eq!(refused.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&refused.stderr);
     assert!(
@@ -115,7 +100,7 @@ async fn settle(app: &TestApp, goods: i64, want: (i64, i64)) {
 
 /// The kinds of the findings of `shop audit --json`, and whether it exited successfully.
 fn audit(app: &TestApp) -> (bool, BTreeSet<String>, Value) {
-    let out = shop(app, &["audit", "--grace", "0s", "--json"]);
+    let out = app.run_shop(&["audit", "--grace", "0s", "--json"]);
     let report: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
         panic!(
             "audit printed no JSON ({e}): {}",
