@@ -646,12 +646,18 @@ async fn order_survives_nats_restart_mid_load() {
         panic!("order.create never answered after the restart");
     }))
     .await;
-    let ok = first
+    let confirmed: Vec<String> = first
         .iter()
         .chain(second.iter())
-        .filter(|r| r.is_ok())
-        .count();
+        .filter_map(|r| r.as_ref().ok().map(sn_of))
+        .collect();
+    let ok = confirmed.len();
     assert!(ok > 0);
+    // No confirmed order is lost, and every one of them is settled (closed at its deadline,
+    // its stock back through STOCK_ROLLBACK across the restart).
+    for sn in &confirmed {
+        wait_status(&app, sn, "closed").await;
+    }
     check_invariants(&app).await;
     eprintln!(
         "nats restart: {ok} orders, settled in {:?}",
