@@ -600,6 +600,36 @@ async fn order_worker_killed_after_deduct_is_rolled_back() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_create_slower_than_the_check_delay_is_fenced_and_gives_everything_back() {
+    // The worker stalls after the deduct until the checker has fenced the order_sn, then
+    // tries to commit: the fence must win, the caller hears `unavailable`, no order exists,
+    // and the stock comes back through the rollback.
+    let mut app = TestApp::start_with_env(&[Worker::Goods, Worker::Stock], FAST).await;
+    let stalled = app.spawn_process(
+        Worker::Order,
+        &[("SHOP_ORDER__FAILPOINT", "commit_after_fence")],
+    );
+    app.adopt(stalled);
+    app.wait_for_workers(Worker::Order, 1).await;
+    let a = goods(&app, 100, 10).await;
+    let body = create_body(1, &[(a, 4)]);
+    let reply = tokio::time::timeout(SETTLE, app.request("order.create", &body))
+        .await
+        .expect("the create never answered");
+    let error = reply.expect_err("a fenced create was committed");
+    assert_eq!(error.code(), "unavailable");
+    assert!(
+        error.body.error.message.contains("rolled back"),
+        "not the fence's answer: {}",
+        error.body.error.message
+    );
+    wait_level(&app, a, (10, 0)).await;
+    let orders = app.ok("order.list", json!({"user_id": 1})).await;
+    assert_eq!(orders["orders"], json!([]), "a fenced order exists");
+    check_invariants(&app).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn order_stock_down_gives_unavailable_and_leaks_nothing() {
     let mut app = start().await;
     let a = goods(&app, 100, 10).await;

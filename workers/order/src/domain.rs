@@ -273,9 +273,13 @@ pub async fn create(ctx: &Ctx, req: CreateOrderRequest) -> Result<Order, OrderEr
             ));
         }
     }
-    if ctx.settings.failpoint == Failpoint::AfterDeduct {
-        tracing::error!("failpoint after_deduct: aborting");
-        std::process::abort();
+    match ctx.settings.failpoint {
+        Failpoint::AfterDeduct => {
+            tracing::error!("failpoint after_deduct: aborting");
+            std::process::abort();
+        }
+        Failpoint::CommitAfterFence => wait_for_fence(ctx, sn).await?,
+        Failpoint::None | Failpoint::ClockBehind => {}
     }
 
     // 3. The local transaction, exclusive with the checker's fence for this order_sn.
@@ -319,6 +323,24 @@ pub async fn create(ctx: &Ctx, req: CreateOrderRequest) -> Result<Order, OrderEr
     tx.commit().await?;
     ctx.outbox.notify_one();
     Ok(order)
+}
+
+/// The `commit_after_fence` failpoint: polls until the checker has fenced `sn` (a test hook,
+/// never configured in production).
+async fn wait_for_fence(ctx: &Ctx, sn: OrderSn) -> Result<(), OrderError> {
+    tracing::warn!("failpoint commit_after_fence: waiting for the checker's fence");
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(120);
+    while tokio::time::Instant::now() < deadline {
+        let mut conn = ctx.pool.acquire().await?;
+        if repo::is_fenced(&mut conn, sn).await? {
+            return Ok(());
+        }
+        drop(conn);
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    Err(OrderError::Bug(
+        "failpoint commit_after_fence: no fence came".into(),
+    ))
 }
 
 /// Fences an order_sn whose deduct was refused, under the same lock as the commit and the

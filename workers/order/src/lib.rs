@@ -66,6 +66,9 @@ pub enum Failpoint {
     AfterDeduct,
     /// Make order_sns from a clock one hour behind the real one.
     ClockBehind,
+    /// After the deduct, wait until the checker has fenced the order_sn, then go on to the
+    /// commit: a create slower than the check delay, made deterministic.
+    CommitAfterFence,
 }
 
 impl Default for Settings {
