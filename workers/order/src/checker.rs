@@ -33,8 +33,9 @@ pub enum Verdict {
     Later(Duration),
 }
 
-/// Half messages looked at concurrently by one worker.
-const CONCURRENCY: usize = 64;
+/// Half messages looked at concurrently by one worker: well under the pool size (20 by
+/// default), so a burst of deadlines cannot take every connection from order requests.
+const CONCURRENCY: usize = 8;
 /// Redelivery delay after a failure (database down, say).
 const RETRY: Duration = Duration::from_secs(1);
 /// Naks land a little after the deadline, so the close's `now() >= pay_deadline` holds.
