@@ -186,4 +186,28 @@ async fn audit_passes_a_settled_shop_and_names_what_is_broken() {
         .into();
     assert_eq!(kinds, expected, "{report}");
     assert!(report.to_string().contains(&paid), "{report}");
+
+    // An order whose half message is purged by hand has lost its timer: it is named at once,
+    // and again as overdue once its deadline has passed.
+    let timeless = create(1).await["order_sn"].as_str().unwrap().to_owned();
+    let txn = app.jetstream().get_stream("ORDER_TXN").await.unwrap();
+    txn.purge()
+        .filter(format!("order.txn.{timeless}"))
+        .await
+        .unwrap();
+    let mut expected = expected;
+    expected.extend(["unpaid_without_half_message", "overdue_unpaid"].map(String::from));
+    let report = eventually(
+        "the audit to find the overdue order",
+        Duration::from_secs(60),
+        || {
+            let (app, expected) = (&app, &expected);
+            async move {
+                let (_, kinds, report) = audit(app);
+                (kinds == *expected).then_some(report)
+            }
+        },
+    )
+    .await;
+    assert!(report.to_string().contains(&timeless), "{report}");
 }

@@ -17,6 +17,7 @@ pub struct OrderView {
     pub items: Vec<(i64, i64)>,
     /// When the order last changed status (closed, paid or created).
     pub changed_at: DateTime<Utc>,
+    pub pay_deadline: DateTime<Utc>,
 }
 
 #[derive(Debug, Clone)]
@@ -37,8 +38,9 @@ pub async fn snapshot(pool: &PgPool) -> Result<OrderSnapshot, OrderError> {
     let now: DateTime<Utc> = sqlx::query_scalar("SELECT now()")
         .fetch_one(&mut *tx)
         .await?;
-    let rows: Vec<(i64, String, DateTime<Utc>)> = sqlx::query_as(
-        "SELECT order_sn, status, COALESCE(closed_at, paid_at, created_at) FROM orders",
+    let rows: Vec<(i64, String, DateTime<Utc>, DateTime<Utc>)> = sqlx::query_as(
+        "SELECT order_sn, status, COALESCE(closed_at, paid_at, created_at), pay_deadline \
+         FROM orders",
     )
     .fetch_all(&mut *tx)
     .await?;
@@ -53,7 +55,7 @@ pub async fn snapshot(pool: &PgPool) -> Result<OrderSnapshot, OrderError> {
     tx.commit().await?;
 
     let mut orders = BTreeMap::new();
-    for (sn, status, changed_at) in rows {
+    for (sn, status, changed_at, pay_deadline) in rows {
         let status = OrderStatus::parse(&status)
             .ok_or_else(|| OrderError::Bug(format!("stored order status {status:?}")))?;
         orders.insert(
@@ -62,6 +64,7 @@ pub async fn snapshot(pool: &PgPool) -> Result<OrderSnapshot, OrderError> {
                 status,
                 items: Vec::new(),
                 changed_at,
+                pay_deadline,
             },
         );
     }

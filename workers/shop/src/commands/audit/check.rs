@@ -51,6 +51,15 @@ pub enum Finding {
     },
     /// Invariant 3: stock deducted for an order_sn that has no order, past the grace period.
     StockWithoutOrder { order_sn: String },
+    /// An unpaid order whose deadline passed more than the grace period ago: the checker is
+    /// behind or stuck.
+    OverdueUnpaid {
+        order_sn: String,
+        pay_deadline: String,
+    },
+    /// An unpaid order with no half message left in `ORDER_TXN`: nothing will ever close it,
+    /// so its stock would be held forever if it is never paid.
+    UnpaidWithoutHalfMessage { order_sn: String },
     /// A rollback event whose sell record is not `returned`.
     RollbackNotApplied { order_sn: String, reason: String },
     /// A rollback event whose reason the order database contradicts.
@@ -104,6 +113,17 @@ impl fmt::Display for Finding {
             Finding::StockWithoutOrder { order_sn } => {
                 write!(f, "stock is deducted for {order_sn}, which has no order")
             }
+            Finding::OverdueUnpaid {
+                order_sn,
+                pay_deadline,
+            } => write!(
+                f,
+                "order {order_sn} is still unpaid after its deadline {pay_deadline}"
+            ),
+            Finding::UnpaidWithoutHalfMessage { order_sn } => write!(
+                f,
+                "unpaid order {order_sn} has no half message in ORDER_TXN: nothing will close it"
+            ),
             Finding::RollbackNotApplied { order_sn, reason } => {
                 write!(f, "the {reason} rollback of {order_sn} was not applied")
             }
@@ -208,6 +228,29 @@ pub fn agreement(
         }
     }
     findings
+}
+
+/// Unpaid orders past their deadline by more than the grace period.
+pub fn overdue(orders: &OrderSnapshot, grace: chrono::Duration) -> Vec<Finding> {
+    orders
+        .orders
+        .iter()
+        .filter(|(_, o)| o.status == OrderStatus::Unpaid && orders.now - o.pay_deadline > grace)
+        .map(|(sn, o)| Finding::OverdueUnpaid {
+            order_sn: sn.to_string(),
+            pay_deadline: shop_contracts::time::format(&o.pay_deadline),
+        })
+        .collect()
+}
+
+/// The unpaid orders older than the grace period: each must still have its half message.
+pub fn unpaid_to_check(orders: &OrderSnapshot, grace: chrono::Duration) -> Vec<i64> {
+    orders
+        .orders
+        .iter()
+        .filter(|(_, o)| o.status == OrderStatus::Unpaid && orders.now - o.changed_at > grace)
+        .map(|(sn, _)| *sn)
+        .collect()
 }
 
 /// A rollback event read back from `STOCK_ROLLBACK`, with the time the stream stored it.
@@ -318,6 +361,7 @@ mod tests {
                         status: OrderStatus::Paid,
                         items: vec![(1, 2)],
                         changed_at: at(1),
+                        pay_deadline: at(100),
                     },
                 ),
                 (
@@ -326,6 +370,7 @@ mod tests {
                         status: OrderStatus::Cancelled,
                         items: vec![(1, 3)],
                         changed_at: at(4),
+                        pay_deadline: at(100),
                     },
                 ),
             ]),
@@ -410,6 +455,24 @@ mod tests {
                 order_sn: "102".into()
             }]
         );
+    }
+
+    #[test]
+    fn an_unpaid_order_past_its_deadline_is_overdue_once_settled() {
+        let grace = Duration::seconds(GRACE);
+        let (_, mut orders) = healthy();
+        assert_eq!(overdue(&orders, grace), []);
+        assert_eq!(unpaid_to_check(&orders, grace), Vec::<i64>::new());
+        let order = orders.orders.get_mut(&100).unwrap();
+        order.status = OrderStatus::Unpaid;
+        orders.now = at(100 + GRACE);
+        assert_eq!(overdue(&orders, grace), [], "still within the grace period");
+        assert_eq!(unpaid_to_check(&orders, grace), [100]);
+        orders.now = at(101 + GRACE);
+        assert!(matches!(
+            overdue(&orders, grace)[..],
+            [Finding::OverdueUnpaid { .. }]
+        ));
     }
 
     #[test]

@@ -3,9 +3,11 @@
 //! `STOCK_ROLLBACK` stream against them, and exits non-zero when anything is wrong.
 //!
 //! - [`check`]: the invariants, as pure functions over the snapshots.
+//! - [`half_messages`]: every unpaid order still has its half message (its timer).
 //! - [`replay`]: one read of `STOCK_ROLLBACK` through an ordered consumer.
 
 mod check;
+mod half_messages;
 mod replay;
 
 use std::collections::BTreeMap;
@@ -27,6 +29,8 @@ struct Report {
     sell_records: BTreeMap<&'static str, usize>,
     orders: BTreeMap<&'static str, usize>,
     fenced: usize,
+    /// Unpaid orders whose half message was looked up in `ORDER_TXN`.
+    unpaid_checked: usize,
     rollback_events: u64,
     findings: Vec<Finding>,
 }
@@ -67,16 +71,25 @@ pub async fn run(config: &Config, grace: Duration, json: bool) -> anyhow::Result
     report
         .findings
         .extend(check::agreement(&stock, &orders, grace));
+    report.findings.extend(check::overdue(&orders, grace));
 
-    let progress = indicatif::ProgressBar::new(0).with_style(
-        indicatif::ProgressStyle::with_template(
-            "replaying {prefix} [{bar:30}] {pos}/{len} events ({per_sec})",
-        )
-        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
-        .progress_chars("=> "),
-    );
-    progress.set_prefix(replay::STREAM);
     let js = async_nats::jetstream::new(client);
+    let unpaid = check::unpaid_to_check(&orders, grace);
+    let progress = progress_bar(&format!(
+        "{}: unpaid orders' half messages",
+        half_messages::STREAM
+    ));
+    let gone = half_messages::missing(&js, &unpaid, &progress).await?;
+    progress.finish_and_clear();
+    report.unpaid_checked = unpaid.len();
+    report.findings.extend(
+        gone.into_iter()
+            .map(|sn| Finding::UnpaidWithoutHalfMessage {
+                order_sn: sn.to_string(),
+            }),
+    );
+
+    let progress = progress_bar(&format!("{}: replaying rollback events", replay::STREAM));
     report.rollback_events = replay::replay(&js, &progress, |stored| match stored {
         Stored::Event(event) => report
             .findings
@@ -97,6 +110,16 @@ pub async fn run(config: &Config, grace: Duration, json: bool) -> anyhow::Result
         bail!("the audit found {} problem(s)", report.findings.len());
     }
     Ok(())
+}
+
+fn progress_bar(what: &str) -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::new(0).with_style(
+        indicatif::ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} ({per_sec})")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    bar.set_prefix(what.to_owned());
+    bar
 }
 
 fn print_human(report: &Report, now: chrono::DateTime<chrono::Utc>, grace: chrono::Duration) {
@@ -120,6 +143,11 @@ fn print_human(report: &Report, now: chrono::DateTime<chrono::Utc>, grace: chron
         "  orders: {}; {} order_sns fenced",
         counts(&report.orders),
         report.fenced
+    );
+    println!(
+        "  {}: half messages of {} unpaid order(s) looked up",
+        half_messages::STREAM,
+        report.unpaid_checked
     );
     println!(
         "  {}: {} rollback event(s) replayed",
