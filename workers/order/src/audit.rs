@@ -79,3 +79,15 @@ pub async fn snapshot(pool: &PgPool) -> Result<OrderSnapshot, OrderError> {
         now,
     })
 }
+
+/// Those of `sns` that are unpaid now (read after the snapshot, to tell an order that was
+/// resolved meanwhile from one that is stuck).
+pub async fn still_unpaid(pool: &PgPool, sns: &[i64]) -> Result<Vec<i64>, OrderError> {
+    Ok(sqlx::query_scalar(
+        "SELECT order_sn FROM orders WHERE order_sn = ANY($1) AND status = 'unpaid' \
+         ORDER BY order_sn",
+    )
+    .bind(sns)
+    .fetch_all(pool)
+    .await?)
+}

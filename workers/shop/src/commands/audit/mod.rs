@@ -1,6 +1,7 @@
 //! `shop audit`: checks the invariants of CONTRACT section 6 against the live system without
-//! changing it. It reads one consistent snapshot of each database, then replays the whole
-//! `STOCK_ROLLBACK` stream against them, and exits non-zero when anything is wrong.
+//! changing it. It reads one consistent snapshot of each database, looks up the half message
+//! of every unpaid order, then replays the whole `STOCK_ROLLBACK` stream against the
+//! snapshots, and exits non-zero when anything is wrong.
 //!
 //! - [`check`]: the invariants, as pure functions over the snapshots.
 //! - [`half_messages`]: every unpaid order still has its half message (its timer).
@@ -81,6 +82,11 @@ pub async fn run(config: &Config, grace: Duration, json: bool) -> anyhow::Result
     ));
     let gone = half_messages::missing(&js, &unpaid, &progress).await?;
     progress.finish_and_clear();
+    // A half message is acked once its order is paid past the deadline or closed: only an
+    // order that is still unpaid after its message was found gone has lost its timer.
+    let gone = shop_order::audit::still_unpaid(&order_db, &gone)
+        .await
+        .context("reading the order database")?;
     report.unpaid_checked = unpaid.len();
     report.findings.extend(
         gone.into_iter()
