@@ -199,8 +199,9 @@ async fn bucket(
         .await?)
 }
 
-/// The high-water mark stored for `node`, 0 when none (or unreadable: then `raise_mark`'s
-/// write fails too, because it is a create/update on the revision read here).
+/// The high-water mark stored for `node` and its revision; 0 when there is none. Only the
+/// workers write marks, always as decimal text; a value that does not parse (a hand edit)
+/// counts as 0 and is replaced by the next mark written.
 async fn read_mark(marks: &kv::Store, node: u16) -> Result<(i64, Option<u64>), async_nats::Error> {
     match marks.entry(node.to_string()).await? {
         Some(entry) if entry.operation == kv::Operation::Put => {
