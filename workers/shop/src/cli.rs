@@ -61,8 +61,9 @@ pub enum Command {
         timeout: u64,
     },
     /// Check every invariant of the running system without changing it: one snapshot of each
-    /// database, then a replay of the whole STOCK_ROLLBACK stream against them. Exits 1 and
-    /// lists the problems when any invariant does not hold.
+    /// database, a look-up of every unpaid order's half message in ORDER_TXN, then a replay
+    /// of the whole STOCK_ROLLBACK stream. Exits 1 and lists the problems when any invariant
+    /// does not hold.
     Audit {
         /// Work younger than this counts as in flight and is not judged (e.g. 30s, 2m).
         #[arg(long, default_value = "2m", value_parser = humantime_serde::re::humantime::parse_duration)]
@@ -117,6 +118,7 @@ pub struct LoadArgs {
     /// Request loops running at once (each waits for its reply before the next request).
     #[arg(long, default_value_t = 32)]
     pub concurrency: usize,
+    /// How long to load, in seconds.
     #[arg(long, default_value_t = 10)]
     pub seconds: u64,
     /// Directory for the JSON results.
