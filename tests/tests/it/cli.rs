@@ -211,3 +211,28 @@ async fn audit_passes_a_settled_shop_and_names_what_is_broken() {
     .await;
     assert!(report.to_string().contains(&timeless), "{report}");
 }
+
+#[test]
+fn every_server_config_in_nats_config_is_valid() {
+    // `nats-server -t` parses a config (includes, variables, permissions) and exits. The
+    // production config takes its names and passwords from the environment.
+    let dir = shop_tests::stack::project_root().join("nats-config");
+    for config in ["dev.conf", "production.conf"] {
+        let out = Command::new(shop_tests::stack::nats_server_binary())
+            .args(["-t", "-c", config])
+            .current_dir(&dir)
+            .env("SHOP_NATS_SERVER_NAME", "n1")
+            .env("SHOP_GOODS_NATS_PASSWORD", "g")
+            .env("SHOP_STOCK_NATS_PASSWORD", "s")
+            .env("SHOP_ORDER_NATS_PASSWORD", "o")
+            .env("SHOP_ADMIN_NATS_PASSWORD", "a")
+            .output()
+            .expect("running nats-server -t");
+        assert!(
+            out.status.success(),
+            "nats-server rejects {config}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
