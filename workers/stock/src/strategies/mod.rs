@@ -224,3 +224,35 @@ pub(crate) fn random_u64() -> u64 {
     use std::hash::BuildHasher;
     std::collections::hash_map::RandomState::new().hash_one(std::time::Instant::now())
 }
+
+/// The database work of one deduct with the default strategy, inside the caller's
+/// transaction (the caller commits or rolls back): the same statements a worker runs for
+/// one order, for `shop bench order` to measure the database's own ceiling without NATS.
+pub async fn deduct_in(
+    conn: &mut PgConnection,
+    sn: OrderSn,
+    lines: &NormalizedLines,
+) -> Result<Vec<OrderLine>, StockError> {
+    let items = repo::lines_to_items(lines)?;
+    match repo::claim_sell_record(conn, sn, SellStatus::Deducted, &items).await? {
+        Claim::New => {}
+        Claim::Existing {
+            status: SellStatus::Deducted,
+            items: first,
+        } if first == items => return Ok(first),
+        Claim::Existing {
+            status: SellStatus::Deducted,
+            ..
+        } => {
+            return Err(StockError::Conflict(format!(
+                "order {sn} was already deducted with other items"
+            )))
+        }
+        Claim::Existing { .. } => return Err(StockError::OrderCancelled(sn.to_string())),
+    }
+    atomic::take(conn, lines).await?;
+    let rows: Vec<(GoodsId, i64, i64)> =
+        lines.as_slice().iter().map(|(g, q)| (*g, -q, *q)).collect();
+    repo::ledger(conn, Entry::Deduct, Some(sn), &rows).await?;
+    Ok(items)
+}
