@@ -33,6 +33,10 @@ pub fn connect(
     Ok(PgPoolOptions::new()
         .max_connections(max_connections)
         .acquire_timeout(acquire_timeout)
+        // No ping before every acquire: it is a round trip per request, and a connection the
+        // server dropped fails its first query with an I/O error, which is `unavailable`
+        // (the caller's retry gets a fresh connection; sqlx closes the broken one).
+        .test_before_acquire(false)
         .connect_lazy_with(options))
 }
 
