@@ -226,6 +226,9 @@ impl TestApp {
             .env("SHOP_STOCK__DATABASE_URL", self.database_url(Worker::Stock))
             .env("SHOP_ORDER__DATABASE_URL", self.database_url(Worker::Order))
             .env("SHOP_LOG__FILTER", "info")
+            // Tests fire bursts of hundreds of creates and check every reply; the bound on
+            // creates in flight has its own test, which sets a small one.
+            .env("SHOP_ORDER__MAX_CREATES_IN_FLIGHT", "1024")
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())
             .stdout(file.try_clone().expect("log handle"))

@@ -2,7 +2,8 @@
 //!
 //! - [`decode`]: turn a request body into a contract type under CONTRACT section 1's rules.
 //! - [`reply`]: answer with a result, or with a contract error as headers *and* body.
-//! - [`endpoint`]: run one micro-service endpoint, a task per request.
+//! - [`endpoint`]: run one micro-service endpoint, a task per request, optionally with a
+//!   bound on requests in flight beyond which they are refused at once ([`Admission`]).
 //! - [`jetstream`]: the stream and consumer definitions of `nats-config/`, created or updated
 //!   at start-up and read back.
 //! - [`client`]: calling another service and telling a refusal from no answer.
@@ -20,4 +21,4 @@ pub mod reply;
 pub mod server;
 
 pub use decode::decode;
-pub use endpoint::{serve, ServiceError};
+pub use endpoint::{serve, serve_admitted, Admission, ServiceError};

@@ -52,6 +52,13 @@ pub struct Settings {
     /// TTL of the snowflake node-id lease in KV bucket `order_nodes`.
     #[serde(with = "humantime_serde")]
     pub node_lease_ttl: Duration,
+    /// Creates one worker process works on at once; beyond it a create is refused at once
+    /// with `unavailable` (before its half message, so it touches no stock). Past about
+    /// this many, the databases are saturated and more in flight only adds latency.
+    pub max_creates_in_flight: usize,
+    /// The `retry_after_ms` a refused create is given.
+    #[serde(with = "humantime_serde")]
+    pub retry_after: Duration,
     /// Fault injection for tests; `none` in production.
     pub failpoint: Failpoint,
 }
@@ -79,6 +86,8 @@ impl Default for Settings {
             max_ack_pending: 100_000,
             request_timeout: Duration::from_secs(5),
             node_lease_ttl: Duration::from_secs(30),
+            max_creates_in_flight: 32,
+            retry_after: Duration::from_millis(50),
             failpoint: Failpoint::None,
         }
     }

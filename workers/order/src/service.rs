@@ -15,7 +15,7 @@ use shop_kit::jetstream::{
     consumer_config, ensure_consumer, ensure_stream, stream_config, ORDER_EVENTS_STREAM_JSON,
     ORDER_TXN_CHECKER_JSON, ORDER_TXN_STREAM_JSON, STOCK_ROLLBACK_STREAM_JSON,
 };
-use shop_kit::serve;
+use shop_kit::{serve, serve_admitted, Admission};
 use sqlx::PgPool;
 use tokio::sync::Notify;
 
@@ -80,7 +80,17 @@ pub async fn run(
         .await?;
 
     let tasks = [
-        serve(&service, subject::CREATE, ctx.clone(), create).await?,
+        serve_admitted(
+            &service,
+            subject::CREATE,
+            Some(Admission::new(
+                ctx.settings.max_creates_in_flight,
+                ctx.settings.retry_after,
+            )),
+            ctx.clone(),
+            create,
+        )
+        .await?,
         serve(&service, subject::PAY, ctx.clone(), pay).await?,
         serve(&service, subject::CANCEL, ctx.clone(), cancel).await?,
         serve(&service, subject::GET, ctx.clone(), get).await?,
