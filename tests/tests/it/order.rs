@@ -391,6 +391,94 @@ async fn order_idempotency_key_returns_the_same_order() {
     assert_eq!(level(&app, a).await, (7, 3));
 }
 
+/// Ten concurrent creates with one key (a double tap, many times over): the key is claimed
+/// before the deduct, so stock is taken once, visible right after the replies, not after
+/// the checker has given extra deducts back. Each reply is the order or "in progress".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn order_concurrent_repeats_of_one_idempotency_key_deduct_once() {
+    let app = start().await;
+    let a = goods(&app, 100, 10).await;
+    let mut body = create_body(3, &[(a, 2)]);
+    body["idempotency_key"] = json!("tap-tap");
+    let replies = join_all((0..10).map(|_| app.request("order.create", &body))).await;
+    assert_eq!(level(&app, a).await, (8, 2), "a repeat deducted stock");
+    let mut sns = HashSet::new();
+    for reply in &replies {
+        match reply {
+            Ok(order) => {
+                sns.insert(sn_of(order));
+            }
+            Err(e) => {
+                assert_eq!(e.code(), "conflict", "{e:?}");
+                assert!(
+                    e.body.error.details["retry_after_ms"].is_u64(),
+                    "an in-flight repeat says when to ask again: {e:?}"
+                );
+                sns.insert(
+                    e.body.error.details["order_sn"]
+                        .as_str()
+                        .unwrap()
+                        .to_owned(),
+                );
+            }
+        }
+    }
+    assert!(replies.iter().any(Result::is_ok), "no create succeeded");
+    assert_eq!(sns.len(), 1, "repeats named different orders: {sns:?}");
+    let again = app.ok("order.create", &body).await;
+    assert!(sns.contains(&sn_of(&again)));
+    check_invariants(&app).await;
+    assert_eq!(level(&app, a).await, (8, 2));
+}
+
+/// A worker with two creates in flight refuses a third at once with `unavailable` and
+/// `retry_after_ms`, before its half message: it takes no stock. The two in flight are held
+/// by the `commit_after_fence` failpoint, so the bound is full for as long as the test looks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn order_create_beyond_the_in_flight_bound_is_refused_and_takes_no_stock() {
+    let mut app = TestApp::start_with_env(&[Worker::Goods, Worker::Stock], FAST).await;
+    let full = app.spawn_process(
+        Worker::Order,
+        &[
+            ("SHOP_ORDER__FAILPOINT", "commit_after_fence"),
+            ("SHOP_ORDER__MAX_CREATES_IN_FLIGHT", "2"),
+        ],
+    );
+    app.adopt(full);
+    app.wait_for_workers(Worker::Order, 1).await;
+    let a = goods(&app, 100, 10).await;
+    let app = Arc::new(app);
+    let held: Vec<_> = (0..2)
+        .map(|u| {
+            let app = app.clone();
+            tokio::spawn(async move {
+                app.request("order.create", create_body(u + 1, &[(a, 1)]))
+                    .await
+            })
+        })
+        .collect();
+    wait_level(&app, a, (8, 2)).await;
+    let refused = app
+        .err("order.create", create_body(9, &[(a, 3)]), "unavailable")
+        .await;
+    assert!(
+        refused.body.error.details["retry_after_ms"]
+            .as_u64()
+            .is_some_and(|ms| ms > 0),
+        "a refusal says when to retry: {refused:?}"
+    );
+    assert_eq!(level(&app, a).await, (8, 2), "a refused create took stock");
+    for create in held {
+        let reply = create.await.unwrap();
+        assert_eq!(
+            reply.expect_err("a fenced create committed").code(),
+            "unavailable"
+        );
+    }
+    wait_level(&app, a, (10, 0)).await;
+    check_invariants(&app).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn order_bad_inputs_get_clear_errors() {
     let app = start().await;

@@ -132,6 +132,20 @@ pub async fn check(ctx: &Ctx, sn: OrderSn, age: Duration) -> Result<Verdict, Ord
     if age < quiet {
         return Ok(Verdict::Later(quiet - age + MARGIN));
     }
+    // Most looks find an order that is resolved or not yet due: one read, no transaction,
+    // no lock decides those. Only "no order" and "due" need the lock (they write).
+    {
+        let mut conn = ctx.pool.acquire().await?;
+        if let Some((status, left)) = repo::status_and_time_left(&mut conn, sn).await? {
+            match parse_status(&status)? {
+                status if status.is_terminal() => return Ok(Verdict::Ack),
+                _ if left > 0.0 => {
+                    return Ok(Verdict::Later(Duration::from_secs_f64(left) + MARGIN))
+                }
+                _ => {}
+            }
+        }
+    }
     let mut tx = ctx.pool.begin().await?;
     repo::lock_sn(&mut tx, sn).await?;
     let Some((status, left)) = repo::status_and_time_left(&mut tx, sn).await? else {
@@ -148,8 +162,7 @@ pub async fn check(ctx: &Ctx, sn: OrderSn, age: Duration) -> Result<Verdict, Ord
         tracing::info!("order never committed: fenced and rolled back");
         return Ok(Verdict::Ack);
     };
-    let status = OrderStatus::parse(&status)
-        .ok_or_else(|| OrderError::Bug(format!("unknown status {status}")))?;
+    let status = parse_status(&status)?;
     if status.is_terminal() {
         return Ok(Verdict::Ack);
     }
@@ -167,4 +180,8 @@ pub async fn check(ctx: &Ctx, sn: OrderSn, age: Duration) -> Result<Verdict, Ord
         tracing::info!("pay deadline passed: closed");
     }
     Ok(Verdict::Ack)
+}
+
+fn parse_status(status: &str) -> Result<OrderStatus, OrderError> {
+    OrderStatus::parse(status).ok_or_else(|| OrderError::Bug(format!("unknown status {status}")))
 }

@@ -21,7 +21,7 @@ use sqlx::{PgConnection, PgPool};
 use tokio::sync::Notify;
 
 use crate::ids::Ids;
-use crate::repo::{self, NewOrder, Paid};
+use crate::repo::{self, Commit, NewOrder, Paid};
 use crate::{Failpoint, OrderError, Settings};
 
 /// Everything a handler needs.
@@ -49,16 +49,36 @@ fn fingerprint(req: &CreateOrderRequest, lines: &NormalizedLines) -> String {
     .to_string()
 }
 
-/// The order an idempotency key already created, or `conflict` when the body differs.
-async fn replay(
+/// What an idempotency key says about a create that repeats it.
+enum Repeat {
+    /// The key is free: this create goes ahead.
+    New,
+    /// The create that holds the key committed this order: the repeat returns it.
+    Done(Order),
+}
+
+/// Looks at the create that holds `key`, if any: its order when it committed; `conflict`
+/// when it asked for something else, or is still in flight (its outcome is not known yet,
+/// and waiting for it here would hold a request slot for as long as it takes).
+async fn repeat_of(
     conn: &mut PgConnection,
     user: UserId,
     key: &str,
     fingerprint: &str,
-) -> Result<Option<Order>, OrderError> {
+) -> Result<Repeat, OrderError> {
     let Some((sn, stored)) = repo::idempotency_key(conn, user, key).await? else {
-        return Ok(None);
+        return Ok(Repeat::New);
     };
+    holder_outcome(conn, sn, &stored, fingerprint).await
+}
+
+/// The outcome of the create `sn` that holds an idempotency key, seen by a repeat.
+async fn holder_outcome(
+    conn: &mut PgConnection,
+    sn: OrderSn,
+    stored: &str,
+    fingerprint: &str,
+) -> Result<Repeat, OrderError> {
     if stored != fingerprint {
         return Err(OrderError::Conflict(
             ErrorDetail::new(
@@ -68,11 +88,22 @@ async fn replay(
             .with("order_sn", sn.to_string()),
         ));
     }
-    repo::get(conn, sn)
-        .await?
-        .ok_or_else(|| OrderError::Bug("idempotency key without its order".into()))
-        .map(Some)
+    match repo::get(conn, sn).await? {
+        Some(order) => Ok(Repeat::Done(order)),
+        None => Err(OrderError::Conflict(
+            ErrorDetail::new(
+                ErrorCode::Conflict,
+                "a create with this idempotency_key is in progress; ask again shortly",
+            )
+            .with("order_sn", sn.to_string())
+            .with("retry_after_ms", IN_FLIGHT_RETRY_MS),
+        )),
+    }
 }
+
+/// What a repeat of an in-flight create is told to wait before asking again: about one
+/// create's round trip under load.
+const IN_FLIGHT_RETRY_MS: u64 = 100;
 
 /// Prices and titles from `goods.batch`, one line per goods (duplicates summed).
 async fn price(ctx: &Ctx, lines: &NormalizedLines) -> Result<Vec<OrderItem>, OrderError> {
@@ -195,14 +226,20 @@ pub async fn outbox_rollback(
 #[tracing::instrument(skip_all, fields(user_id = %req.user_id, order_sn))]
 pub async fn create(ctx: &Ctx, req: CreateOrderRequest) -> Result<Order, OrderError> {
     let lines = NormalizedLines::new(req.items.iter());
-    let print = fingerprint(&req, &lines);
-    let key = req.idempotency_key.as_ref().map(|k| k.as_str().to_owned());
-    if let Some(key) = &key {
-        let mut conn = ctx.pool.acquire().await?;
-        if let Some(order) = replay(&mut conn, req.user_id, key, &print).await? {
-            return Ok(order);
+    // A repeat of a finished create is answered before anything is published or deducted.
+    let key = match &req.idempotency_key {
+        Some(key) => {
+            let print = fingerprint(&req, &lines);
+            let mut conn = ctx.pool.acquire().await?;
+            if let Repeat::Done(order) =
+                repeat_of(&mut conn, req.user_id, key.as_str(), &print).await?
+            {
+                return Ok(order);
+            }
+            Some((key.as_str(), print))
         }
-    }
+        None => None,
+    };
     let items = price(ctx, &lines).await?;
     let total = total(&items)?;
     let sn = ctx
@@ -210,9 +247,6 @@ pub async fn create(ctx: &Ctx, req: CreateOrderRequest) -> Result<Order, OrderEr
         .next()
         .ok_or_else(|| OrderError::Unavailable("no order_sn can be issued right now".into()))?;
     tracing::Span::current().record("order_sn", tracing::field::display(sn));
-
-    // 1. The half message: from here on, the checker gives the stock back unless the
-    //    order commits.
     let deduct_lines: Vec<OrderLine> = items
         .iter()
         .map(|i| OrderLine {
@@ -220,59 +254,33 @@ pub async fn create(ctx: &Ctx, req: CreateOrderRequest) -> Result<Order, OrderEr
             quantity: i.quantity,
         })
         .collect();
-    let half = HalfMessage {
-        order_sn: sn,
-        items: deduct_lines.clone(),
-    };
-    let payload = serde_json::to_vec(&half).map_err(|e| OrderError::Bug(e.to_string()))?;
-    if let Err(error) = publish(
-        &ctx.js,
-        half_message_subject(sn),
-        &half_message_id(sn),
-        payload,
-    )
-    .await
-    {
-        tracing::warn!(%error, "could not publish the half message");
-        return Err(OrderError::Unavailable(
-            "the transaction log did not answer; nothing was ordered".into(),
-        ));
+
+    // 1. The half message: from here on, the checker gives the stock back unless the
+    //    order commits.
+    publish_half_message(ctx, sn, &deduct_lines).await?;
+
+    // 2. The idempotency key, claimed before the deduct: of concurrent repeats exactly one
+    //    deducts. A loser fences its own order_sn at once (it will never commit), so the
+    //    checker acks its half message without a rollback.
+    if let Some((key, print)) = &key {
+        let mut conn = ctx.pool.acquire().await?;
+        if let repo::KeyClaim::Taken {
+            sn: holder,
+            fingerprint,
+        } = repo::claim_idempotency_key(&mut conn, req.user_id, key, print, sn).await?
+        {
+            drop(conn);
+            fence_quietly(ctx, sn).await;
+            let mut conn = ctx.pool.acquire().await?;
+            return match holder_outcome(&mut conn, holder, &fingerprint, print).await? {
+                Repeat::Done(order) => Ok(order),
+                Repeat::New => Err(OrderError::Bug("a taken key has no holder".into())),
+            };
+        }
     }
 
-    // 2. The deduct.
-    let request = DeductRequest {
-        order_sn: sn,
-        items: ItemList::new(deduct_lines).map_err(|e| OrderError::BadRequest(e.to_string()))?,
-    };
-    let deducted: Result<DeductReply, CallError> = call(
-        &ctx.client,
-        stock_subject::DEDUCT,
-        &request,
-        ctx.settings.request_timeout,
-    )
-    .await;
-    match deducted {
-        Ok(_) => {}
-        Err(CallError::Refused(d))
-            if !matches!(d.code, ErrorCode::Unavailable | ErrorCode::Internal) =>
-        {
-            // A definite refusal: nothing was taken. Fence the order_sn now, so the checker
-            // acks its half message at once instead of publishing a rollback after the
-            // check delay: in a sell-out most creates are refused, and each would otherwise
-            // cost a rollback event and a null-compensation record. If the fence fails, the
-            // checker's slow path still resolves it.
-            if let Err(error) = fence_refused(ctx, sn).await {
-                tracing::warn!(%error, "could not fence a refused order_sn; the checker will");
-            }
-            return Err(OrderError::Refused(d));
-        }
-        Err(error) => {
-            tracing::warn!(%error, "stock.deduct failed; the checker decides");
-            return Err(OrderError::Unavailable(
-                "the stock service did not answer; the order was not created".into(),
-            ));
-        }
-    }
+    // 3. The deduct.
+    deduct(ctx, sn, deduct_lines).await?;
     match ctx.settings.failpoint {
         Failpoint::AfterDeduct => {
             tracing::error!("failpoint after_deduct: aborting");
@@ -282,16 +290,11 @@ pub async fn create(ctx: &Ctx, req: CreateOrderRequest) -> Result<Order, OrderEr
         Failpoint::None | Failpoint::ClockBehind => {}
     }
 
-    // 3. The local transaction, exclusive with the checker's fence for this order_sn.
-    let mut tx = ctx.pool.begin().await?;
-    repo::lock_sn(&mut tx, sn).await?;
-    if repo::is_fenced(&mut tx, sn).await? {
-        return Err(OrderError::Unavailable(
-            "the order took too long and was rolled back; nothing was ordered".into(),
-        ));
-    }
-    repo::insert(
-        &mut tx,
+    // 4. The local commit, one statement, exclusive with the checker's fence for this
+    //    order_sn.
+    let mut conn = ctx.pool.acquire().await?;
+    let committed = repo::commit_created(
+        &mut conn,
         &NewOrder {
             sn,
             user: req.user_id,
@@ -305,24 +308,83 @@ pub async fn create(ctx: &Ctx, req: CreateOrderRequest) -> Result<Order, OrderEr
         },
     )
     .await?;
-    if let Some(key) = &key {
-        if !repo::insert_idempotency_key(&mut tx, req.user_id, key, &print, sn).await? {
-            // A concurrent create with the same key won; ours never commits, so the checker
-            // gives this deduct back.
-            tx.rollback().await?;
-            let mut conn = ctx.pool.acquire().await?;
-            return replay(&mut conn, req.user_id, key, &print)
-                .await?
-                .ok_or_else(|| OrderError::Bug("idempotency key vanished".into()));
+    drop(conn);
+    match committed {
+        Commit::Committed(order) => {
+            ctx.outbox.notify_one();
+            Ok(order)
+        }
+        Commit::Fenced => Err(OrderError::Unavailable(
+            "the order took too long and was rolled back; nothing was ordered".into(),
+        )),
+    }
+}
+
+/// Publishes the half message of `sn` and waits for the stream's ack.
+async fn publish_half_message(
+    ctx: &Ctx,
+    sn: OrderSn,
+    items: &[OrderLine],
+) -> Result<(), OrderError> {
+    let half = HalfMessage {
+        order_sn: sn,
+        items: items.to_vec(),
+    };
+    let payload = serde_json::to_vec(&half).map_err(|e| OrderError::Bug(e.to_string()))?;
+    publish(
+        &ctx.js,
+        half_message_subject(sn),
+        &half_message_id(sn),
+        payload,
+    )
+    .await
+    .map_err(|error| {
+        tracing::warn!(%error, "could not publish the half message");
+        OrderError::Unavailable("the transaction log did not answer; nothing was ordered".into())
+    })
+}
+
+/// Asks stock to deduct `items` for `sn`. A definite refusal fences `sn` at once and is
+/// passed on; no answer leaves the decision to the checker.
+async fn deduct(ctx: &Ctx, sn: OrderSn, items: Vec<OrderLine>) -> Result<(), OrderError> {
+    let request = DeductRequest {
+        order_sn: sn,
+        items: ItemList::new(items).map_err(|e| OrderError::BadRequest(e.to_string()))?,
+    };
+    let deducted: Result<DeductReply, CallError> = call(
+        &ctx.client,
+        stock_subject::DEDUCT,
+        &request,
+        ctx.settings.request_timeout,
+    )
+    .await;
+    match deducted {
+        Ok(_) => Ok(()),
+        Err(CallError::Refused(d))
+            if !matches!(d.code, ErrorCode::Unavailable | ErrorCode::Internal) =>
+        {
+            // Nothing was taken. Fencing now lets the checker ack the half message on its
+            // first look instead of publishing a rollback after the check delay: in a
+            // sell-out most creates are refused, and each would otherwise cost a rollback
+            // event and a null-compensation record.
+            fence_quietly(ctx, sn).await;
+            Err(OrderError::Refused(d))
+        }
+        Err(error) => {
+            tracing::warn!(%error, "stock.deduct failed; the checker decides");
+            Err(OrderError::Unavailable(
+                "the stock service did not answer; the order was not created".into(),
+            ))
         }
     }
-    let order = repo::get(&mut tx, sn)
-        .await?
-        .ok_or_else(|| OrderError::Bug("inserted order not found".into()))?;
-    outbox_event(&mut tx, &order, OrderEventKind::Created).await?;
-    tx.commit().await?;
-    ctx.outbox.notify_one();
-    Ok(order)
+}
+
+/// Fences an order_sn that will never commit; if that fails, the checker's slow path still
+/// resolves it after the check delay.
+async fn fence_quietly(ctx: &Ctx, sn: OrderSn) {
+    if let Err(error) = fence_refused(ctx, sn).await {
+        tracing::warn!(%error, "could not fence an order_sn that will not commit; the checker will");
+    }
 }
 
 /// The `commit_after_fence` failpoint: polls until the checker has fenced `sn` (a test hook,

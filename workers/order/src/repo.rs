@@ -2,6 +2,7 @@
 
 use chrono::{DateTime, Utc};
 use shop_contracts::order::{Order, OrderItem, OrderStatus};
+use shop_contracts::txn::{event_msg_id, event_subject, OrderEventKind};
 use shop_contracts::{Cents, GoodsId, OrderSn, Quantity, UserId};
 use sqlx::{PgConnection, PgPool, Postgres, Transaction};
 
@@ -140,11 +141,16 @@ pub async fn is_fenced(conn: &mut PgConnection, sn: OrderSn) -> Result<bool, Ord
     )
 }
 
+/// Fences `sn` (no order can ever commit under it) and frees the idempotency key it claimed,
+/// so a retry of that create can go ahead. Call under [`lock_sn`].
 pub async fn fence(conn: &mut PgConnection, sn: OrderSn) -> Result<(), OrderError> {
-    sqlx::query("INSERT INTO aborted_orders (order_sn) VALUES ($1) ON CONFLICT DO NOTHING")
-        .bind(sn.get())
-        .execute(conn)
-        .await?;
+    sqlx::query(
+        "WITH fenced AS (INSERT INTO aborted_orders (order_sn) VALUES ($1) ON CONFLICT DO NOTHING) \
+         DELETE FROM idempotency_keys WHERE order_sn = $1",
+    )
+    .bind(sn.get())
+    .execute(conn)
+    .await?;
     Ok(())
 }
 
@@ -160,13 +166,47 @@ pub struct NewOrder<'a> {
     pub pay_timeout_ms: i64,
 }
 
-/// Inserts the order and its items; timestamps from the database clock.
-pub async fn insert(conn: &mut PgConnection, new: &NewOrder<'_>) -> Result<(), OrderError> {
-    sqlx::query(
-        "INSERT INTO orders (order_sn, user_id, status, total_cents, address, receiver_name, \
-         receiver_phone, note, created_at, pay_deadline) \
-         VALUES ($1, $2, 'unpaid', $3, $4, $5, $6, $7, now(), \
-                 now() + make_interval(secs => $8::double precision / 1000))",
+/// What [`commit_created`] did.
+pub enum Commit {
+    /// The order is stored, with its `created` event in the outbox.
+    Committed(Order),
+    /// The checker fenced this order_sn first: nothing was written, and nothing ever will be.
+    Fenced,
+}
+
+/// Commits a created order, its items and its `created` event in one statement (the
+/// `commit_created_order` function of the migrations), unless the checker fenced its
+/// order_sn. Both times come from the database clock. Fine in autocommit (one round trip)
+/// or inside the caller's transaction.
+pub async fn commit_created(
+    conn: &mut PgConnection,
+    new: &NewOrder<'_>,
+) -> Result<Commit, OrderError> {
+    // The event is this order as the contract writes it; the function fills in the two
+    // times, which only the database knows once it has decided them.
+    let mut order = Order {
+        order_sn: new.sn,
+        user_id: new.user,
+        status: OrderStatus::Unpaid,
+        items: new.items.to_vec(),
+        total_cents: new.total,
+        address: new.address.to_owned(),
+        receiver_name: new.receiver_name.to_owned(),
+        receiver_phone: new.receiver_phone.to_owned(),
+        note: new.note.to_owned(),
+        created_at: DateTime::UNIX_EPOCH,
+        pay_deadline: DateTime::UNIX_EPOCH,
+        paid_at: None,
+        closed_at: None,
+    };
+    let event = serde_json::to_value(&order).map_err(|e| OrderError::Bug(e.to_string()))?;
+    let goods: Vec<i64> = new.items.iter().map(|i| i.goods_id.get()).collect();
+    let titles: Vec<&str> = new.items.iter().map(|i| i.title.as_str()).collect();
+    let prices: Vec<i64> = new.items.iter().map(|i| i.price_cents.get()).collect();
+    let quantities: Vec<i32> = new.items.iter().map(|i| i.quantity.get()).collect();
+    let times: Option<(DateTime<Utc>, DateTime<Utc>)> = sqlx::query_as(
+        "SELECT created_at, pay_deadline FROM commit_created_order(\
+         $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
     )
     .bind(new.sn.get())
     .bind(new.user.get())
@@ -176,25 +216,64 @@ pub async fn insert(conn: &mut PgConnection, new: &NewOrder<'_>) -> Result<(), O
     .bind(new.receiver_phone)
     .bind(new.note)
     .bind(new.pay_timeout_ms)
-    .execute(&mut *conn)
+    .bind(goods)
+    .bind(titles)
+    .bind(prices)
+    .bind(quantities)
+    .bind(event_subject(new.sn, OrderEventKind::Created))
+    .bind(event_msg_id(new.sn, OrderEventKind::Created))
+    .bind(event)
+    .fetch_optional(conn)
     .await?;
-    for it in new.items {
-        sqlx::query(
-            "INSERT INTO order_items (order_sn, goods_id, title, price_cents, quantity) \
-             VALUES ($1, $2, $3, $4, $5)",
-        )
-        .bind(new.sn.get())
-        .bind(it.goods_id.get())
-        .bind(&it.title)
-        .bind(it.price_cents.get())
-        .bind(it.quantity.get())
-        .execute(&mut *conn)
-        .await?;
-    }
-    Ok(())
+    let Some((created_at, pay_deadline)) = times else {
+        return Ok(Commit::Fenced);
+    };
+    order.created_at = created_at;
+    order.pay_deadline = pay_deadline;
+    Ok(Commit::Committed(order))
 }
 
-/// The order an idempotency key created, with the fingerprint of that request.
+/// What an idempotency key said when a create tried to claim it.
+pub enum KeyClaim {
+    /// This create holds the key now.
+    Claimed,
+    /// Another create holds it: its order_sn and the fingerprint of its request.
+    Taken { sn: OrderSn, fingerprint: String },
+}
+
+/// Claims `(user, key)` for `sn`, or tells who holds it. The claim is made after the half
+/// message and before the deduct, so a concurrent repeat deducts nothing; the fence of an
+/// order_sn that never commits deletes its claim ([`fence`]).
+pub async fn claim_idempotency_key(
+    conn: &mut PgConnection,
+    user: UserId,
+    key: &str,
+    fingerprint: &str,
+    sn: OrderSn,
+) -> Result<KeyClaim, OrderError> {
+    loop {
+        let claimed: Option<i64> = sqlx::query_scalar(
+            "INSERT INTO idempotency_keys (user_id, key, fingerprint, order_sn) \
+             VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING RETURNING order_sn",
+        )
+        .bind(user.get())
+        .bind(key)
+        .bind(fingerprint)
+        .bind(sn.get())
+        .fetch_optional(&mut *conn)
+        .await?;
+        if claimed.is_some() {
+            return Ok(KeyClaim::Claimed);
+        }
+        // A new statement, so a claim committed while the insert waited is visible. It may
+        // also have been deleted since by a fence; then the key is free: claim it again.
+        if let Some((sn, fingerprint)) = idempotency_key(conn, user, key).await? {
+            return Ok(KeyClaim::Taken { sn, fingerprint });
+        }
+    }
+}
+
+/// The order_sn that holds an idempotency key, with the fingerprint of its request.
 pub async fn idempotency_key(
     conn: &mut PgConnection,
     user: UserId,
@@ -209,27 +288,6 @@ pub async fn idempotency_key(
     .await?;
     row.map(|(sn, fp)| Ok((OrderSn::new(sn).map_err(|_| bug("order_sn"))?, fp)))
         .transpose()
-}
-
-/// `false` when another create took the key first (this transaction must roll back).
-pub async fn insert_idempotency_key(
-    conn: &mut PgConnection,
-    user: UserId,
-    key: &str,
-    fingerprint: &str,
-    sn: OrderSn,
-) -> Result<bool, OrderError> {
-    let done = sqlx::query(
-        "INSERT INTO idempotency_keys (user_id, key, fingerprint, order_sn) \
-         VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
-    )
-    .bind(user.get())
-    .bind(key)
-    .bind(fingerprint)
-    .bind(sn.get())
-    .execute(conn)
-    .await?;
-    Ok(done.rows_affected() == 1)
 }
 
 pub enum Paid {
