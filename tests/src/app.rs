@@ -128,6 +128,7 @@ impl TestApp {
             binary: stack::nats_server_binary(),
             config,
             port: free_port().expect("a free port"),
+            monitor_port: None,
             store_dir: dir.join("jetstream"),
             log_file: dir.join("nats-server.log"),
         })

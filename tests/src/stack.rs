@@ -96,6 +96,7 @@ fn start() -> Result<(Stack, NatsServer, PostgresCluster), String> {
         binary: nats_server_binary(),
         config,
         port: free_port().map_err(|e| e.to_string())?,
+        monitor_port: None,
         store_dir: dir.join("jetstream"),
         log_file: dir.join("nats-server.log"),
     })

@@ -13,6 +13,9 @@ pub struct NatsServerSpec {
     /// Server config file; `listen` is overridden by `port`, the store by `store_dir`.
     pub config: PathBuf,
     pub port: u16,
+    /// HTTP monitoring port, overriding the config's `http` (None: as the config says), so
+    /// two stacks on different client ports need not fight over one monitoring port.
+    pub monitor_port: Option<u16>,
     pub store_dir: PathBuf,
     pub log_file: PathBuf,
 }
@@ -70,6 +73,11 @@ impl NatsServer {
                 "-sd",
             ])
             .arg(&spec.store_dir)
+            .args(
+                spec.monitor_port
+                    .iter()
+                    .flat_map(|port| ["-m".to_owned(), port.to_string()]),
+            )
             .stdin(Stdio::null())
             .stdout(log.try_clone().map_err(io_err(&spec.log_file))?)
             .stderr(log);

@@ -43,6 +43,8 @@ pub async fn run(mut config: Config, per_kind: usize, root: PathBuf) -> anyhow::
         binary: root.join(&config.dev.nats_server_bin),
         config: nats_config,
         port: config.dev.nats_port,
+        // 8222 for the usual 4222: a second stack on another port (the bench's) gets its own.
+        monitor_port: Some(config.dev.nats_port.wrapping_add(4000)),
         store_dir: data.join("nats"),
         log_file: logs.join("nats-server.log"),
     })
