@@ -72,7 +72,8 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Measure the running stock workers: deducts per second and latency over NATS.
+    /// Measure the running system: deducts or whole creates per second and their latency,
+    /// against the system's own ceilings; writes JSON and an SVG plot per run.
     Bench {
         #[command(subcommand)]
         target: BenchTarget,
@@ -81,47 +82,134 @@ pub enum Command {
 
 #[derive(Debug, Subcommand)]
 pub enum BenchTarget {
-    /// Concurrent single-unit deducts against `--goods` goods for `--seconds` seconds.
+    /// Concurrent single-unit deducts against `--goods` goods, straight to the stock workers.
     ///
     /// The lock strategy is a worker setting (`SHOP_STOCK__STRATEGY`); the bench measures the
     /// running workers and refuses to run when they report another strategy than `--strategy`.
     Stock {
-        /// atomic | pessimistic | optimistic | kv_lock (what the running workers must use).
+        /// The strategy the running stock workers use (e.g. atomic, pessimistic, optimistic,
+        /// kv_lock, batch); the bench checks it against `$SRV.INFO.stock`.
         #[arg(long)]
         strategy: String,
         /// Goods to spread the deducts over: 1 is one hot goods.
-        #[arg(long, default_value_t = 1)]
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(i64).range(1..=10_000))]
         goods: i64,
         /// First goods id used (ids `first..first+goods`), away from the seed data.
-        #[arg(long, default_value_t = 1_000_001)]
+        #[arg(long, default_value_t = 1_000_001, value_parser = clap::value_parser!(i64).range(1..))]
         first_goods_id: i64,
         #[command(flatten)]
         load: LoadArgs,
     },
-    /// Concurrent `order.create`s (one unit of one goods each) through all three workers:
-    /// prices from goods, the half message, the deduct and the order's commit.
+    /// Whole `order.create`s (one unit of one goods each) through all three workers, then the
+    /// ceilings of the same work at the same concurrency: (a) NATS request/reply to a trivial
+    /// responder, (b) the stock and order transactions issued directly, (c) both as one
+    /// transaction in one database. Waits for the system to settle and audits it: a run that
+    /// breaks an invariant fails.
     Order {
         /// Goods to spread the orders over: 1 is one hot goods.
-        #[arg(long, default_value_t = 100)]
+        #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(i64).range(1..=10_000))]
         goods: i64,
         /// First goods id used (ids `first..first+goods`), away from the seed data.
-        #[arg(long, default_value_t = 2_000_001)]
+        #[arg(long, default_value_t = 2_000_001, value_parser = clap::value_parser!(i64).range(1..))]
         first_goods_id: i64,
         #[command(flatten)]
         load: LoadArgs,
+        /// Measure the system only, without the three ceilings.
+        #[arg(long)]
+        no_ceilings: bool,
+        #[command(flatten)]
+        settle: SettleArgs,
+    },
+    /// A flash sale: a peak run (closed loop) then an overload run with many more clients,
+    /// in one invocation. Reports the overload's goodput as a ratio of the peak, its
+    /// refusals and timeouts, and whether any refused create took stock; then settles and
+    /// audits.
+    Overload {
+        /// Goods to spread the orders over.
+        #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(i64).range(1..=10_000))]
+        goods: i64,
+        /// First goods id used (ids `first..first+goods`), away from the seed data.
+        #[arg(long, default_value_t = 3_000_001, value_parser = clap::value_parser!(i64).range(1..))]
+        first_goods_id: i64,
+        /// Clients of the peak run, the reference for goodput.
+        #[arg(long, default_value_t = 32, value_parser = at_least_one)]
+        peak_concurrency: usize,
+        /// Clients of the overload run.
+        #[arg(long, default_value_t = 4000, value_parser = at_least_one)]
+        concurrency: usize,
+        #[command(flatten)]
+        run: RunArgs,
+        #[command(flatten)]
+        settle: SettleArgs,
     },
 }
 
-/// How hard and how long a benchmark loads the system, and where its figures go.
+/// How hard a benchmark loads the system.
 #[derive(Debug, clap::Args)]
 pub struct LoadArgs {
-    /// Request loops running at once (each waits for its reply before the next request).
-    #[arg(long, default_value_t = 32)]
+    /// Clients of the closed loop (each sends its next request when the previous one is
+    /// answered); also the clients of the ceilings.
+    #[arg(long, default_value_t = 32, value_parser = at_least_one)]
     pub concurrency: usize,
-    /// How long to load, in seconds.
-    #[arg(long, default_value_t = 10)]
+    /// Open loop instead: start this many requests per second on a fixed schedule, whether
+    /// or not earlier ones finished; latency counts from the scheduled start.
+    #[arg(long, value_parser = requests_per_second)]
+    pub rate: Option<f64>,
+    #[command(flatten)]
+    pub run: RunArgs,
+}
+
+/// How long a benchmark runs and where its figures go.
+#[derive(Debug, clap::Args)]
+pub struct RunArgs {
+    /// How long each run loads the system, in seconds.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub seconds: u64,
-    /// Directory for the JSON results.
+    /// Directory for the JSON results and SVG plots.
     #[arg(long, default_value = "bench-results")]
-    pub out: std::path::PathBuf,
+    pub out: PathBuf,
+    /// A name for the setup measured (e.g. `production`), added to the file names and the
+    /// results so runs on different setups do not overwrite each other.
+    #[arg(long, value_parser = file_name_part)]
+    pub label: Option<String>,
+}
+
+/// How the bench waits for the system to finish a run's work before it audits.
+#[derive(Debug, clap::Args)]
+pub struct SettleArgs {
+    /// The order workers' `order.check_delay`: a create that deducted but never committed is
+    /// given back that long after it started, and the audit waits for it (default: the
+    /// `order.check_delay` of this process's configuration).
+    #[arg(long, value_parser = humantime_serde::re::humantime::parse_duration)]
+    pub check_delay: Option<std::time::Duration>,
+    /// Fail when the system has not settled this long after the run (e.g. 5m).
+    #[arg(long, default_value = "5m", value_parser = humantime_serde::re::humantime::parse_duration)]
+    pub settle_timeout: std::time::Duration,
+}
+
+fn at_least_one(text: &str) -> Result<usize, String> {
+    match text.parse::<usize>() {
+        Ok(n) if n >= 1 => Ok(n),
+        _ => Err(format!("{text:?} is not a whole number of at least 1")),
+    }
+}
+
+fn requests_per_second(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(rate) if rate.is_finite() && rate > 0.0 && rate <= 1_000_000.0 => Ok(rate),
+        _ => Err(format!(
+            "{text:?} is not a rate in requests per second above 0 (at most 1000000)"
+        )),
+    }
+}
+
+fn file_name_part(text: &str) -> Result<String, String> {
+    let fine = |c: char| c.is_ascii_alphanumeric() || c == '-' || c == '_';
+    if !text.is_empty() && text.chars().all(fine) {
+        Ok(text.to_owned())
+    } else {
+        Err(format!(
+            "{text:?} must be letters, digits, '-' or '_' (it becomes part of file names)"
+        ))
+    }
 }

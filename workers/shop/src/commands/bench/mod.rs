@@ -1,28 +1,45 @@
-//! `shop bench`: closed-loop load over NATS against the running workers, with a progress
-//! display; prints its figures and writes them as JSON.
+//! `shop bench`: load over NATS against the running workers, measured against the
+//! system's own ceilings; prints its figures and writes them as JSON and an SVG plot.
 //!
-//! - [`load`]: the load loop, latency percentiles and the JSON file, shared by both.
+//! Scenarios, one per subcommand:
 //! - [`stock`]: `shop bench stock`, deducts straight to the stock workers.
-//! - [`order`]: `shop bench order`, whole order creates through all three workers.
+//! - [`order`]: `shop bench order`, whole creates through all three workers, then the
+//!   [`ceilings`] of the same work, the [`settle`] wait and the audit.
+//! - [`overload`]: `shop bench overload`, a peak run then an overload run.
+//!
+//! Their parts:
+//! - [`drive`]: closed and open loops over an operation, with a progress display.
+//! - [`request`]: a NATS request as an operation; [`outcome`]: how a reply is classified.
+//! - [`record`]: HdrHistograms, in total and per second, and the figures.
+//! - [`create`]: what one bench create is; [`fixture`]: the bench goods and their stock.
+//! - [`system`]: one run of creates, and the stock check right after it.
+//! - [`rss`]: the workers' memory; [`report`] and [`plot`]: the JSON and SVG files.
 
-mod load;
+mod ceilings;
+mod create;
+mod drive;
+mod fixture;
 mod order;
+mod outcome;
+mod overload;
+mod plot;
+mod record;
+mod report;
+mod request;
+mod rss;
+mod settle;
 mod stock;
+mod system;
 
-use anyhow::{bail, Context};
+use anyhow::Context;
 
-use crate::cli::BenchTarget;
+use self::create::Creates;
+use self::drive::Mode;
+use self::settle::Settle;
+use crate::cli::{BenchTarget, LoadArgs, SettleArgs};
 use crate::config::Config;
 
 pub async fn run(config: &Config, target: BenchTarget) -> anyhow::Result<()> {
-    let (goods, load) = match &target {
-        BenchTarget::Stock { goods, load, .. } | BenchTarget::Order { goods, load, .. } => {
-            (*goods, load)
-        }
-    };
-    if goods < 1 || load.concurrency < 1 || load.seconds < 1 {
-        bail!("--goods, --concurrency and --seconds must be at least 1");
-    }
     let client = shop_kit::server::connect(&config.nats_target("shop-bench", None))
         .await
         .context("connecting to NATS")?;
@@ -37,6 +54,58 @@ pub async fn run(config: &Config, target: BenchTarget) -> anyhow::Result<()> {
             goods,
             first_goods_id,
             load,
-        } => order::run(&client, *goods, *first_goods_id, load).await,
+            no_ceilings,
+            settle,
+        } => {
+            let creates = Creates {
+                first_goods_id: *first_goods_id,
+                goods: *goods,
+            };
+            let settle = settle_of(config, settle);
+            order::run(config, &client, creates, load, !no_ceilings, &settle).await
+        }
+        BenchTarget::Overload {
+            goods,
+            first_goods_id,
+            peak_concurrency,
+            concurrency,
+            run,
+            settle,
+        } => {
+            let creates = Creates {
+                first_goods_id: *first_goods_id,
+                goods: *goods,
+            };
+            let settle = settle_of(config, settle);
+            overload::run(
+                config,
+                &client,
+                creates,
+                *peak_concurrency,
+                *concurrency,
+                run,
+                &settle,
+            )
+            .await
+        }
+    }
+}
+
+/// The open loop when `--rate` is given, else the closed loop.
+fn mode(load: &LoadArgs) -> Mode {
+    match load.rate {
+        Some(rate) => Mode::Open { rate },
+        None => Mode::Closed {
+            concurrency: load.concurrency,
+        },
+    }
+}
+
+fn settle_of(config: &Config, args: &SettleArgs) -> Settle {
+    Settle {
+        check_delay: args
+            .check_delay
+            .unwrap_or(config.order.settings.check_delay),
+        timeout: args.settle_timeout,
     }
 }

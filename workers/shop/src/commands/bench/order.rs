@@ -1,58 +1,136 @@
-//! `shop bench order`: concurrent `order.create`s through the running workers, each one unit
-//! of one goods picked round-robin from `goods` goods, for users 1..=1000. A create is the
-//! whole path of CONTRACT section 5: `goods.batch`, the half message, `stock.deduct` and the
-//! order's commit, so this is the figure a shop sees. The orders are left unpaid; the
+//! `shop bench order`: whole `order.create`s through the running workers, each one unit of
+//! one goods (CONTRACT section 5: `goods.batch`, the half message, `stock.deduct`, the
+//! order's commit), so this is the figure a shop sees. Then, in the same run, the ceilings
+//! of the same work, the settle wait and the audit. The orders are left unpaid; the
 //! checker closes them at their deadline.
 
-use anyhow::Context;
-use serde_json::{json, Value};
-use shop_contracts::subjects::{goods as goods_subject, order as subject};
-use shop_kit::client::call;
+use anyhow::bail;
+use serde_json::json;
 
-use super::load::{self, TIMEOUT};
+use super::ceilings::{self, Ceilings};
+use super::create::Creates;
+use super::drive::Mode;
+use super::record::Figures;
+use super::settle::{self, Settle};
+use super::system::{self, SystemRun, Verdict};
+use super::{fixture, plot, report, rss};
 use crate::cli::LoadArgs;
-
-const USERS: i64 = 1000;
+use crate::config::Config;
 
 pub async fn run(
+    config: &Config,
     client: &async_nats::Client,
-    goods: i64,
-    first_goods_id: i64,
-    args: &LoadArgs,
+    creates: Creates,
+    load: &LoadArgs,
+    with_ceilings: bool,
+    settle: &Settle,
 ) -> anyhow::Result<()> {
-    // The goods, on sale at one euro.
-    for goods_id in first_goods_id..first_goods_id + goods {
-        let _: Value = call(
-            client,
-            goods_subject::UPSERT,
-            &json!({"goods_id": goods_id, "category_id": 1, "title": format!("bench goods {goods_id}"),
-                    "price_cents": 100, "status": "on_sale"}),
-            TIMEOUT,
-        )
-        .await
-        .with_context(|| format!("goods.upsert of goods {goods_id}: is the stack up?"))?;
-    }
-    load::fill_stock(client, first_goods_id..first_goods_id + goods).await?;
+    fixture::upsert_goods(client, creates.goods_ids()).await?;
+    fixture::fill_stock(client, creates.goods_ids()).await?;
+    let mode = super::mode(load);
+    let label = load.run.label.as_deref();
+    let title = format!(
+        "order goods={} {mode}{}",
+        creates.goods,
+        label.map(|l| format!(" [{l}]")).unwrap_or_default()
+    );
+    let window = std::time::Duration::from_secs(load.run.seconds);
 
-    let measured = load::run(
-        client,
-        subject::CREATE,
-        args.concurrency,
-        args.seconds,
+    let system = system::run(config, client, creates, mode, window, "system").await?;
+    print_system(&title, &system);
+    let audit = settle::settle_then_audit(config, client, system.ended, settle).await;
+
+    let ceilings = if with_ceilings {
+        Some(ceilings::measure(config, client, creates, load.concurrency, window).await?)
+    } else {
+        None
+    };
+    let ratios = ceilings.as_ref().map(|c| Ratios::of(&system.figures, c));
+    if let Some(ratios) = &ratios {
+        println!(
+            "result {title}: {:.0} creates/s = {:.2} of ceiling (b) and {:.2} of ceiling (c); NATS (a) {:.0} requests/s",
+            system.figures.ok_per_second,
+            ratios.to_database_split,
+            ratios.to_database_monolith,
+            ratios.nats_request_reply_per_second
+        );
+    } else {
+        println!("result {title}: {}", system.figures.summary("creates"));
+    }
+
+    let document = report::document(
+        report::header("order", label),
+        json!({
+            "goods": creates.goods,
+            "load": mode,
+            "concurrency": load.concurrency,
+            "seconds": load.run.seconds,
+            "system": system.figures,
+            "sold_check": system.sold,
+            "workers_rss": system.memory,
+            "ceilings": ceilings,
+            "ratios": ratios,
+            "audit": if audit.is_ok() { "passed" } else { "failed" },
+        }),
+    );
+    let name = report::file_name(
+        &format!("order-{}", creates.goods),
+        matches!(mode, Mode::Closed { .. }).then_some(load.concurrency),
+        load.rate,
+        label,
+    );
+    let ceiling_lines: Vec<(&str, f64)> = ceilings
+        .as_ref()
+        .map(|c| {
+            vec![
+                ("ceiling (b) database", c.database_split.ok_per_second),
+                ("ceiling (c) monolith", c.database_monolith.ok_per_second),
+            ]
+        })
+        .unwrap_or_default();
+    report::save(
+        &load.run.out,
+        &name,
+        &document,
+        &title,
         "creates",
-        move |n| {
-            json!({"user_id": 1 + n % USERS,
-                   "items": [{"goods_id": first_goods_id + n % goods, "quantity": 1}],
-                   "address": "1 Bench St", "receiver_name": "Bench", "receiver_phone": "555-0100"})
-        },
-    )
-    .await?;
-    load::report(
-        &measured,
-        "creates",
-        &format!("order goods={goods} concurrency={}", args.concurrency),
-        json!({"goods": goods, "concurrency": args.concurrency}),
-        &args.out,
-        &format!("order-{goods}"),
-    )
+        &[plot::Run {
+            name: "system",
+            figures: &system.figures,
+        }],
+        &ceiling_lines,
+    )?;
+
+    audit?;
+    if system.sold.verdict == Verdict::RefusalsDeducted {
+        bail!("refused creates took stock: {}", system.sold.summary());
+    }
+    Ok(())
+}
+
+/// The system's creates/s as a fraction of each database ceiling.
+#[derive(Debug, Clone, serde::Serialize)]
+struct Ratios {
+    to_database_split: f64,
+    to_database_monolith: f64,
+    nats_request_reply_per_second: f64,
+}
+
+impl Ratios {
+    fn of(system: &Figures, ceilings: &Ceilings) -> Ratios {
+        let ratio =
+            |ceiling: &Figures| system.ok_per_second / ceiling.ok_per_second.max(f64::MIN_POSITIVE);
+        Ratios {
+            to_database_split: ratio(&ceilings.database_split),
+            to_database_monolith: ratio(&ceilings.database_monolith),
+            nats_request_reply_per_second: ceilings.nats_request_reply.ok_per_second,
+        }
+    }
+}
+
+/// The system's figures, the stock check and the workers' memory, for the terminal.
+pub fn print_system(title: &str, run: &SystemRun) {
+    println!("{title}: {}", run.figures.summary("creates"));
+    println!("  {}", run.sold.summary());
+    println!("  worker memory: {}", rss::summary(&run.memory));
 }

@@ -4,13 +4,20 @@
 //! use; it reads their strategy from `$SRV.INFO.stock` (service metadata) and refuses to
 //! label results with another one. Each deduct takes one unit of a goods picked round-robin
 //! from `goods` goods (1 = one hot goods), under a fresh order_sn.
+//!
+//! These deducts have no orders, on purpose (they measure stock alone), so `shop audit`
+//! reports them as stock without an order: run the stock bench on a stack of its own.
+
+use std::sync::Arc;
 
 use anyhow::{bail, Context};
 use serde_json::{json, Value};
 use shop_contracts::subjects::stock as subject;
 use shop_kit::client::call;
 
-use super::load::{self, TIMEOUT};
+use super::drive::{self, Mode};
+use super::request::{NatsRequest, TIMEOUT};
+use super::{fixture, plot, report};
 use crate::cli::LoadArgs;
 
 pub async fn run(
@@ -18,7 +25,7 @@ pub async fn run(
     strategy: &str,
     goods: i64,
     first_goods_id: i64,
-    args: &LoadArgs,
+    load: &LoadArgs,
 ) -> anyhow::Result<()> {
     let info: Value = call(client, "$SRV.INFO.stock", &json!({}), TIMEOUT)
         .await
@@ -30,31 +37,53 @@ pub async fn run(
              with SHOP_STOCK__STRATEGY={strategy}"
         );
     }
-    load::fill_stock(client, first_goods_id..first_goods_id + goods).await?;
+    fixture::fill_stock(client, first_goods_id..first_goods_id + goods).await?;
 
     // Order numbers unique across runs: milliseconds since the epoch, times a million.
     let base = chrono::Utc::now().timestamp_millis() * 1_000_000;
-    let measured = load::run(
-        client,
-        subject::DEDUCT,
-        args.concurrency,
-        args.seconds,
-        "deducts",
-        move |n| {
-            json!({"order_sn": (base + n).to_string(),
-                   "items": [{"goods_id": first_goods_id + n % goods, "quantity": 1}]})
+    let request = Arc::new(NatsRequest {
+        client: client.clone(),
+        subject: subject::DEDUCT.to_owned(),
+        body: move |n: u64| {
+            json!({"order_sn": (base + n as i64).to_string(),
+                   "items": [{"goods_id": first_goods_id + (n % goods.unsigned_abs()) as i64, "quantity": 1}]})
         },
-    )
-    .await?;
-    load::report(
-        &measured,
-        "deducts",
-        &format!(
-            "stock/{strategy} goods={goods} concurrency={}",
-            args.concurrency
-        ),
-        json!({"strategy": strategy, "goods": goods, "concurrency": args.concurrency}),
-        &args.out,
+    });
+    let mode = super::mode(load);
+    let window = std::time::Duration::from_secs(load.run.seconds);
+    let label = load.run.label.as_deref();
+    let title = format!(
+        "stock/{strategy} goods={goods} {mode}{}",
+        label.map(|l| format!(" [{l}]")).unwrap_or_default()
+    );
+    let figures = drive::run(request, mode, window, "deducts", "deducts").await?;
+    println!("result {title}: {}", figures.summary("deducts"));
+    let document = report::document(
+        report::header("stock", label),
+        json!({
+            "strategy": strategy,
+            "goods": goods,
+            "load": mode,
+            "seconds": load.run.seconds,
+            "system": figures,
+        }),
+    );
+    let name = report::file_name(
         &format!("stock-{strategy}-{goods}"),
+        matches!(mode, Mode::Closed { .. }).then_some(load.concurrency),
+        load.rate,
+        label,
+    );
+    report::save(
+        &load.run.out,
+        &name,
+        &document,
+        &title,
+        "deducts",
+        &[plot::Run {
+            name: strategy,
+            figures: &figures,
+        }],
+        &[],
     )
 }

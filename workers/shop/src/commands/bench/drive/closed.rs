@@ -1,0 +1,39 @@
+//! The closed loop: a fixed number of clients, each sending its next request as soon as the
+//! previous one is answered, until the window ends; then every request in flight is waited
+//! for (each operation bounds its own wait).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use anyhow::Context;
+
+use super::{lock, Operation};
+use crate::commands::bench::record::Recorder;
+
+pub async fn run<O: Operation>(
+    operation: Arc<O>,
+    concurrency: usize,
+    until: Instant,
+    recorder: &Arc<Mutex<Recorder>>,
+) -> anyhow::Result<()> {
+    let next = Arc::new(AtomicU64::new(0));
+    let clients: Vec<_> = (0..concurrency)
+        .map(|_| {
+            let (operation, next, recorder) = (operation.clone(), next.clone(), recorder.clone());
+            tokio::spawn(async move {
+                while Instant::now() < until {
+                    let n = next.fetch_add(1, Ordering::Relaxed);
+                    lock(&recorder).sent();
+                    let sent = Instant::now();
+                    let outcome = operation.call(n).await;
+                    lock(&recorder).record(sent, &outcome);
+                }
+            })
+        })
+        .collect();
+    for client in clients {
+        client.await.context("a load client panicked")?;
+    }
+    Ok(())
+}

@@ -1,0 +1,71 @@
+//! The goods a bench works on, set up through the running workers: on sale, and with more
+//! stock than any run can sell, so every create can succeed.
+
+use std::ops::Range;
+
+use anyhow::Context;
+use serde_json::{json, Value};
+use shop_contracts::subjects::{goods as goods_subject, stock as stock_subject};
+use shop_kit::client::call;
+
+use super::request::TIMEOUT;
+
+/// Stock given to each bench goods.
+pub const PLENTY: i64 = 1_000_000_000_000;
+
+/// Upserts `goods` as on-sale goods at one euro.
+pub async fn upsert_goods(client: &async_nats::Client, goods: Range<i64>) -> anyhow::Result<()> {
+    for goods_id in goods {
+        let _: Value = call(
+            client,
+            goods_subject::UPSERT,
+            &json!({"goods_id": goods_id, "category_id": 1, "title": format!("bench goods {goods_id}"),
+                    "price_cents": 100, "status": "on_sale"}),
+            TIMEOUT,
+        )
+        .await
+        .with_context(|| format!("goods.upsert of goods {goods_id}: is the stack up?"))?;
+    }
+    Ok(())
+}
+
+/// Sets `available` of each goods to [`PLENTY`].
+pub async fn fill_stock(client: &async_nats::Client, goods: Range<i64>) -> anyhow::Result<()> {
+    for goods_id in goods {
+        let _: Value = call(
+            client,
+            stock_subject::SET,
+            &json!({"goods_id": goods_id, "available": PLENTY}),
+            TIMEOUT,
+        )
+        .await
+        .with_context(|| format!("stock.set of goods {goods_id}: is the stack up?"))?;
+    }
+    Ok(())
+}
+
+/// The sum of `sold` over `goods`, through `stock.get`.
+pub async fn sold(client: &async_nats::Client, goods: Range<i64>) -> anyhow::Result<i64> {
+    let ids: Vec<i64> = goods.collect();
+    let mut total = 0;
+    // stock.get takes at most 100 ids per request (CONTRACT section 1).
+    for chunk in ids.chunks(100) {
+        let reply: Value = call(
+            client,
+            stock_subject::GET,
+            &json!({"goods_ids": chunk}),
+            TIMEOUT,
+        )
+        .await
+        .context("stock.get of the bench goods")?;
+        let items = reply["items"]
+            .as_array()
+            .context("stock.get answered without items")?;
+        for item in items {
+            total += item["sold"]
+                .as_i64()
+                .context("stock.get answered an item without sold")?;
+        }
+    }
+    Ok(total)
+}

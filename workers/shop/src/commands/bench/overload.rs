@@ -1,0 +1,100 @@
+//! `shop bench overload`: a flash sale in one invocation. A peak run at a concurrency the
+//! system handles (32 clients), then an overload run with far more clients (4000), on the
+//! same goods. A system that admits only what it can finish keeps its goodput (successful
+//! creates per second) near the peak's and refuses the rest at once, with `unavailable`
+//! and a retry hint, before taking any stock. Then the settle wait and the audit.
+
+use anyhow::bail;
+use serde_json::json;
+
+use super::create::Creates;
+use super::drive::Mode;
+use super::order::print_system;
+use super::settle::{self, Settle};
+use super::system::{self, Verdict};
+use super::{fixture, plot, report};
+use crate::cli::RunArgs;
+use crate::config::Config;
+
+pub async fn run(
+    config: &Config,
+    client: &async_nats::Client,
+    creates: Creates,
+    peak_concurrency: usize,
+    concurrency: usize,
+    args: &RunArgs,
+    settle: &Settle,
+) -> anyhow::Result<()> {
+    fixture::upsert_goods(client, creates.goods_ids()).await?;
+    fixture::fill_stock(client, creates.goods_ids()).await?;
+    let label = args.label.as_deref();
+    let window = std::time::Duration::from_secs(args.seconds);
+    let title = format!(
+        "overload goods={} peak={peak_concurrency} overload={concurrency}{}",
+        creates.goods,
+        label.map(|l| format!(" [{l}]")).unwrap_or_default()
+    );
+
+    let peak_mode = Mode::Closed {
+        concurrency: peak_concurrency,
+    };
+    let peak = system::run(config, client, creates, peak_mode, window, "peak").await?;
+    print_system(&format!("peak {peak_mode}"), &peak);
+    let overload_mode = Mode::Closed { concurrency };
+    let overload = system::run(config, client, creates, overload_mode, window, "overload").await?;
+    print_system(&format!("overload {overload_mode}"), &overload);
+    let goodput =
+        overload.figures.ok_per_second / peak.figures.ok_per_second.max(f64::MIN_POSITIVE);
+    println!(
+        "result {title}: goodput {:.0} creates/s = {goodput:.2} of the peak's {:.0}; {} refused, {} timeouts",
+        overload.figures.ok_per_second,
+        peak.figures.ok_per_second,
+        overload.figures.refused,
+        overload.figures.timeouts
+    );
+    let audit = settle::settle_then_audit(config, client, overload.ended, settle).await;
+
+    let document = report::document(
+        report::header("overload", label),
+        json!({
+            "goods": creates.goods,
+            "seconds": args.seconds,
+            "peak": {"load": peak_mode, "system": peak.figures, "sold_check": peak.sold, "workers_rss": peak.memory},
+            "overload": {"load": overload_mode, "system": overload.figures, "sold_check": overload.sold, "workers_rss": overload.memory},
+            "goodput_ratio_to_peak": goodput,
+            "audit": if audit.is_ok() { "passed" } else { "failed" },
+        }),
+    );
+    let name = report::file_name(
+        &format!("overload-{}", creates.goods),
+        Some(concurrency),
+        None,
+        label,
+    );
+    report::save(
+        &args.out,
+        &name,
+        &document,
+        &title,
+        "creates",
+        &[
+            plot::Run {
+                name: "peak",
+                figures: &peak.figures,
+            },
+            plot::Run {
+                name: "overload",
+                figures: &overload.figures,
+            },
+        ],
+        &[],
+    )?;
+
+    audit?;
+    for (run, sold) in [("peak", &peak.sold), ("overload", &overload.sold)] {
+        if sold.verdict == Verdict::RefusalsDeducted {
+            bail!("{run}: refused creates took stock: {}", sold.summary());
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,166 @@
+//! One run of whole creates through the running workers, and what is read about the system
+//! right after it: the `sold` counts of the bench goods (to check that no refused create
+//! took stock) and the memory of each worker.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use shop_contracts::subjects::order as order_subject;
+
+use super::create::Creates;
+use super::drive::{self, Mode};
+use super::fixture;
+use super::record::Figures;
+use super::request::NatsRequest;
+use super::rss::{self, WorkerMemory};
+use crate::config::Config;
+
+pub struct SystemRun {
+    pub figures: Figures,
+    pub sold: SoldCheck,
+    pub memory: Vec<WorkerMemory>,
+    /// When the last request of the run finished: the settle wait counts from here.
+    pub ended: Instant,
+}
+
+/// Runs creates in `mode` for `window`.
+pub async fn run(
+    config: &Config,
+    client: &async_nats::Client,
+    creates: Creates,
+    mode: Mode,
+    window: Duration,
+    title: &str,
+) -> anyhow::Result<SystemRun> {
+    let sold_before = fixture::sold(client, creates.goods_ids()).await?;
+    let request = Arc::new(NatsRequest {
+        client: client.clone(),
+        subject: order_subject::CREATE.to_owned(),
+        body: creates.body(),
+    });
+    let figures = drive::run(request, mode, window, title, "creates").await?;
+    let ended = Instant::now();
+    // Read at once: from `check_delay` after a create that deducted and then failed, the
+    // checker starts giving its stock back, which would hide it from this check.
+    let sold = fixture::sold(client, creates.goods_ids()).await? - sold_before;
+    let memory = rss::workers(config);
+    Ok(SystemRun {
+        sold: SoldCheck::new(sold, &figures),
+        figures,
+        memory,
+        ended,
+    })
+}
+
+/// Whether the stock taken during a run is explained by its creates. Every create takes one
+/// unit, so `sold` grew by the successes, plus at most one unit per create that failed in a
+/// way that may have come after its deduct (a timeout, `unavailable` without a retry hint,
+/// another error). A shed refusal (with `retry_after_ms`) must take nothing.
+#[derive(Debug, Clone, Serialize)]
+pub struct SoldCheck {
+    /// Growth of `sold` over the bench goods during the run.
+    pub sold: i64,
+    pub successes: u64,
+    /// Creates that failed after perhaps deducting: an upper bound on the excess.
+    pub may_have_deducted: u64,
+    pub verdict: Verdict,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Verdict {
+    /// `sold` grew by exactly the successes.
+    Exact,
+    /// More was sold than succeeded, but no more than the creates that may have deducted.
+    Explained,
+    /// Less was sold than succeeded: something else changed these goods during the run.
+    OtherActivity,
+    /// More was sold than any create but a shed refusal can explain: a refusal took stock.
+    RefusalsDeducted,
+}
+
+impl SoldCheck {
+    pub fn new(sold: i64, figures: &Figures) -> SoldCheck {
+        let successes = figures.ok;
+        let shed = figures.shed;
+        let may_have_deducted = figures.timeouts + (figures.refused - shed) + figures.failed();
+        let excess = sold - successes as i64;
+        let verdict = if excess == 0 {
+            Verdict::Exact
+        } else if excess < 0 {
+            Verdict::OtherActivity
+        } else if excess as u64 <= may_have_deducted {
+            Verdict::Explained
+        } else {
+            Verdict::RefusalsDeducted
+        };
+        SoldCheck {
+            sold,
+            successes,
+            may_have_deducted,
+            verdict,
+        }
+    }
+
+    /// One line for the terminal.
+    pub fn summary(&self) -> String {
+        let what = match self.verdict {
+            Verdict::Exact => "exactly the successful creates",
+            Verdict::Explained => "more than the successes, within the creates that may have deducted",
+            Verdict::OtherActivity => "less than the successes: something else changed these goods",
+            Verdict::RefusalsDeducted => "MORE than the successes and every create that may have deducted: refused creates took stock",
+        };
+        format!(
+            "sold +{} for {} successful creates ({} may have deducted): {what}",
+            self.sold, self.successes, self.may_have_deducted
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+
+    fn figures(ok: u64, refused: u64, shed: u64, timeouts: u64) -> Figures {
+        Figures {
+            seconds: 1.0,
+            sent: ok + refused + timeouts,
+            ok,
+            ok_per_second: ok as f64,
+            refused,
+            refused_per_second: refused as f64,
+            shed,
+            timeouts,
+            failures: BTreeMap::new(),
+            latency_ms: None,
+            refused_latency_ms: None,
+            series: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn sold_beyond_what_failures_explain_means_a_refusal_took_stock() {
+        let all_shed = figures(100, 50, 50, 0);
+        assert_eq!(SoldCheck::new(100, &all_shed).verdict, Verdict::Exact);
+        assert_eq!(
+            SoldCheck::new(101, &all_shed).verdict,
+            Verdict::RefusalsDeducted
+        );
+        let some_timeouts = figures(100, 50, 50, 3);
+        assert_eq!(
+            SoldCheck::new(103, &some_timeouts).verdict,
+            Verdict::Explained
+        );
+        assert_eq!(
+            SoldCheck::new(104, &some_timeouts).verdict,
+            Verdict::RefusalsDeducted
+        );
+        assert_eq!(
+            SoldCheck::new(99, &some_timeouts).verdict,
+            Verdict::OtherActivity
+        );
+    }
+}
