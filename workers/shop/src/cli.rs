@@ -159,7 +159,7 @@ pub struct LoadArgs {
     pub run: RunArgs,
 }
 
-/// How long a benchmark runs and where its figures go.
+/// How long a benchmark runs, how its clients behave, and where its figures go.
 #[derive(Debug, clap::Args)]
 pub struct RunArgs {
     /// How long each run loads the system, in seconds.
@@ -172,6 +172,10 @@ pub struct RunArgs {
     /// results so runs on different setups do not overwrite each other.
     #[arg(long, value_parser = file_name_part)]
     pub label: Option<String>,
+    /// Closed loop: a client refused with `retry_after_ms` sends its next request at once
+    /// instead of waiting as the contract asks (measures the system under a retry storm).
+    #[arg(long)]
+    pub ignore_retry_after: bool,
 }
 
 /// How the bench waits for the system to finish a run's work before it audits.

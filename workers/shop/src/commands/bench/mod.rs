@@ -97,6 +97,7 @@ fn mode(load: &LoadArgs) -> Mode {
         Some(rate) => Mode::Open { rate },
         None => Mode::Closed {
             concurrency: load.concurrency,
+            waits_retry_after: !load.run.ignore_retry_after,
         },
     }
 }

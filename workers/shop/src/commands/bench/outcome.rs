@@ -2,17 +2,20 @@
 //! refusal (`unavailable`, the answer of a service that is full or whose dependency is),
 //! another contract error, or no answer in time.
 
+use std::time::Duration;
+
 use shop_contracts::{ErrorCode, ErrorDetail};
 use shop_kit::client::CallError;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
     Ok,
-    /// `unavailable`. `shed` when it carries `details.retry_after_ms`: the worker was full
-    /// and refused before doing anything (CONTRACT section 1). Without it, a dependency did
-    /// not answer in time, and some of the work may have been done.
+    /// `unavailable`. With `details.retry_after_ms` (a *shed* refusal) the worker was full
+    /// and refused before doing anything (CONTRACT section 1), and asks the client to wait
+    /// that long. Without it, a dependency did not answer in time, and some of the work may
+    /// have been done.
     Refused {
-        shed: bool,
+        retry_after: Option<Duration>,
     },
     /// Any other error, by kind: a contract code, or what went wrong outside NATS.
     Failed(&'static str),
@@ -37,7 +40,10 @@ impl Outcome {
     pub fn of_error(error: &ErrorDetail) -> Outcome {
         if error.code == ErrorCode::Unavailable {
             Outcome::Refused {
-                shed: error.details.contains_key("retry_after_ms"),
+                retry_after: error
+                    .details
+                    .get("retry_after_ms")
+                    .map(|ms| Duration::from_millis(ms.as_u64().unwrap_or(0))),
             }
         } else {
             Outcome::Failed(error.code.as_str())
@@ -62,9 +68,17 @@ mod tests {
     #[test]
     fn unavailable_with_a_retry_hint_is_a_shed_refusal() {
         let shed = refused(ErrorCode::Unavailable, json!({"retry_after_ms": 50}));
-        assert_eq!(Outcome::of_call(shed), Outcome::Refused { shed: true });
+        assert_eq!(
+            Outcome::of_call(shed),
+            Outcome::Refused {
+                retry_after: Some(Duration::from_millis(50))
+            }
+        );
         let plain = refused(ErrorCode::Unavailable, json!({}));
-        assert_eq!(Outcome::of_call(plain), Outcome::Refused { shed: false });
+        assert_eq!(
+            Outcome::of_call(plain),
+            Outcome::Refused { retry_after: None }
+        );
     }
 
     #[test]

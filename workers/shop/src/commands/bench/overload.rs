@@ -37,10 +37,14 @@ pub async fn run(
 
     let peak_mode = Mode::Closed {
         concurrency: peak_concurrency,
+        waits_retry_after: !args.ignore_retry_after,
     };
     let peak = system::run(config, client, creates, peak_mode, window, "peak").await?;
     print_system(&format!("peak {peak_mode}"), &peak);
-    let overload_mode = Mode::Closed { concurrency };
+    let overload_mode = Mode::Closed {
+        concurrency,
+        waits_retry_after: !args.ignore_retry_after,
+    };
     let overload = system::run(config, client, creates, overload_mode, window, "overload").await?;
     print_system(&format!("overload {overload_mode}"), &overload);
     let goodput =

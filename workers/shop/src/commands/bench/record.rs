@@ -56,9 +56,9 @@ impl Tally {
     fn add(&mut self, outcome: &Outcome, micros: u64) {
         match outcome {
             Outcome::Ok => self.ok.saturating_record(micros),
-            Outcome::Refused { shed } => {
+            Outcome::Refused { retry_after } => {
                 self.refused.saturating_record(micros);
-                self.shed += u64::from(*shed);
+                self.shed += u64::from(retry_after.is_some());
             }
             Outcome::Failed(kind) => *self.failures.entry(kind).or_default() += 1,
             Outcome::Timeout => self.timeouts += 1,
@@ -271,7 +271,12 @@ mod tests {
             recorder.sent();
         }
         recorder.record(started, &Outcome::Ok);
-        recorder.record(started, &Outcome::Refused { shed: true });
+        recorder.record(
+            started,
+            &Outcome::Refused {
+                retry_after: Some(Duration::from_millis(5)),
+            },
+        );
         recorder.record(started, &Outcome::Timeout);
         recorder.record(started, &Outcome::Failed("conflict"));
         let figures = recorder.figures();

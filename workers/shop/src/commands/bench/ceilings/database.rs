@@ -65,7 +65,7 @@ pub async fn split(
         });
         let figures = drive::run(
             work,
-            Mode::Closed { concurrency },
+            Mode::closed(concurrency),
             window,
             "ceiling (b) database, split",
             "creates",
@@ -107,7 +107,7 @@ pub async fn monolith(
         });
         let figures = drive::run(
             work,
-            Mode::Closed { concurrency },
+            Mode::closed(concurrency),
             window,
             "ceiling (c) database, monolith",
             "creates",

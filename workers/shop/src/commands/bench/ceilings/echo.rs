@@ -60,7 +60,7 @@ pub async fn measure(
     });
     let figures = drive::run(
         request,
-        Mode::Closed { concurrency },
+        Mode::closed(concurrency),
         window,
         "ceiling (a) NATS request/reply",
         "requests",

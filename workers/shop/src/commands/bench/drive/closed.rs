@@ -1,10 +1,15 @@
 //! The closed loop: a fixed number of clients, each sending its next request as soon as the
 //! previous one is answered, until the window ends; then every request in flight is waited
-//! for (each operation bounds its own wait).
+//! for (each operation bounds its own wait). A client told to come back later
+//! (`retry_after_ms`) waits that long first, if it `waits_retry_after`: otherwise an
+//! overloaded system would be measured under a retry storm that the bench, on the same
+//! machine, makes itself.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
+
+use crate::commands::bench::outcome::Outcome;
 
 use anyhow::Context;
 
@@ -15,6 +20,7 @@ pub async fn run<O: Operation>(
     operation: Arc<O>,
     concurrency: usize,
     until: Instant,
+    waits_retry_after: bool,
     recorder: &Arc<Mutex<Recorder>>,
 ) -> anyhow::Result<()> {
     let next = Arc::new(AtomicU64::new(0));
@@ -28,6 +34,15 @@ pub async fn run<O: Operation>(
                     let sent = Instant::now();
                     let outcome = operation.call(n).await;
                     lock(&recorder).record(sent, &outcome);
+                    if let Outcome::Refused {
+                        retry_after: Some(wait),
+                    } = outcome
+                    {
+                        if waits_retry_after {
+                            tokio::time::sleep_until((Instant::now() + wait).min(until).into())
+                                .await;
+                        }
+                    }
                 }
             })
         })

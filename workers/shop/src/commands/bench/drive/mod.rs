@@ -32,16 +32,38 @@ pub trait Operation: Send + Sync + 'static {
 #[derive(Debug, Clone, Copy, Serialize)]
 #[serde(tag = "mode", rename_all = "snake_case")]
 pub enum Mode {
-    /// `concurrency` request loops, each waiting for its reply.
-    Closed { concurrency: usize },
+    /// `concurrency` request loops, each waiting for its reply. A loop refused with a
+    /// `retry_after_ms` waits that long before its next request, as the contract asks of
+    /// a client, unless `waits_retry_after` is off (then it retries at once: a retry storm).
+    Closed {
+        concurrency: usize,
+        waits_retry_after: bool,
+    },
     /// `rate` requests per second on a fixed schedule.
     Open { rate: f64 },
+}
+
+impl Mode {
+    /// The closed loop of well-behaved clients.
+    pub fn closed(concurrency: usize) -> Mode {
+        Mode::Closed {
+            concurrency,
+            waits_retry_after: true,
+        }
+    }
 }
 
 impl std::fmt::Display for Mode {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Mode::Closed { concurrency } => write!(f, "concurrency={concurrency}"),
+            Mode::Closed {
+                concurrency,
+                waits_retry_after: true,
+            } => write!(f, "concurrency={concurrency}"),
+            Mode::Closed {
+                concurrency,
+                waits_retry_after: false,
+            } => write!(f, "concurrency={concurrency} retrying at once"),
             Mode::Open { rate } => write!(f, "rate={rate}/s"),
         }
     }
@@ -60,8 +82,12 @@ pub async fn run<O: Operation>(
     let recorder = Arc::new(Mutex::new(Recorder::new(started, window)));
     let display = progress::show(title, unit, recorder.clone(), started, window);
     let outcome = match mode {
-        Mode::Closed { concurrency } => {
-            closed::run(operation, concurrency, started + window, &recorder).await
+        Mode::Closed {
+            concurrency,
+            waits_retry_after,
+        } => {
+            let until = started + window;
+            closed::run(operation, concurrency, until, waits_retry_after, &recorder).await
         }
         Mode::Open { rate } => open::run(operation, rate, started, window, &recorder).await,
     };
