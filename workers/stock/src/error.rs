@@ -1,10 +1,15 @@
 //! Errors of the stock worker, one variant per contract code it can answer with.
+//!
+//! [`StockError`] is `Clone` (the database cause sits behind an `Arc`) because the `batch`
+//! strategy answers every order of a failed batch with the same error.
+
+use std::sync::Arc;
 
 use shop_contracts::{ErrorCode, ErrorDetail, GoodsId};
 use shop_kit::ServiceError;
 use thiserror::Error;
 
-#[derive(Debug, Error)]
+#[derive(Debug, Clone, Error)]
 pub enum StockError {
     #[error("{0}")]
     BadRequest(String),
@@ -23,7 +28,7 @@ pub enum StockError {
     Conflict(String),
     /// The database did not answer in time (pool exhausted, connection refused).
     #[error("database unavailable: {0}")]
-    Unavailable(#[source] sqlx::Error),
+    Unavailable(#[source] Arc<sqlx::Error>),
     /// NATS (the kv_lock bucket) did not answer.
     #[error("lock service unavailable: {0}")]
     LockUnavailable(String),
@@ -34,7 +39,7 @@ pub enum StockError {
 impl From<sqlx::Error> for StockError {
     fn from(e: sqlx::Error) -> Self {
         if shop_kit::db::is_unavailable(&e) {
-            StockError::Unavailable(e)
+            StockError::Unavailable(Arc::new(e))
         } else {
             StockError::Unexpected(e.to_string())
         }

@@ -6,7 +6,9 @@
 //!
 //! - [`service`]: the endpoints (decode, call [`repo`] or [`strategies`], encode).
 //! - [`strategies`]: how a deduct takes stock: `atomic`, `pessimistic`, `optimistic`,
-//!   `kv_lock`. All share the sell-record claim and the ledger; only the counting differs.
+//!   `kv_lock`, one transaction per deduct, and `batch`, many deducts per transaction
+//!   (group commit). All share the sell-record claim and the ledger; only the counting
+//!   differs.
 //! - [`repo`]: every SQL statement shared by the strategies (sell records, ledger, set, get,
 //!   return).
 //! - [`rollback`]: the durable pull consumer that applies rollback events as returns.

@@ -42,7 +42,7 @@ pub fn lines_to_items(lines: &NormalizedLines) -> Result<Vec<OrderLine>, StockEr
         .collect()
 }
 
-fn encode_items(items: &[OrderLine]) -> Result<String, StockError> {
+pub(crate) fn encode_items(items: &[OrderLine]) -> Result<String, StockError> {
     serde_json::to_string(items).map_err(|e| StockError::Unexpected(e.to_string()))
 }
 
@@ -107,7 +107,7 @@ pub enum Entry {
 }
 
 impl Entry {
-    fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Entry::Adjustment => "adjustment",
             Entry::Deduct => "deduct",

@@ -24,7 +24,7 @@ pub async fn run(
 ) -> Result<(), async_nats::Error> {
     let js = async_nats::jetstream::new(client.clone());
     let consumer = rollback::setup(&js).await?;
-    let deducter = Deducter::new(&js, pool.clone(), &settings).await?;
+    let (deducter, background) = Deducter::start(&js, pool.clone(), &settings).await?;
 
     let service = client
         .service_builder()
@@ -34,6 +34,14 @@ pub async fn run(
             settings.strategy.as_str().to_owned(),
         )]))
         .queue_group(QUEUE_GROUP)
+        // `$SRV.STATS.stock`: `stock.deduct` reports the strategy's figures (batch sizes).
+        .stats_handler({
+            let deducter = deducter.clone();
+            move |endpoint, _stats| match endpoint.as_str() {
+                subject::DEDUCT => deducter.stats(),
+                _ => serde_json::Value::Null,
+            }
+        })
         .start(subject::SERVICE, SERVICE_VERSION)
         .await?;
 
@@ -57,6 +65,10 @@ pub async fn run(
         result = consuming => match result {
             Ok(Ok(())) => Err("the STOCK_ROLLBACK consumer stopped".into()),
             Ok(Err(e)) => Err(e),
+            Err(e) => Err(e.into()),
+        },
+        result = background.ended() => match result {
+            Ok(()) => Err("the batch writer stopped".into()),
             Err(e) => Err(e.into()),
         },
     }

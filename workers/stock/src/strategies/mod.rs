@@ -1,7 +1,7 @@
-//! How a deduct takes stock. Every strategy shares the frame in [`Deducter::deduct`]: claim
-//! the order's sell record first (idempotency, anti-hanging, duplicates serialise on its
-//! primary key), take each goods in ascending `goods_id` order, write the ledger, commit.
-//! Only the middle step differs:
+//! How a deduct takes stock. The first four strategies share the frame in
+//! [`Deducter::deduct`]: claim the order's sell record first (idempotency, anti-hanging,
+//! duplicates serialise on its primary key), take each goods in ascending `goods_id` order,
+//! write the ledger, commit; one transaction per deduct. Only the middle step differs:
 //!
 //! - [`atomic`]: one conditional `UPDATE ... WHERE available >= n` per goods.
 //! - [`pessimistic`]: `SELECT ... FOR UPDATE`, check, update.
@@ -10,8 +10,14 @@
 //! - [`kv_lock`]: a per-goods mutex in the NATS KV bucket `stock_locks` (TTL'd so a crashed
 //!   holder cannot block a goods forever), then read-modify-write fenced on `version`, so a
 //!   lock that expired under a slow holder still cannot oversell.
+//!
+//! [`batch`] keeps the same steps and rules but runs them for many orders in one
+//! transaction (group commit): one writer task per process takes every deduct queued while
+//! the previous batch committed, and decides each order alone, in memory, under the rows'
+//! locks.
 
 pub mod atomic;
+pub mod batch;
 pub mod kv_lock;
 pub mod optimistic;
 pub mod pessimistic;
@@ -22,6 +28,7 @@ use serde::{Deserialize, Serialize};
 use shop_contracts::stock::{NormalizedLines, OrderLine, SellStatus};
 use shop_contracts::{GoodsId, OrderSn};
 use sqlx::{PgConnection, PgPool};
+use tokio::task::JoinHandle;
 
 use crate::repo::{self, Claim, Entry};
 use crate::{Settings, StockError};
@@ -35,14 +42,16 @@ pub enum Strategy {
     Pessimistic,
     Optimistic,
     KvLock,
+    Batch,
 }
 
 impl Strategy {
-    pub const ALL: [Strategy; 4] = [
+    pub const ALL: [Strategy; 5] = [
         Strategy::Atomic,
         Strategy::Pessimistic,
         Strategy::Optimistic,
         Strategy::KvLock,
+        Strategy::Batch,
     ];
 
     pub const fn as_str(self) -> &'static str {
@@ -51,6 +60,7 @@ impl Strategy {
             Strategy::Pessimistic => "pessimistic",
             Strategy::Optimistic => "optimistic",
             Strategy::KvLock => "kv_lock",
+            Strategy::Batch => "batch",
         }
     }
 
@@ -80,28 +90,53 @@ pub struct Deducter {
     strategy: Strategy,
     attempts: u32,
     locks: Option<kv_lock::Locks>,
+    batcher: Option<batch::Batcher>,
+}
+
+/// A task a strategy runs beside the handlers (the `batch` writer), for the service to
+/// watch: a worker whose writer is gone must stop, not answer every deduct with an error.
+pub struct Background(Option<JoinHandle<()>>);
+
+impl Background {
+    /// Resolves when the task ends (never, for strategies without one).
+    pub async fn ended(self) -> Result<(), tokio::task::JoinError> {
+        match self.0 {
+            Some(task) => task.await,
+            None => std::future::pending().await,
+        }
+    }
 }
 
 impl Deducter {
-    /// Opens what the strategy needs (the lock bucket for `kv_lock`).
-    pub async fn new(
+    /// Opens what the strategy needs: the lock bucket for `kv_lock`, the writer task for
+    /// `batch`.
+    pub async fn start(
         js: &async_nats::jetstream::Context,
         pool: PgPool,
         settings: &Settings,
-    ) -> Result<Self, async_nats::Error> {
+    ) -> Result<(Self, Background), async_nats::Error> {
         let locks = match settings.strategy {
             Strategy::KvLock => {
                 Some(kv_lock::Locks::open(js, settings.lock_ttl, settings.lock_wait).await?)
             }
             _ => None,
         };
-        Ok(Deducter {
+        let (batcher, writer) = match settings.strategy {
+            Strategy::Batch => {
+                let (batcher, writer) = batch::Batcher::start(pool.clone());
+                (Some(batcher), Some(writer))
+            }
+            _ => (None, None),
+        };
+        let deducter = Deducter {
             pool,
             strategy: settings.strategy,
             // The kv_lock write is fenced on the version too; give it the same bound.
             attempts: settings.optimistic_attempts.max(1),
             locks,
-        })
+            batcher,
+        };
+        Ok((deducter, Background(writer)))
     }
 
     pub fn pool(&self) -> &PgPool {
@@ -112,6 +147,13 @@ impl Deducter {
         self.strategy
     }
 
+    /// The strategy's own figures for `$SRV.STATS.stock` (the `batch` writer's), or null.
+    pub fn stats(&self) -> serde_json::Value {
+        self.batcher
+            .as_ref()
+            .map_or(serde_json::Value::Null, batch::Batcher::stats)
+    }
+
     /// Deducts `lines` for `sn`, all or nothing, once; returns what was deducted.
     #[tracing::instrument(skip_all, fields(order_sn = %sn, strategy = %self.strategy))]
     pub async fn deduct(
@@ -120,6 +162,9 @@ impl Deducter {
         lines: &NormalizedLines,
     ) -> Result<Vec<OrderLine>, StockError> {
         let items = repo::lines_to_items(lines)?;
+        if let Some(batcher) = &self.batcher {
+            return batcher.deduct(sn, items).await;
+        }
         let held = match &self.locks {
             Some(locks) => Some(locks.acquire(lines).await?),
             None => None,
@@ -141,27 +186,24 @@ impl Deducter {
         loop {
             attempt += 1;
             let mut tx = self.pool.begin().await?;
-            match repo::claim_sell_record(&mut tx, sn, SellStatus::Deducted, &items).await? {
-                Claim::New => {}
-                Claim::Existing {
-                    status: SellStatus::Deducted,
-                    items: first,
-                } if first == items => return Ok(first),
-                Claim::Existing {
-                    status: SellStatus::Deducted,
-                    ..
-                } => {
-                    return Err(StockError::Conflict(format!(
-                        "order {sn} was already deducted with other items"
-                    )))
-                }
-                Claim::Existing { .. } => return Err(StockError::OrderCancelled(sn.to_string())),
+            if let Claim::Existing {
+                status,
+                items: first,
+            } = repo::claim_sell_record(&mut tx, sn, SellStatus::Deducted, &items).await?
+            {
+                return earlier_answer(sn, status, first, &items);
             }
             let outcome = match self.strategy {
                 Strategy::Atomic => atomic::take(&mut tx, lines).await?,
                 Strategy::Pessimistic => pessimistic::take(&mut tx, lines).await?,
                 Strategy::Optimistic => optimistic::take(&mut tx, lines).await?,
                 Strategy::KvLock => kv_lock::take(&mut tx, lines).await?,
+                // Answered by the writer in `deduct`; never one transaction per order.
+                Strategy::Batch => {
+                    return Err(StockError::Unexpected(
+                        "batch deducts go through the writer".to_owned(),
+                    ))
+                }
             };
             if outcome == Attempt::Done {
                 let rows: Vec<(GoodsId, i64, i64)> =
@@ -178,6 +220,24 @@ impl Deducter {
             }
             tokio::time::sleep(backoff(attempt)).await;
         }
+    }
+}
+
+/// The answer to a deduct of `items` for `sn` whose sell record existed already (`status`,
+/// `first` items): the first result again for the same items, `conflict` for other items,
+/// `order_cancelled` once the order was returned (anti-hanging).
+pub(crate) fn earlier_answer(
+    sn: OrderSn,
+    status: SellStatus,
+    first: Vec<OrderLine>,
+    items: &[OrderLine],
+) -> Result<Vec<OrderLine>, StockError> {
+    match status {
+        SellStatus::Deducted if first == items => Ok(first),
+        SellStatus::Deducted => Err(StockError::Conflict(format!(
+            "order {sn} was already deducted with other items"
+        ))),
+        _ => Err(StockError::OrderCancelled(sn.to_string())),
     }
 }
 
@@ -234,21 +294,12 @@ pub async fn deduct_in(
     lines: &NormalizedLines,
 ) -> Result<Vec<OrderLine>, StockError> {
     let items = repo::lines_to_items(lines)?;
-    match repo::claim_sell_record(conn, sn, SellStatus::Deducted, &items).await? {
-        Claim::New => {}
-        Claim::Existing {
-            status: SellStatus::Deducted,
-            items: first,
-        } if first == items => return Ok(first),
-        Claim::Existing {
-            status: SellStatus::Deducted,
-            ..
-        } => {
-            return Err(StockError::Conflict(format!(
-                "order {sn} was already deducted with other items"
-            )))
-        }
-        Claim::Existing { .. } => return Err(StockError::OrderCancelled(sn.to_string())),
+    if let Claim::Existing {
+        status,
+        items: first,
+    } = repo::claim_sell_record(conn, sn, SellStatus::Deducted, &items).await?
+    {
+        return earlier_answer(sn, status, first, &items);
     }
     atomic::take(conn, lines).await?;
     let rows: Vec<(GoodsId, i64, i64)> =
