@@ -1,5 +1,6 @@
 //! Stock service through NATS (CONTRACT section 3, the STOCK_ROLLBACK half of section 5, and
-//! invariants 1, 2, 4, 5 and 6 of section 6), run for each of the four lock strategies.
+//! invariants 1, 2, 4, 5 and 6 of section 6), run for each of the five lock strategies, plus
+//! the properties only the `batch` strategy (group commit) can break.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -403,6 +404,10 @@ per_strategy! {
     kill9_pessimistic => kill9("pessimistic");
     kill9_optimistic => kill9("optimistic");
     kill9_kv_lock => kill9("kv_lock");
+    oversell_batch => oversell("batch");
+    deadlock_batch => deadlock("batch");
+    rules_batch => rules("batch");
+    kill9_batch => kill9("batch");
 }
 
 /// The same rollback twice (same Nats-Msg-Id), once more under another id, a malformed
@@ -536,4 +541,342 @@ async fn bad_input_is_a_bad_request_and_the_worker_keeps_serving() {
         .ok("stock.sell_detail", json!({"order_sn": sn(1)}))
         .await;
     assert_eq!(detail["status"], "none");
+}
+
+/// One deduct, sent once (no retry, so an error that a batch gave every order shows):
+/// `Ok(reply)` or `Err(code)`.
+async fn deduct_once(client: &async_nats::Client, body: &Value) -> Result<Value, String> {
+    let request = async_nats::Request::new()
+        .payload(serde_json::to_vec(body).unwrap().into())
+        .timeout(Some(Duration::from_secs(20)));
+    let reply = client
+        .send_request("stock.deduct", request)
+        .await
+        .expect("stock.deduct answers");
+    match error_code(&reply) {
+        Some(code) => Err(code),
+        None => Ok(serde_json::from_slice(&reply.payload).unwrap()),
+    }
+}
+
+async fn version(app: &TestApp, goods_id: i64) -> i64 {
+    let db = app.db(Worker::Stock).await;
+    sqlx::query_scalar("SELECT version FROM stock WHERE goods_id = $1")
+        .bind(goods_id)
+        .fetch_one(&db)
+        .await
+        .unwrap()
+}
+
+/// `batch`, one worker, 100 orders at once on a hot goods with stock for 60 of them: a
+/// quarter are multi-item orders short on another goods whatever happens (3 of goods 3
+/// wanted, 2 there). Those fail alone with `insufficient_stock` and take nothing, so exactly
+/// 60 of the others succeed, each with its own reply; no batch fails as a whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batch_refuses_a_short_order_alone_and_takes_the_rest() {
+    let app = start("batch", 1).await;
+    set(&app, 1, 60).await;
+    set(&app, 2, 1000).await;
+    set(&app, 3, 2).await;
+    let version_before = version(&app, 1).await;
+    let lines = |i: u64| -> Vec<(i64, i64)> {
+        match i % 4 {
+            0 => vec![(1, 1), (3, 3)],
+            1 => vec![(1, 1)],
+            2 => vec![(1, 1), (2, 1)],
+            _ => vec![(2, 2), (1, 1)],
+        }
+    };
+    let tasks: Vec<_> = (0..100u64)
+        .map(|i| {
+            let client = app.client().clone();
+            let body = deduct_body(i, &lines(i));
+            tokio::spawn(async move { (i, deduct_once(&client, &body).await) })
+        })
+        .collect();
+    let (mut taken, mut goods2) = (0, 0);
+    for task in tasks {
+        let (i, result) = task.await.unwrap();
+        match result {
+            Ok(reply) => {
+                assert_ne!(i % 4, 0, "order {i} is short on goods 3 but was deducted");
+                assert_eq!(reply["order_sn"], sn(i));
+                assert_eq!(reply["status"], "deducted");
+                let item = |g: i64| {
+                    reply["items"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .find(|l| l["goods_id"] == g)
+                        .map_or(0, |l| l["quantity"].as_i64().unwrap())
+                };
+                let expected: Vec<(i64, i64)> = {
+                    let mut l = lines(i);
+                    l.sort();
+                    l
+                };
+                assert_eq!(
+                    expected
+                        .iter()
+                        .map(|(g, _)| (*g, item(*g)))
+                        .collect::<Vec<_>>(),
+                    expected,
+                    "order {i}: its own items in its reply"
+                );
+                taken += 1;
+                goods2 += item(2);
+            }
+            Err(code) => assert_eq!(code, "insufficient_stock", "order {i}"),
+        }
+    }
+    assert_eq!(taken, 60, "exactly the stock of the hot goods is sold");
+    assert_eq!(level(&app, 1).await, (0, 60));
+    assert_eq!(level(&app, 2).await, (1000 - goods2, goods2));
+    assert_eq!(level(&app, 3).await, (2, 0), "short orders took nothing");
+    let writes = version(&app, 1).await - version_before;
+    assert!(
+        writes < 60,
+        "60 orders took goods 1 in {writes} writes: the deducts were never grouped"
+    );
+    assert_conserved(&app).await;
+}
+
+/// The `batch` writer's figures from `$SRV.STATS.stock` (one worker).
+async fn batch_stats(app: &TestApp) -> Option<Value> {
+    let stats = app
+        .client()
+        .request("$SRV.STATS.stock", "".into())
+        .await
+        .ok()?;
+    let stats: Value = serde_json::from_slice(&stats.payload).ok()?;
+    let endpoint = stats["endpoints"]
+        .as_array()?
+        .iter()
+        .find(|e| e["subject"] == "stock.deduct")?;
+    Some(endpoint["data"].clone())
+}
+
+/// `batch`: the same order_sn sent 40 times at once (and another one 40 times, half of the
+/// copies with other items) while the writer is held up, so they queue into one batch.
+/// Every copy of the first gets the same reply and it is deducted once, one ledger row per
+/// line; for the second, whichever items came first win for all their copies and every copy
+/// with the other items is a `conflict`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batch_deducts_an_order_sent_many_times_at_once_once() {
+    let app = start("batch", 1).await;
+    set(&app, 1, 100).await;
+    set(&app, 2, 100).await;
+    set(&app, 9, 1).await;
+
+    // Hold goods 9's row: the writer's batch with a deduct of it waits for the lock, and
+    // everything sent meanwhile queues for the next batch.
+    let db = app.db(Worker::Stock).await;
+    let mut holder = db.begin().await.unwrap();
+    sqlx::query("SELECT 1 FROM stock WHERE goods_id = 9 FOR UPDATE")
+        .execute(&mut *holder)
+        .await
+        .unwrap();
+    let blocked = {
+        let client = app.client().clone();
+        tokio::spawn(async move { deduct_once(&client, &deduct_body(900, &[(9, 1)])).await })
+    };
+    eventually(
+        "the writer to wait for goods 9",
+        Duration::from_secs(30),
+        || {
+            let db = db.clone();
+            async move {
+                let waiting: i64 = sqlx::query_scalar(
+                    "SELECT count(*) FROM pg_stat_activity
+                 WHERE datname = current_database() AND wait_event_type = 'Lock'",
+                )
+                .fetch_one(&db)
+                .await
+                .ok()?;
+                (waiting > 0).then_some(())
+            }
+        },
+    )
+    .await;
+
+    let same = deduct_body(1, &[(2, 1), (1, 2)]);
+    let (mine, other) = (deduct_body(2, &[(1, 1)]), deduct_body(2, &[(1, 1), (2, 1)]));
+    let mut bodies = vec![same.clone(); 40];
+    bodies.extend((0..40).map(|i| {
+        if i % 2 == 0 {
+            mine.clone()
+        } else {
+            other.clone()
+        }
+    }));
+    let tasks: Vec<_> = bodies
+        .into_iter()
+        .map(|body| {
+            let client = app.client().clone();
+            tokio::spawn(async move {
+                let result = deduct_once(&client, &body).await;
+                (body, result)
+            })
+        })
+        .collect();
+    eventually(
+        "80 deducts queued behind the held-up batch",
+        Duration::from_secs(30),
+        || async {
+            let queued = batch_stats(&app).await?["batch_queued"].as_u64()?;
+            (queued >= 80).then_some(())
+        },
+    )
+    .await;
+    holder.rollback().await.unwrap();
+    assert!(
+        blocked.await.unwrap().is_ok(),
+        "the held-up deduct goes through"
+    );
+
+    let mut replies: Vec<(Value, Result<Value, String>)> = Vec::new();
+    for task in tasks {
+        replies.push(task.await.unwrap());
+    }
+    // Order 1: forty identical replies.
+    let first = replies[0].1.clone().expect("order 1 is deducted");
+    assert_eq!(
+        first["items"],
+        json!([{"goods_id": 1, "quantity": 2}, {"goods_id": 2, "quantity": 1}])
+    );
+    for (_, result) in &replies[..40] {
+        assert_eq!(
+            result.as_ref(),
+            Ok(&first),
+            "every copy gets the first reply"
+        );
+    }
+    assert_eq!(ledger_rows(&app, 1, "deduct").await, 2, "one row per line");
+    // Order 2: one item list won; all its copies agree, every other copy is a conflict.
+    let winner = replies[40..]
+        .iter()
+        .find_map(|(body, result)| result.as_ref().ok().map(|r| (body.clone(), r.clone())))
+        .expect("one of order 2's item lists is deducted");
+    for (body, result) in &replies[40..] {
+        if body == &winner.0 {
+            assert_eq!(result.as_ref(), Ok(&winner.1));
+        } else {
+            assert_eq!(result.as_ref(), Err(&"conflict".to_owned()));
+        }
+    }
+    let winner_lines = winner.0["items"].as_array().unwrap().len() as i64;
+    assert_eq!(ledger_rows(&app, 2, "deduct").await, winner_lines);
+    let sold2 = winner_lines - 1;
+    assert_eq!(level(&app, 1).await, (97, 3), "each order deducted once");
+    assert_eq!(level(&app, 2).await, (99 - sold2, 1 + sold2));
+    assert_conserved(&app).await;
+
+    // The copies really met in one batch (otherwise this test would only have tried the
+    // sell-record path): the writer folded repeated requests into fewer orders.
+    let stats = batch_stats(&app).await.expect("$SRV.STATS.stock answers");
+    let (orders, requests) = (
+        stats["batch_orders"].as_u64().unwrap(),
+        stats["batch_requests"].as_u64().unwrap(),
+    );
+    assert_eq!(requests, 81, "{stats}");
+    assert!(orders < 10, "repeats were not folded: {stats}");
+    assert_eq!(stats["batches_failed"], 0, "{stats}");
+}
+
+/// `batch` on three worker processes at once: 300 orders over a hot goods (stock for about
+/// half of them) and a multi-item mix, each sent twice at the same time (the copies land
+/// on different processes and must serialise on the sell record), and a return racing the
+/// deduct of every tenth order (those take only plentiful goods, so no return frees a unit
+/// of the hot goods and a refusal stays a refusal for both copies). No oversell,
+/// conservation, both copies of an order agree, a raced return gave back exactly what was
+/// deducted, and every other confirmed deduct is `deducted` afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batch_on_three_workers_never_oversells_and_keeps_every_answer() {
+    let app = start("batch", 3).await;
+    set(&app, 1, 150).await;
+    for goods in 2..=4 {
+        set(&app, goods, 1000).await;
+    }
+    let lines = |i: u64| -> Vec<(i64, i64)> {
+        match (i % 10, i % 3) {
+            (0, _) => vec![(3, 1), (2, 2)],
+            (_, 0) => vec![(1, 1)],
+            (_, 1) => vec![(4, 1), (1, 1), (2, 1)],
+            _ => vec![(3, 2), (1, 1), (4, 1)],
+        }
+    };
+    let tasks: Vec<_> = (0..300u64)
+        .map(|i| {
+            let client = app.client().clone();
+            let body = deduct_body(i, &lines(i));
+            tokio::spawn(async move {
+                let copies =
+                    futures::future::join(deduct_once(&client, &body), deduct_once(&client, &body));
+                let returned = async {
+                    if i % 10 != 0 {
+                        return None;
+                    }
+                    let request = async_nats::Request::new()
+                        .payload(json!({"order_sn": sn(i)}).to_string().into())
+                        .timeout(Some(Duration::from_secs(20)));
+                    let reply = client.send_request("stock.return", request).await.unwrap();
+                    assert_eq!(error_code(&reply), None, "return of order {i}");
+                    let reply: Value = serde_json::from_slice(&reply.payload).unwrap();
+                    Some(reply["returned"].as_bool().unwrap())
+                };
+                let ((a, b), returned) = futures::future::join(copies, returned).await;
+                (i, a, b, returned)
+            })
+        })
+        .collect();
+    let mut kept = Vec::new();
+    for task in tasks {
+        let (i, a, b, returned) = task.await.unwrap();
+        let cancelled = Err("order_cancelled".to_owned());
+        match returned {
+            None => {
+                assert_eq!(a, b, "order {i}: both copies get the same answer");
+                match a {
+                    Ok(_) => kept.push(i),
+                    Err(code) => assert_eq!(code, "insufficient_stock", "order {i}"),
+                }
+            }
+            // The return came after a deduct and gave it back: a copy that came later
+            // still is refused (anti-hanging), one that came earlier got the deduct.
+            Some(true) => {
+                assert!(
+                    a.is_ok() || b.is_ok(),
+                    "order {i}: returned but never deducted"
+                );
+                for copy in [&a, &b] {
+                    assert!(copy.is_ok() || copy == &cancelled, "order {i}: {copy:?}");
+                }
+            }
+            // The return came first (null compensation): both copies are refused.
+            Some(false) => {
+                assert_eq!(a, cancelled, "order {i}");
+                assert_eq!(b, cancelled, "order {i}");
+            }
+        }
+    }
+    assert!(kept.len() >= 100, "only {} orders were kept", kept.len());
+    for i in kept {
+        let detail = app
+            .ok("stock.sell_detail", json!({"order_sn": sn(i)}))
+            .await;
+        assert_eq!(detail["status"], "deducted", "order {i}");
+    }
+    for i in (0..300u64).step_by(10) {
+        let detail = app
+            .ok("stock.sell_detail", json!({"order_sn": sn(i)}))
+            .await;
+        assert_eq!(detail["status"], "returned", "order {i}");
+    }
+    let (available, sold) = level(&app, 1).await;
+    assert!(
+        available >= 0 && available + sold == 150,
+        "{available}/{sold}"
+    );
+    assert_eq!(available, 0, "the hot goods sold out: 270 orders wanted it");
+    assert_conserved(&app).await;
 }
