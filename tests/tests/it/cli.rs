@@ -81,6 +81,7 @@ fn every_subcommand_has_help() {
         &["bench", "--help"],
         &["bench", "stock", "--help"],
         &["bench", "order", "--help"],
+        &["bench", "overload", "--help"],
     ] {
         let out = Command::new(shop_binary()).args(args).output().unwrap();
         assert!(out.status.success(), "shop {args:?} --help failed");

@@ -1,0 +1,170 @@
+//! `shop bench` against the test's own stack: a short run must complete, write its JSON and
+//! SVG, find the workers' memory and pass its own audit. Figures are never asserted: they
+//! depend on the machine, and the suite shares it.
+
+use std::collections::BTreeSet;
+use std::process::Command;
+
+use serde_json::Value;
+use shop_tests::app::shop_binary;
+use shop_tests::{TestApp, Worker};
+
+/// Runs `shop <args>` for `app` and returns its JSON result `<out>/<name>.json`, after
+/// checking that it succeeded and wrote the SVG beside it.
+fn bench(app: &TestApp, args: &[&str], name: &str) -> Value {
+    let out = std::env::temp_dir().join(format!(
+        "shop-it-bench-{}-{}",
+        std::process::id(),
+        app.account
+    ));
+    let out_arg = out.to_str().expect("a UTF-8 temp dir");
+    let mut all = args.to_vec();
+    all.extend(["--out", out_arg]);
+    let run = app.run_shop(&all);
+    assert!(
+        run.status.success(),
+        "shop {all:?} failed:\n{}\n{}",
+        String::from_utf8_lossy(&run.stdout),
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let svg = std::fs::read_to_string(out.join(format!("{name}.svg"))).expect("the SVG plot");
+    assert!(svg.contains("<svg"), "not an SVG: {svg:.200}");
+    let json = std::fs::read(out.join(format!("{name}.json"))).expect("the JSON result");
+    serde_json::from_slice(&json).expect("valid JSON")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_short_order_bench_measures_its_ceilings_and_passes_the_audit() {
+    // A short check delay for the workers, and the same one for the bench's settle wait.
+    let app = TestApp::start_with_env(
+        &[Worker::Goods, Worker::Stock, Worker::Order],
+        &[("SHOP_ORDER__CHECK_DELAY", "2s")],
+    )
+    .await;
+    let result = bench(
+        &app,
+        &[
+            "bench",
+            "order",
+            "--goods",
+            "3",
+            "--concurrency",
+            "4",
+            "--seconds",
+            "2",
+            "--check-delay",
+            "2s",
+        ],
+        "order-3-c4",
+    );
+    assert_eq!(result["audit"], "passed", "{result}");
+    for figures in [
+        &result["system"],
+        &result["ceilings"]["nats_request_reply"],
+        &result["ceilings"]["database_split"],
+        &result["ceilings"]["database_monolith"],
+    ] {
+        assert!(figures["sent"].as_u64().is_some(), "{result}");
+        assert_eq!(
+            figures["series"].as_array().map(Vec::len),
+            Some(2),
+            "{result}"
+        );
+    }
+    assert!(
+        result["ratios"]["to_database_split"].is_number(),
+        "{result}"
+    );
+    let kinds: BTreeSet<&str> = result["workers_rss"]
+        .as_array()
+        .expect("workers_rss")
+        .iter()
+        .map(|w| w["kind"].as_str().expect("a kind"))
+        .collect();
+    assert_eq!(
+        kinds,
+        BTreeSet::from(["goods", "order", "stock"]),
+        "{result}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_short_open_loop_and_overload_complete() {
+    let app = TestApp::start_with_env(
+        &[Worker::Goods, Worker::Stock, Worker::Order],
+        &[("SHOP_ORDER__CHECK_DELAY", "2s")],
+    )
+    .await;
+    let open = bench(
+        &app,
+        &[
+            "bench",
+            "order",
+            "--goods",
+            "2",
+            "--rate",
+            "20",
+            "--seconds",
+            "2",
+            "--no-ceilings",
+            "--check-delay",
+            "2s",
+        ],
+        "order-2-r20",
+    );
+    assert_eq!(open["audit"], "passed", "{open}");
+    assert_eq!(open["load"]["mode"], "open", "{open}");
+    assert!(
+        open["system"]["latency_ms"].is_object() || open["system"]["ok"] == 0,
+        "{open}"
+    );
+
+    let overload = bench(
+        &app,
+        &[
+            "bench",
+            "overload",
+            "--goods",
+            "2",
+            "--peak-concurrency",
+            "2",
+            "--concurrency",
+            "64",
+            "--seconds",
+            "2",
+            "--check-delay",
+            "2s",
+        ],
+        "overload-2-c64",
+    );
+    assert_eq!(overload["audit"], "passed", "{overload}");
+    assert_ne!(
+        overload["overload"]["sold_check"]["verdict"], "refusals_deducted",
+        "{overload}"
+    );
+}
+
+#[test]
+fn bad_bench_flags_are_refused_with_the_flag_named() {
+    for (args, flag) in [
+        (
+            &["bench", "order", "--concurrency", "0"][..],
+            "--concurrency",
+        ),
+        (&["bench", "order", "--rate", "0"], "--rate"),
+        (&["bench", "order", "--seconds", "0"], "--seconds"),
+        (
+            &["bench", "stock", "--goods", "0", "--strategy", "atomic"],
+            "--goods",
+        ),
+        (&["bench", "overload", "--label", "a/b"], "--label"),
+    ] {
+        let out = Command::new(shop_binary())
+            .args(args)
+            .output()
+            .expect("running shop");
+        assert_eq!(out.status.code(), Some(2), "shop {args:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(flag), "shop {args:?}: {stderr}");
+    }
+}
