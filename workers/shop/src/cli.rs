@@ -82,7 +82,7 @@ pub enum Command {
 
 #[derive(Debug, Subcommand)]
 pub enum BenchTarget {
-    /// Concurrent single-unit deducts against `--goods` goods, straight to the stock workers.
+    /// Single-unit deducts against `--goods` goods, straight to the stock workers.
     ///
     /// The lock strategy is a worker setting (`SHOP_STOCK__STRATEGY`); the bench measures the
     /// running workers and refuses to run when they report another strategy than `--strategy`.
@@ -100,11 +100,12 @@ pub enum BenchTarget {
         #[command(flatten)]
         load: LoadArgs,
     },
-    /// Whole `order.create`s (one unit of one goods each) through all three workers, then the
-    /// ceilings of the same work at the same concurrency: (a) NATS request/reply to a trivial
-    /// responder, (b) the stock and order transactions issued directly, (c) both as one
-    /// transaction in one database. Waits for the system to settle and audits it: a run that
-    /// breaks an invariant fails.
+    /// Whole `order.create`s through all three workers, against the system's own ceilings.
+    ///
+    /// Each create is one unit of one goods. Then, at the same concurrency, the ceilings of
+    /// the same work: (a) NATS request/reply to a trivial responder, (b) the stock and order
+    /// transactions issued directly, (c) both as one transaction in one database. Waits for
+    /// the system to settle and audits it: a run that breaks an invariant fails.
     Order {
         /// Goods to spread the orders over: 1 is one hot goods.
         #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(i64).range(1..=10_000))]
@@ -120,10 +121,11 @@ pub enum BenchTarget {
         #[command(flatten)]
         settle: SettleArgs,
     },
-    /// A flash sale: a peak run (closed loop) then an overload run with many more clients,
-    /// in one invocation. Reports the overload's goodput as a ratio of the peak, its
-    /// refusals and timeouts, and whether any refused create took stock; then settles and
-    /// audits.
+    /// A flash sale: a peak run, then an overload run with many more clients.
+    ///
+    /// Reports the overload's goodput (successful creates/s) as a ratio of the peak's, its
+    /// refusals and their latency, its timeouts, and whether any refused create took stock;
+    /// then settles and audits.
     Overload {
         /// Goods to spread the orders over.
         #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(i64).range(1..=10_000))]

@@ -46,17 +46,7 @@ pub async fn run(
         None
     };
     let ratios = ceilings.as_ref().map(|c| Ratios::of(&system.figures, c));
-    if let Some(ratios) = &ratios {
-        println!(
-            "result {title}: {:.0} creates/s = {:.2} of ceiling (b) and {:.2} of ceiling (c); NATS (a) {:.0} requests/s",
-            system.figures.ok_per_second,
-            ratios.to_database_split,
-            ratios.to_database_monolith,
-            ratios.nats_request_reply_per_second
-        );
-    } else {
-        println!("result {title}: {}", system.figures.summary("creates"));
-    }
+    println!("{}", result_line(&title, mode, &system, ceilings.as_ref()));
 
     let document = report::document(
         report::header("order", label),
@@ -126,6 +116,31 @@ impl Ratios {
             nats_request_reply_per_second: ceilings.nats_request_reply.ok_per_second,
         }
     }
+}
+
+/// The one line `./dev bench` gathers from every run: the figures the table of
+/// docs/performance.md needs.
+fn result_line(title: &str, mode: Mode, system: &SystemRun, ceilings: Option<&Ceilings>) -> String {
+    let figures = &system.figures;
+    let mut line = format!("result {title}: {:.0} creates/s", figures.ok_per_second);
+    if let Mode::Open { rate } = mode {
+        line += &format!(" (asked {rate}/s, sent {:.0}/s)", figures.sent_per_second);
+    }
+    if let Some(latency) = &figures.latency_ms {
+        line += &format!(", p50 {:.2} ms, p99 {:.2} ms", latency.p50, latency.p99);
+    }
+    if let Some(ceilings) = ceilings {
+        let ratios = Ratios::of(figures, ceilings);
+        line += &format!(
+            "; {:.2} of (b) {:.0}/s, {:.2} of (c) {:.0}/s; (a) {:.0} requests/s",
+            ratios.to_database_split,
+            ceilings.database_split.ok_per_second,
+            ratios.to_database_monolith,
+            ceilings.database_monolith.ok_per_second,
+            ratios.nats_request_reply_per_second
+        );
+    }
+    line + "; RSS " + &rss::summary(&system.memory)
 }
 
 /// The system's figures, the stock check and the workers' memory, for the terminal.

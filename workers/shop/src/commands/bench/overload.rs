@@ -12,7 +12,7 @@ use super::drive::Mode;
 use super::order::print_system;
 use super::settle::{self, Settle};
 use super::system::{self, Verdict};
-use super::{fixture, plot, report};
+use super::{fixture, plot, report, rss};
 use crate::cli::RunArgs;
 use crate::config::Config;
 
@@ -49,12 +49,20 @@ pub async fn run(
     print_system(&format!("overload {overload_mode}"), &overload);
     let goodput =
         overload.figures.ok_per_second / peak.figures.ok_per_second.max(f64::MIN_POSITIVE);
+    let refused_p99 = overload
+        .figures
+        .refused_latency_ms
+        .as_ref()
+        .map_or_else(|| "-".to_owned(), |r| format!("{:.2} ms", r.p99));
     println!(
-        "result {title}: goodput {:.0} creates/s = {goodput:.2} of the peak's {:.0}; {} refused, {} timeouts",
+        "result {title}: goodput {:.0} creates/s = {goodput:.2} of the peak's {:.0}; {} refused \
+         (p99 {refused_p99}), {} timeouts; sold check: {:?}; RSS {}",
         overload.figures.ok_per_second,
         peak.figures.ok_per_second,
         overload.figures.refused,
-        overload.figures.timeouts
+        overload.figures.timeouts,
+        overload.sold.verdict,
+        rss::summary(&overload.memory)
     );
     let audit = settle::settle_then_audit(config, client, overload.ended, settle).await;
 

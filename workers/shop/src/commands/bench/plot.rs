@@ -84,7 +84,8 @@ fn draw(
         }
     }
     for (i, (name, rate)) in ceilings.iter().enumerate() {
-        let shade = RGBColor(90 + 50 * i as u8, 90 + 50 * i as u8, 90 + 50 * i as u8);
+        let grey = 90u8.saturating_add(50u8.saturating_mul(i.min(3) as u8));
+        let shade = RGBColor(grey, grey, grey);
         let (rate, name) = (*rate, (*name).to_owned());
         chart
             .draw_series(LineSeries::new(
@@ -96,6 +97,7 @@ fn draw(
     }
     chart
         .configure_series_labels()
+        .position(SeriesLabelPosition::UpperLeft)
         .background_style(WHITE.mix(0.8))
         .border_style(BLACK)
         .draw()?;
@@ -138,6 +140,7 @@ fn draw(
     }
     chart
         .configure_series_labels()
+        .position(SeriesLabelPosition::UpperLeft)
         .background_style(WHITE.mix(0.8))
         .border_style(BLACK)
         .draw()?;

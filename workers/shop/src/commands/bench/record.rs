@@ -129,6 +129,7 @@ impl Recorder {
         Figures {
             seconds: window,
             sent: self.sent,
+            sent_per_second: self.sent as f64 / window,
             ok: self.total.ok.len(),
             ok_per_second: ok_in_window as f64 / window,
             refused: self.total.refused.len(),
@@ -210,6 +211,9 @@ pub struct Figures {
     pub seconds: f64,
     /// Requests started in the window.
     pub sent: u64,
+    /// `sent` per second: the achieved request rate (in an open loop, compare it with the
+    /// rate asked: a generator that fell behind sends less).
+    pub sent_per_second: f64,
     pub ok: u64,
     /// Successes that finished inside the window, per second of it.
     pub ok_per_second: f64,

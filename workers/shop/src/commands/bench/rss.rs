@@ -102,7 +102,7 @@ mod tests {
     }
 
     #[test]
-    fn finds_no_worker_when_the_urls_name_another_stack() {
+    fn the_scan_never_lists_a_process_that_is_not_a_worker() {
         // This test process is not a shop worker; the scan must simply not list it.
         let config = Config::default();
         assert!(workers(&config).iter().all(|w| w.pid != std::process::id()));

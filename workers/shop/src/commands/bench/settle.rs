@@ -48,18 +48,18 @@ pub async fn settle_then_audit(
 ) -> anyhow::Result<()> {
     let give_up = Instant::now() + settle.timeout;
     let js = jetstream::new(client.clone());
-    eprintln!(
+    println!(
         "settling: waiting for the checker ({}s check delay) and the rollbacks before the audit",
         settle.check_delay.as_secs()
     );
     sleep_until(ended + settle.check_delay + MARGIN, give_up).await?;
 
-    let mut caught_up = None;
+    let mut was_behind = false;
     while pending(&js, ORDER_TXN_STREAM, ORDER_TXN_CHECKER).await?.0 > 0 {
-        caught_up = Some(());
+        was_behind = true;
         sleep_until(Instant::now() + POLL, give_up).await?;
     }
-    if caught_up.is_some() {
+    if was_behind {
         sleep_until(Instant::now() + settle.check_delay + MARGIN, give_up).await?;
     }
     loop {

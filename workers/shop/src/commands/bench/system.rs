@@ -128,6 +128,7 @@ mod tests {
         Figures {
             seconds: 1.0,
             sent: ok + refused + timeouts,
+            sent_per_second: (ok + refused + timeouts) as f64,
             ok,
             ok_per_second: ok as f64,
             refused,
