@@ -59,7 +59,7 @@ pub struct Settings {
 impl Default for Settings {
     fn default() -> Self {
         Settings {
-            strategy: Strategy::Atomic,
+            strategy: Strategy::default(),
             optimistic_attempts: 100,
             lock_ttl: Duration::from_secs(10),
             lock_wait: Duration::from_secs(10),
