@@ -479,6 +479,70 @@ async fn order_create_beyond_the_in_flight_bound_is_refused_and_takes_no_stock()
     check_invariants(&app).await;
 }
 
+/// The group commit's statement, given a batch in which one order_sn is fenced: that one
+/// is left out whole (no order, no line, no event), the others commit with their lines and
+/// events, and the result names exactly the committed ones.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_commit_leaves_out_a_fenced_order_and_commits_the_rest() {
+    let mut app = start().await;
+    // The worker migrated its database; without it no relay empties the outbox under us.
+    app.worker(2).kill9();
+    assert!(app.worker(2).wait_exit(Duration::from_secs(10)).await);
+    let db = app.db(Worker::Order).await;
+    let (fenced, live, other) = (9_000_000_001_i64, 9_000_000_002_i64, 9_000_000_003_i64);
+    sqlx::query("INSERT INTO aborted_orders (order_sn) VALUES ($1)")
+        .bind(fenced)
+        .execute(&db)
+        .await
+        .unwrap();
+    let sns = [fenced, live, other];
+    let committed: Vec<i64> = sqlx::query_scalar(
+        "SELECT order_sn FROM commit_created_orders($1, $2, $3, $4, $4, $4, $4, $5, \
+         $6, $7, $8, $9, $10, $11, $12, $13) ORDER BY order_sn",
+    )
+    .bind(sns)
+    .bind([7_i64, 8, 9])
+    .bind([100_i64, 200, 300])
+    .bind(["x", "y", "z"])
+    .bind([60_000_i64; 3])
+    .bind([fenced, live, live, other])
+    .bind([1_i64, 1, 2, 1])
+    .bind(["a", "a", "b", "a"])
+    .bind([100_i64, 100, 100, 300])
+    .bind([1_i32, 1, 1, 1])
+    .bind(sns.map(|sn| format!("order.events.{sn}.created")))
+    .bind(sns.map(|sn| format!("{sn}-created")))
+    .bind(sns.map(|sn| json!({"order_sn": sn.to_string()})))
+    .fetch_all(&db)
+    .await
+    .unwrap();
+    assert_eq!(committed, [live, other]);
+    let count = |sql: &'static str| {
+        let db = db.clone();
+        async move {
+            sqlx::query_scalar::<_, i64>(sql)
+                .fetch_one(&db)
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(count("SELECT count(*) FROM orders").await, 2);
+    assert_eq!(
+        count("SELECT count(*) FROM orders WHERE order_sn = 9000000001").await,
+        0
+    );
+    assert_eq!(count("SELECT count(*) FROM order_items").await, 3);
+    assert_eq!(
+        count("SELECT count(*) FROM order_items WHERE order_sn = 9000000001").await,
+        0
+    );
+    let events: Vec<String> = sqlx::query_scalar("SELECT msg_id FROM outbox ORDER BY id")
+        .fetch_all(&db)
+        .await
+        .unwrap();
+    assert_eq!(events, [format!("{live}-created"), format!("{other}-created")]);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn order_bad_inputs_get_clear_errors() {
     let app = start().await;

@@ -20,8 +20,9 @@ use shop_kit::client::{call, CallError};
 use sqlx::{PgConnection, PgPool};
 use tokio::sync::Notify;
 
+use crate::committer::{Committer, Draft};
 use crate::ids::Ids;
-use crate::repo::{self, Commit, NewOrder, Paid};
+use crate::repo::{self, Commit, Paid};
 use crate::{Failpoint, OrderError, Settings};
 
 /// Everything a handler needs.
@@ -34,6 +35,8 @@ pub struct Ctx {
     pub settings: Arc<Settings>,
     /// Wakes the outbox relay after a commit that wrote to the outbox.
     pub outbox: Arc<Notify>,
+    /// Commits created orders in batches.
+    pub committer: Committer,
 }
 
 /// A fingerprint of what a create asks for, to tell a repeat from a different request
@@ -290,30 +293,24 @@ pub async fn create(ctx: &Ctx, req: CreateOrderRequest) -> Result<Order, OrderEr
         Failpoint::None | Failpoint::ClockBehind => {}
     }
 
-    // 4. The local commit, one statement, exclusive with the checker's fence for this
-    //    order_sn.
-    let mut conn = ctx.pool.acquire().await?;
-    let committed = repo::commit_created(
-        &mut conn,
-        &NewOrder {
+    // 4. The local commit, exclusive with the checker's fence for this order_sn, in the
+    //    committer's next batch.
+    let committed = ctx
+        .committer
+        .commit(Draft {
             sn,
             user: req.user_id,
-            items: &items,
+            items,
             total,
-            address: req.address.as_str(),
-            receiver_name: req.receiver_name.as_str(),
-            receiver_phone: req.receiver_phone.as_str(),
-            note: req.note.as_ref().map_or("", |n| n.as_str()),
+            address: req.address.as_str().to_owned(),
+            receiver_name: req.receiver_name.as_str().to_owned(),
+            receiver_phone: req.receiver_phone.as_str().to_owned(),
+            note: req.note.as_ref().map_or("", |n| n.as_str()).to_owned(),
             pay_timeout_ms: ctx.settings.pay_timeout.as_millis() as i64,
-        },
-    )
-    .await?;
-    drop(conn);
+        })
+        .await?;
     match committed {
-        Commit::Committed(order) => {
-            ctx.outbox.notify_one();
-            Ok(order)
-        }
+        Commit::Committed(order) => Ok(order),
         Commit::Fenced => Err(OrderError::Unavailable(
             "the order took too long and was rolled back; nothing was ordered".into(),
         )),

@@ -8,6 +8,7 @@
 //! - [`service`]: the endpoints (decode, call [`domain`], encode) and start-up.
 //! - [`domain`]: create, pay, cancel, get, list.
 //! - [`checker`]: the durable consumer `order-txn-checker` on `ORDER_TXN`.
+//! - [`committer`]: group commit of created orders, one transaction per batch.
 //! - [`ids`]: snowflake order_sns with a node id leased from KV bucket `order_nodes`.
 //! - [`outbox`]: relays `ORDER_EVENTS` written in the order's transactions.
 //! - [`repo`]: every SQL statement of this worker.
@@ -18,6 +19,7 @@ use std::time::Duration;
 
 pub mod audit;
 pub mod checker;
+pub mod committer;
 pub mod domain;
 pub mod error;
 pub mod ids;

@@ -166,7 +166,30 @@ pub struct NewOrder<'a> {
     pub pay_timeout_ms: i64,
 }
 
-/// What [`commit_created`] did.
+impl NewOrder<'_> {
+    /// The order as it will read once committed, but for its two times, which the database
+    /// decides when it commits.
+    fn order(&self) -> Order {
+        Order {
+            order_sn: self.sn,
+            user_id: self.user,
+            status: OrderStatus::Unpaid,
+            items: self.items.to_vec(),
+            total_cents: self.total,
+            address: self.address.to_owned(),
+            receiver_name: self.receiver_name.to_owned(),
+            receiver_phone: self.receiver_phone.to_owned(),
+            note: self.note.to_owned(),
+            created_at: DateTime::UNIX_EPOCH,
+            pay_deadline: DateTime::UNIX_EPOCH,
+            paid_at: None,
+            closed_at: None,
+        }
+    }
+}
+
+/// What [`commit_created`] did with one order.
+#[derive(Debug)]
 pub enum Commit {
     /// The order is stored, with its `created` event in the outbox.
     Committed(Order),
@@ -174,63 +197,92 @@ pub enum Commit {
     Fenced,
 }
 
-/// Commits a created order, its items and its `created` event in one statement (the
-/// `commit_created_order` function of the migrations), unless the checker fenced its
-/// order_sn. Both times come from the database clock. Fine in autocommit (one round trip)
-/// or inside the caller's transaction.
+/// Commits one created order: [`commit_created_batch`] with a batch of one.
 pub async fn commit_created(
     conn: &mut PgConnection,
     new: &NewOrder<'_>,
 ) -> Result<Commit, OrderError> {
-    // The event is this order as the contract writes it; the function fills in the two
-    // times, which only the database knows once it has decided them.
-    let mut order = Order {
-        order_sn: new.sn,
-        user_id: new.user,
-        status: OrderStatus::Unpaid,
-        items: new.items.to_vec(),
-        total_cents: new.total,
-        address: new.address.to_owned(),
-        receiver_name: new.receiver_name.to_owned(),
-        receiver_phone: new.receiver_phone.to_owned(),
-        note: new.note.to_owned(),
-        created_at: DateTime::UNIX_EPOCH,
-        pay_deadline: DateTime::UNIX_EPOCH,
-        paid_at: None,
-        closed_at: None,
+    commit_created_batch(conn, std::slice::from_ref(new))
+        .await?
+        .pop()
+        .ok_or_else(|| OrderError::Bug("a batch of one gave no outcome".into()))
+}
+
+/// Commits created orders, their items and their `created` events in one statement (the
+/// `commit_created_orders` function of the migrations), each unless the checker fenced its
+/// order_sn. Both times come from the database clock. Fine in autocommit (one round trip,
+/// one transaction for the whole batch) or inside the caller's transaction. The outcomes
+/// are in the order of `batch`.
+pub async fn commit_created_batch(
+    conn: &mut PgConnection,
+    batch: &[NewOrder<'_>],
+) -> Result<Vec<Commit>, OrderError> {
+    let mut orders = Vec::with_capacity(batch.len());
+    let mut events = Vec::with_capacity(batch.len());
+    for new in batch {
+        let order = new.order();
+        // The event is this order as the contract writes it; the function fills in the two
+        // times, which only the database knows once it has decided them.
+        events.push(serde_json::to_value(&order).map_err(|e| OrderError::Bug(e.to_string()))?);
+        orders.push(order);
+    }
+    let lines = || {
+        batch
+            .iter()
+            .flat_map(|new| new.items.iter().map(move |i| (new.sn, i)))
     };
-    let event = serde_json::to_value(&order).map_err(|e| OrderError::Bug(e.to_string()))?;
-    let goods: Vec<i64> = new.items.iter().map(|i| i.goods_id.get()).collect();
-    let titles: Vec<&str> = new.items.iter().map(|i| i.title.as_str()).collect();
-    let prices: Vec<i64> = new.items.iter().map(|i| i.price_cents.get()).collect();
-    let quantities: Vec<i32> = new.items.iter().map(|i| i.quantity.get()).collect();
-    let times: Option<(DateTime<Utc>, DateTime<Utc>)> = sqlx::query_as(
-        "SELECT created_at, pay_deadline FROM commit_created_order(\
-         $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
+    let committed: Vec<(i64, DateTime<Utc>, DateTime<Utc>)> = sqlx::query_as(
+        "SELECT order_sn, created_at, pay_deadline FROM commit_created_orders(\
+         $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
     )
-    .bind(new.sn.get())
-    .bind(new.user.get())
-    .bind(new.total.get())
-    .bind(new.address)
-    .bind(new.receiver_name)
-    .bind(new.receiver_phone)
-    .bind(new.note)
-    .bind(new.pay_timeout_ms)
-    .bind(goods)
-    .bind(titles)
-    .bind(prices)
-    .bind(quantities)
-    .bind(event_subject(new.sn, OrderEventKind::Created))
-    .bind(event_msg_id(new.sn, OrderEventKind::Created))
-    .bind(event)
-    .fetch_optional(conn)
+    .bind(batch.iter().map(|n| n.sn.get()).collect::<Vec<_>>())
+    .bind(batch.iter().map(|n| n.user.get()).collect::<Vec<_>>())
+    .bind(batch.iter().map(|n| n.total.get()).collect::<Vec<_>>())
+    .bind(batch.iter().map(|n| n.address).collect::<Vec<_>>())
+    .bind(batch.iter().map(|n| n.receiver_name).collect::<Vec<_>>())
+    .bind(batch.iter().map(|n| n.receiver_phone).collect::<Vec<_>>())
+    .bind(batch.iter().map(|n| n.note).collect::<Vec<_>>())
+    .bind(batch.iter().map(|n| n.pay_timeout_ms).collect::<Vec<_>>())
+    .bind(lines().map(|(sn, _)| sn.get()).collect::<Vec<_>>())
+    .bind(lines().map(|(_, i)| i.goods_id.get()).collect::<Vec<_>>())
+    .bind(lines().map(|(_, i)| i.title.as_str()).collect::<Vec<_>>())
+    .bind(
+        lines()
+            .map(|(_, i)| i.price_cents.get())
+            .collect::<Vec<_>>(),
+    )
+    .bind(lines().map(|(_, i)| i.quantity.get()).collect::<Vec<_>>())
+    .bind(
+        batch
+            .iter()
+            .map(|n| event_subject(n.sn, OrderEventKind::Created))
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        batch
+            .iter()
+            .map(|n| event_msg_id(n.sn, OrderEventKind::Created))
+            .collect::<Vec<_>>(),
+    )
+    .bind(events)
+    .fetch_all(conn)
     .await?;
-    let Some((created_at, pay_deadline)) = times else {
-        return Ok(Commit::Fenced);
-    };
-    order.created_at = created_at;
-    order.pay_deadline = pay_deadline;
-    Ok(Commit::Committed(order))
+    Ok(orders
+        .into_iter()
+        .map(|mut order| {
+            match committed
+                .iter()
+                .find(|(sn, ..)| *sn == order.order_sn.get())
+            {
+                Some(&(_, created_at, pay_deadline)) => {
+                    order.created_at = created_at;
+                    order.pay_deadline = pay_deadline;
+                    Commit::Committed(order)
+                }
+                None => Commit::Fenced,
+            }
+        })
+        .collect())
 }
 
 /// What an idempotency key said when a create tried to claim it.

@@ -19,6 +19,7 @@ use shop_kit::{serve, serve_admitted, Admission};
 use sqlx::PgPool;
 use tokio::sync::Notify;
 
+use crate::committer::Committer;
 use crate::domain::{self, Ctx};
 use crate::ids::{Clock, Ids};
 use crate::{checker, outbox, Failpoint, OrderError, Settings, SERVICE_VERSION};
@@ -52,13 +53,15 @@ pub async fn run(
         },
     };
     let ids = Ids::start(&js, settings.node_lease_ttl, clock).await?;
+    let outbox = Arc::new(Notify::new());
     let ctx = Ctx {
+        committer: Committer::start(pool.clone(), outbox.clone()),
         pool,
         client: client.clone(),
         js: js.clone(),
         ids,
         settings: Arc::new(settings),
-        outbox: Arc::new(Notify::new()),
+        outbox,
     };
     tokio::spawn(outbox::relay_forever(
         ctx.pool.clone(),

@@ -1,0 +1,126 @@
+//! Group commit of created orders: every create that has its deduct and waits for its
+//! commit hands its order to one writer task, which commits whatever has queued up in one
+//! transaction ([`repo::commit_created_batch`]: one round trip, one WAL flush) and answers
+//! each create with its own outcome.
+//!
+//! While one batch commits, the next fills; there is no timer, so a lone create commits at
+//! once and a busy worker commits in batches the size of what arrived during the last
+//! commit. Each order keeps its own outcome: a fenced order_sn is left out of the batch by
+//! the database (its create answers `unavailable`), and the others commit.
+
+use shop_contracts::order::OrderItem;
+use shop_contracts::{Cents, OrderSn, UserId};
+use sqlx::PgPool;
+use tokio::sync::{mpsc, oneshot, Notify};
+
+use std::sync::Arc;
+
+use crate::repo::{self, Commit, NewOrder};
+use crate::OrderError;
+
+/// The most orders one transaction commits: bounds the statement's size and the time the
+/// first create of a batch waits for the last.
+const MAX_BATCH: usize = 128;
+
+/// A created order waiting for its commit: [`NewOrder`] with owned fields, to cross into
+/// the writer task.
+pub struct Draft {
+    pub sn: OrderSn,
+    pub user: UserId,
+    pub items: Vec<OrderItem>,
+    pub total: Cents,
+    pub address: String,
+    pub receiver_name: String,
+    pub receiver_phone: String,
+    pub note: String,
+    pub pay_timeout_ms: i64,
+}
+
+impl Draft {
+    fn as_new(&self) -> NewOrder<'_> {
+        NewOrder {
+            sn: self.sn,
+            user: self.user,
+            items: &self.items,
+            total: self.total,
+            address: &self.address,
+            receiver_name: &self.receiver_name,
+            receiver_phone: &self.receiver_phone,
+            note: &self.note,
+            pay_timeout_ms: self.pay_timeout_ms,
+        }
+    }
+}
+
+struct Job {
+    draft: Draft,
+    outcome: oneshot::Sender<Result<Commit, OrderError>>,
+}
+
+/// The handle creates commit through; cheap to clone.
+#[derive(Clone)]
+pub struct Committer {
+    queue: mpsc::UnboundedSender<Job>,
+}
+
+impl Committer {
+    /// Starts the writer task on `pool`; it wakes `outbox` after each batch that committed.
+    pub fn start(pool: PgPool, outbox: Arc<Notify>) -> Committer {
+        // Unbounded: what waits here is bounded by the creates admitted to the worker.
+        let (queue, jobs) = mpsc::unbounded_channel();
+        tokio::spawn(write_forever(pool, jobs, outbox));
+        Committer { queue }
+    }
+
+    /// Commits `draft` in the next batch and returns its outcome.
+    pub async fn commit(&self, draft: Draft) -> Result<Commit, OrderError> {
+        let (outcome, answer) = oneshot::channel();
+        self.queue
+            .send(Job { draft, outcome })
+            .map_err(|_| OrderError::Bug("the order committer stopped".into()))?;
+        answer
+            .await
+            .map_err(|_| OrderError::Bug("the order committer dropped a create".into()))?
+    }
+}
+
+async fn write_forever(pool: PgPool, mut queue: mpsc::UnboundedReceiver<Job>, outbox: Arc<Notify>) {
+    let mut jobs = Vec::with_capacity(MAX_BATCH);
+    while queue.recv_many(&mut jobs, MAX_BATCH).await > 0 {
+        let drafts: Vec<NewOrder<'_>> = jobs.iter().map(|job| job.draft.as_new()).collect();
+        let outcomes = match pool.acquire().await {
+            Ok(mut conn) => repo::commit_created_batch(&mut conn, &drafts).await,
+            Err(error) => Err(error.into()),
+        };
+        drop(drafts);
+        match outcomes {
+            Ok(outcomes) => {
+                if outcomes.iter().any(|o| matches!(o, Commit::Committed(_))) {
+                    outbox.notify_one();
+                }
+                for (job, outcome) in jobs.drain(..).zip(outcomes) {
+                    // A create that gave up waiting is gone; its order stands (the checker
+                    // finds it committed).
+                    let _ = job.outcome.send(Ok(outcome));
+                }
+            }
+            Err(error) => {
+                tracing::error!(%error, orders = jobs.len(), "a batch of order commits failed");
+                for job in jobs.drain(..) {
+                    let _ = job.outcome.send(Err(shared_failure(&error)));
+                }
+            }
+        }
+    }
+}
+
+/// What each create of a failed batch is told: the batch's error, without its cause (which
+/// is logged once above and may name SQL).
+fn shared_failure(error: &OrderError) -> OrderError {
+    match error {
+        OrderError::Database(_) => {
+            OrderError::Unavailable("the order database is unavailable".into())
+        }
+        _ => OrderError::Bug("a batch of order commits failed".into()),
+    }
+}
