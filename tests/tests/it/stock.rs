@@ -880,3 +880,45 @@ async fn batch_on_three_workers_never_oversells_and_keeps_every_answer() {
     assert_eq!(available, 0, "the hot goods sold out: 270 orders wanted it");
     assert_conserved(&app).await;
 }
+
+/// `batch` with its database gone: a burst of deducts lands in batches whose transaction
+/// cannot begin, and every one of them is answered `unavailable` (no host, no SQL), each
+/// with its own reply; the worker keeps serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batch_without_a_database_answers_every_deduct_unavailable() {
+    let dead = format!(
+        "postgres://shop:s3cret@127.0.0.1:{}/nowhere",
+        shop_devstack::free_port().unwrap()
+    );
+    let app = TestApp::start_with_env(
+        &[Worker::Stock],
+        &[
+            ("SHOP_STOCK__STRATEGY", "batch"),
+            ("SHOP_STOCK__DATABASE_URL", dead.as_str()),
+            ("SHOP_STOCK__MIGRATE_ON_START", "false"),
+            ("SHOP_STOCK__ACQUIRE_TIMEOUT", "300ms"),
+        ],
+    )
+    .await;
+    let tasks: Vec<_> = (0..20u64)
+        .map(|i| {
+            let client = app.client().clone();
+            let body = deduct_body(i, &[(1, 1)]);
+            tokio::spawn(async move { deduct_once(&client, &body).await })
+        })
+        .collect();
+    for task in tasks {
+        assert_eq!(task.await.unwrap(), Err("unavailable".to_owned()));
+    }
+    let e = app
+        .err("stock.deduct", deduct_body(99, &[(1, 1)]), "unavailable")
+        .await;
+    assert_eq!(e.status, "503");
+    let text = format!("{} {}", e.message, serde_json::to_string(&e.body).unwrap()).to_lowercase();
+    for secret in ["s3cret", "127.0.0.1", "nowhere", "insert", "postgres://"] {
+        assert!(!text.contains(secret), "error leaks {secret:?}: {text}");
+    }
+    let stats = batch_stats(&app).await.expect("$SRV.STATS.stock answers");
+    assert_eq!(stats["batch_requests"], 21, "{stats}");
+    assert_eq!(stats["batches_failed"], stats["batches"], "{stats}");
+}

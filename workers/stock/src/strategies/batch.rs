@@ -243,12 +243,19 @@ async fn in_transaction(pool: &PgPool, orders: &[Order]) -> Result<Vec<Outcome>,
 
 /// The database work of one batch inside the caller's transaction (the caller begins and
 /// commits it): each order's outcome, in the order of `orders`. Every `order_sn` must occur
-/// once (the writer folds repeats together). `Err` is a failure of the whole batch: the
-/// caller must roll back.
+/// once (the writer folds repeats together; a repeat here is refused before any SQL). `Err`
+/// is a failure of the whole batch: the caller must roll back.
 pub async fn deduct_batch(
     conn: &mut PgConnection,
     orders: &[Order],
 ) -> Result<Vec<Outcome>, StockError> {
+    let mut seen = HashSet::with_capacity(orders.len());
+    if let Some(order) = orders.iter().find(|o| !seen.insert(o.sn)) {
+        return Err(StockError::Unexpected(format!(
+            "order {} occurs twice in one batch",
+            order.sn
+        )));
+    }
     let claimed = claim(conn, orders).await?;
     let (fresh, repeated): (Vec<&Order>, Vec<&Order>) =
         orders.iter().partition(|o| claimed.contains(&o.sn));
@@ -271,7 +278,7 @@ pub async fn deduct_batch(
         .iter()
         .map(|order| {
             answers.remove(&order.sn).ok_or_else(|| {
-                StockError::Unexpected(format!("order {} occurs twice in one batch", order.sn))
+                StockError::Unexpected(format!("order {} got no answer in its batch", order.sn))
             })
         })
         .collect()
