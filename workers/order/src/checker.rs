@@ -2,8 +2,10 @@
 //! order worker. Each half message is looked at, then either acked (resolved) or nakked with
 //! a delay (look again later): redelivery is the timer, so there is no polling loop.
 //!
-//! The five cases of CONTRACT section 5, decided under `pg_advisory_xact_lock(order_sn)` so a
-//! fence and a create's commit for the same order_sn exclude each other:
+//! Half messages that arrive together are looked at together: one read of the database
+//! decides all that are resolved or not yet due. The five cases of CONTRACT section 5; those
+//! that write are decided under `pg_advisory_xact_lock(order_sn)`, so a fence and a create's
+//! commit for the same order_sn exclude each other:
 //! - half message younger than both the check delay and the pay window: nak until then,
 //!   without a look at the database (nothing there could be fenced or closed sooner);
 //! - no order, half message younger than the check delay: nak until it is old enough;
@@ -16,6 +18,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::collections::HashMap;
+
+use async_nats::jetstream::consumer::pull::MessagesError;
 use async_nats::jetstream::{self, consumer::PullConsumer, AckKind};
 use futures::StreamExt;
 use shop_contracts::order::OrderStatus;
@@ -33,9 +38,11 @@ pub enum Verdict {
     Later(Duration),
 }
 
-/// Half messages looked at concurrently by one worker: well under the pool size (20 by
-/// default), so a burst of deadlines cannot take every connection from order requests.
+/// Batches of half messages looked at concurrently by one worker: well under the pool size
+/// (20 by default), so a burst of deadlines cannot take every connection from order requests.
 const CONCURRENCY: usize = 8;
+/// The most half messages one look at the database decides.
+const LOOK_BATCH: usize = 128;
 /// Redelivery delay after a failure (database down, say).
 const RETRY: Duration = Duration::from_secs(1);
 /// Naks land a little after the deadline, so the close's `now() >= pay_deadline` holds.
@@ -54,7 +61,7 @@ pub async fn run(ctx: Ctx, consumer: PullConsumer, pending: Arc<AtomicU64>) {
         }
     });
     loop {
-        let mut messages = match consumer.messages().await {
+        let messages = match consumer.messages().await {
             Ok(m) => m,
             Err(error) => {
                 tracing::warn!(%error, "checker: could not pull; retrying");
@@ -62,34 +69,66 @@ pub async fn run(ctx: Ctx, consumer: PullConsumer, pending: Arc<AtomicU64>) {
                 continue;
             }
         };
-        while let Some(next) = messages.next().await {
-            let message = match next {
-                Ok(m) => m,
-                Err(error) => {
-                    tracing::debug!(%error, "checker: pull error");
-                    continue;
-                }
-            };
+        // Whatever has arrived is looked at together: one read of the database for all.
+        let mut batches = messages.ready_chunks(LOOK_BATCH);
+        while let Some(batch) = batches.next().await {
             let Ok(permit) = limit.clone().acquire_owned().await else {
                 return;
             };
             let ctx = ctx.clone();
             tokio::spawn(async move {
-                handle(&ctx, message).await;
+                look_at(&ctx, batch).await;
                 drop(permit);
             });
         }
     }
 }
 
-async fn handle(ctx: &Ctx, message: jetstream::Message) {
+/// A half message being looked at.
+struct Look {
+    message: jetstream::Message,
+    sn: OrderSn,
+    /// Time since the half message was stored.
+    age: Duration,
+}
+
+/// Looks at a batch of half messages and acks or naks each.
+async fn look_at(ctx: &Ctx, batch: Vec<Result<jetstream::Message, MessagesError>>) {
+    let mut looks = Vec::with_capacity(batch.len());
+    for next in batch {
+        match next {
+            Ok(message) => looks.extend(parse(message).await),
+            Err(error) => tracing::debug!(%error, "checker: pull error"),
+        }
+    }
+    let verdicts = match decide(ctx, &looks).await {
+        Ok(verdicts) => verdicts,
+        Err(error) => {
+            tracing::warn!(%error, "checker: a batch of looks failed; retrying");
+            looks.iter().map(|_| Verdict::Later(RETRY)).collect()
+        }
+    };
+    for (look, verdict) in looks.iter().zip(verdicts) {
+        let sent = match verdict {
+            Verdict::Ack => look.message.ack().await,
+            Verdict::Later(delay) => look.message.ack_with(AckKind::Nak(Some(delay))).await,
+        };
+        if let Err(error) = sent {
+            // It comes back after ack_wait and is looked at again: every case is idempotent.
+            tracing::warn!(order_sn = %look.sn, %error, "checker: could not ack");
+        }
+    }
+}
+
+/// The half message in `message`, or `None` when it can never parse (then it is
+/// terminated, not redelivered forever).
+async fn parse(message: jetstream::Message) -> Option<Look> {
     let half: HalfMessage = match serde_json::from_slice(&message.payload) {
         Ok(h) => h,
         Err(error) => {
-            // Can never succeed; terminate instead of redelivering forever.
             tracing::error!(subject = %message.subject, %error, "checker: malformed half message");
             let _ = message.ack_with(AckKind::Term).await;
-            return;
+            return None;
         }
     };
     let age = match message.info() {
@@ -103,49 +142,59 @@ async fn handle(ctx: &Ctx, message: jetstream::Message) {
         }
         Err(_) => Duration::ZERO,
     };
-    let verdict = match check(ctx, half.order_sn, age).await {
-        Ok(v) => v,
-        Err(error) => {
-            tracing::warn!(order_sn = %half.order_sn, %error, "checker: check failed; retrying");
-            Verdict::Later(RETRY)
-        }
-    };
-    let sent = match verdict {
-        Verdict::Ack => message.ack().await,
-        Verdict::Later(delay) => message.ack_with(AckKind::Nak(Some(delay))).await,
-    };
-    if let Err(error) = sent {
-        // The message comes back after ack_wait and is checked again: every case is idempotent.
-        tracing::warn!(order_sn = %half.order_sn, %error, "checker: could not ack");
-    }
+    Some(Look {
+        message,
+        sn: half.order_sn,
+        age,
+    })
 }
 
-/// One look at a half message of age `age`.
+/// The verdict on each look, in order.
+///
+/// Before both the check delay and the pay window have passed, no look at the database can
+/// lead to a fence or a close (an order's deadline is at least `pay_timeout` after its half
+/// message), so those wait without one. The others are read together, without a transaction
+/// or a lock: that decides every order that is resolved or not yet due. Only "no order" and
+/// "due" take the lock, one order at a time ([`check`]), because they write.
+async fn decide(ctx: &Ctx, looks: &[Look]) -> Result<Vec<Verdict>, OrderError> {
+    let quiet = ctx.settings.check_delay.min(ctx.settings.pay_timeout);
+    let old: Vec<OrderSn> = looks
+        .iter()
+        .filter(|l| l.age >= quiet)
+        .map(|l| l.sn)
+        .collect();
+    let statuses = if old.is_empty() {
+        HashMap::new()
+    } else {
+        let mut conn = ctx.pool.acquire().await?;
+        repo::statuses_and_time_left(&mut conn, &old).await?
+    };
+    let mut verdicts = Vec::with_capacity(looks.len());
+    for look in looks {
+        let verdict = if look.age < quiet {
+            Verdict::Later(quiet - look.age + MARGIN)
+        } else {
+            match statuses.get(&look.sn) {
+                Some((status, _)) if parse_status(status)?.is_terminal() => Verdict::Ack,
+                Some((_, left)) if *left > 0.0 => {
+                    Verdict::Later(Duration::from_secs_f64(*left) + MARGIN)
+                }
+                _ => check(ctx, look.sn, look.age).await.unwrap_or_else(|error| {
+                    tracing::warn!(order_sn = %look.sn, %error, "checker: check failed; retrying");
+                    Verdict::Later(RETRY)
+                }),
+            }
+        };
+        verdicts.push(verdict);
+    }
+    Ok(verdicts)
+}
+
+/// One look under the order_sn's lock at a half message of age `age` whose order is missing
+/// or due: the cases that write.
 #[tracing::instrument(skip_all, fields(order_sn = %sn))]
 pub async fn check(ctx: &Ctx, sn: OrderSn, age: Duration) -> Result<Verdict, OrderError> {
-    // Before both the check delay and the pay window have passed, no look at the database
-    // can lead to a fence or a close (an order's deadline is at least `pay_timeout` after its
-    // half message), and acking a finished order can wait: skip the database, which every
-    // new order would otherwise pay for once.
     let delay = ctx.settings.check_delay;
-    let quiet = delay.min(ctx.settings.pay_timeout);
-    if age < quiet {
-        return Ok(Verdict::Later(quiet - age + MARGIN));
-    }
-    // Most looks find an order that is resolved or not yet due: one read, no transaction,
-    // no lock decides those. Only "no order" and "due" need the lock (they write).
-    {
-        let mut conn = ctx.pool.acquire().await?;
-        if let Some((status, left)) = repo::status_and_time_left(&mut conn, sn).await? {
-            match parse_status(&status)? {
-                status if status.is_terminal() => return Ok(Verdict::Ack),
-                _ if left > 0.0 => {
-                    return Ok(Verdict::Later(Duration::from_secs_f64(left) + MARGIN))
-                }
-                _ => {}
-            }
-        }
-    }
     let mut tx = ctx.pool.begin().await?;
     repo::lock_sn(&mut tx, sn).await?;
     let Some((status, left)) = repo::status_and_time_left(&mut tx, sn).await? else {

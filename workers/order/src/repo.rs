@@ -1,5 +1,7 @@
 //! Every SQL statement of the order worker.
 
+use std::collections::HashMap;
+
 use chrono::{DateTime, Utc};
 use shop_contracts::order::{Order, OrderItem, OrderStatus};
 use shop_contracts::txn::{event_msg_id, event_subject, OrderEventKind};
@@ -408,6 +410,28 @@ pub async fn status_and_time_left(
     .bind(sn.get())
     .fetch_optional(conn)
     .await?)
+}
+
+/// [`status_and_time_left`] of many orders in one read; orders that do not exist are absent.
+pub async fn statuses_and_time_left(
+    conn: &mut PgConnection,
+    sns: &[OrderSn],
+) -> Result<HashMap<OrderSn, (String, f64)>, OrderError> {
+    let rows: Vec<(i64, String, f64)> = sqlx::query_as(
+        "SELECT order_sn, status, EXTRACT(EPOCH FROM (pay_deadline - now()))::double precision \
+         FROM orders WHERE order_sn = ANY($1)",
+    )
+    .bind(sns.iter().map(|sn| sn.get()).collect::<Vec<_>>())
+    .fetch_all(conn)
+    .await?;
+    rows.into_iter()
+        .map(|(sn, status, left)| {
+            Ok((
+                OrderSn::new(sn).map_err(|_| bug("order_sn"))?,
+                (status, left),
+            ))
+        })
+        .collect()
 }
 
 pub async fn outbox_add(
