@@ -44,6 +44,18 @@ pub async fn fill_stock(client: &async_nats::Client, goods: Range<i64>) -> anyho
     Ok(())
 }
 
+/// The lock strategy the running stock workers use, from their service metadata
+/// (`$SRV.INFO.stock`): the figures of a run depend on it.
+pub async fn stock_strategy(client: &async_nats::Client) -> anyhow::Result<String> {
+    let info: Value = call(client, "$SRV.INFO.stock", &json!({}), TIMEOUT)
+        .await
+        .context("no stock worker answered $SRV.INFO.stock: is the stack up?")?;
+    Ok(info["metadata"]["strategy"]
+        .as_str()
+        .unwrap_or("unknown")
+        .to_owned())
+}
+
 /// The sum of `sold` over `goods`, through `stock.get`.
 pub async fn sold(client: &async_nats::Client, goods: Range<i64>) -> anyhow::Result<i64> {
     let ids: Vec<i64> = goods.collect();

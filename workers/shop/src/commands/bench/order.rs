@@ -29,8 +29,9 @@ pub async fn run(
     fixture::fill_stock(client, creates.goods_ids()).await?;
     let mode = super::mode(load);
     let label = load.run.label.as_deref();
+    let strategy = fixture::stock_strategy(client).await?;
     let title = format!(
-        "order goods={} {mode}{}",
+        "order goods={} {mode} stock={strategy}{}",
         creates.goods,
         label.map(|l| format!(" [{l}]")).unwrap_or_default()
     );
@@ -52,6 +53,7 @@ pub async fn run(
         report::header("order", label),
         json!({
             "goods": creates.goods,
+            "stock_strategy": strategy,
             "load": mode,
             "concurrency": load.concurrency,
             "seconds": load.run.seconds,
@@ -128,6 +130,14 @@ fn result_line(title: &str, mode: Mode, system: &SystemRun, ceilings: Option<&Ce
     }
     if let Some(latency) = &figures.latency_ms {
         line += &format!(", p50 {:.2} ms, p99 {:.2} ms", latency.p50, latency.p99);
+    }
+    if figures.refused + figures.timeouts + figures.failed() > 0 {
+        line += &format!(
+            " ({} refused, {} timeouts, {} failed)",
+            figures.refused,
+            figures.timeouts,
+            figures.failed()
+        );
     }
     if let Some(ceilings) = ceilings {
         let ratios = Ratios::of(figures, ceilings);

@@ -29,8 +29,9 @@ pub async fn run(
     fixture::fill_stock(client, creates.goods_ids()).await?;
     let label = args.label.as_deref();
     let window = std::time::Duration::from_secs(args.seconds);
+    let strategy = fixture::stock_strategy(client).await?;
     let title = format!(
-        "overload goods={} peak={peak_concurrency} overload={concurrency}{}",
+        "overload goods={} peak={peak_concurrency} overload={concurrency} stock={strategy}{}",
         creates.goods,
         label.map(|l| format!(" [{l}]")).unwrap_or_default()
     );
@@ -70,6 +71,7 @@ pub async fn run(
         report::header("overload", label),
         json!({
             "goods": creates.goods,
+            "stock_strategy": strategy,
             "seconds": args.seconds,
             "peak": {"load": peak_mode, "system": peak.figures, "sold_check": peak.sold, "workers_rss": peak.memory},
             "overload": {"load": overload_mode, "system": overload.figures, "sold_check": overload.sold, "workers_rss": overload.memory},

@@ -10,13 +10,12 @@
 
 use std::sync::Arc;
 
-use anyhow::{bail, Context};
-use serde_json::{json, Value};
+use anyhow::bail;
+use serde_json::json;
 use shop_contracts::subjects::stock as subject;
-use shop_kit::client::call;
 
 use super::drive::{self, Mode};
-use super::request::{NatsRequest, TIMEOUT};
+use super::request::NatsRequest;
 use super::{fixture, plot, report};
 use crate::cli::LoadArgs;
 
@@ -27,10 +26,7 @@ pub async fn run(
     first_goods_id: i64,
     load: &LoadArgs,
 ) -> anyhow::Result<()> {
-    let info: Value = call(client, "$SRV.INFO.stock", &json!({}), TIMEOUT)
-        .await
-        .context("no stock worker answered $SRV.INFO.stock: is the stack up?")?;
-    let running = info["metadata"]["strategy"].as_str().unwrap_or("unknown");
+    let running = fixture::stock_strategy(client).await?;
     if running != strategy {
         bail!(
             "the running stock workers use strategy {running:?}, not {strategy:?}: restart them \
