@@ -87,6 +87,51 @@ async fn batch_keeps_request_order_and_reports_missing() {
         .await;
 }
 
+/// Concurrent `goods.batch` requests are read together (one query for all that wait); each
+/// still gets exactly its own goods in its own order, its own missing ids, and a price
+/// written just before it asked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_batches_each_get_their_own_answer() {
+    let app = TestApp::start(&[Worker::Goods]).await;
+    let mut ids = Vec::new();
+    for i in 0..6 {
+        ids.push(add(&app, &format!("G{i}"), 1).await);
+    }
+    let asks: Vec<Vec<i64>> = (0..60)
+        .map(|n| {
+            let mut ask: Vec<i64> = ids.iter().copied().filter(|id| (id + n) % 3 != 0).collect();
+            let turn = n as usize % ask.len().max(1);
+            ask.rotate_left(turn);
+            ask.push(900_000 + n);
+            ask
+        })
+        .collect();
+    let replies = futures::future::join_all(
+        asks.iter()
+            .map(|ask| app.ok("goods.batch", json!({"goods_ids": ask}))),
+    )
+    .await;
+    for (ask, reply) in asks.iter().zip(&replies) {
+        let got: Vec<i64> = reply["goods"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|g| g["goods_id"].as_i64().unwrap())
+            .collect();
+        assert_eq!(got, ask[..ask.len() - 1], "goods of {ask:?}");
+        assert_eq!(
+            reply["missing"],
+            json!([ask[ask.len() - 1]]),
+            "missing of {ask:?}"
+        );
+    }
+    let mut changed = goods("G0", 1, 4321);
+    changed["goods_id"] = json!(ids[0]);
+    app.ok("goods.upsert", changed).await;
+    let reply = app.ok("goods.batch", json!({"goods_ids": [ids[0]]})).await;
+    assert_eq!(reply["goods"][0]["price_cents"], 4321);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn list_pages_through_everything_once() {
     let app = TestApp::start(&[Worker::Goods]).await;

@@ -1,10 +1,14 @@
 //! Errors of the goods worker, one variant per contract code it can answer with.
 
+use std::sync::Arc;
+
 use shop_contracts::ErrorDetail;
 use shop_kit::ServiceError;
 use thiserror::Error;
 
-#[derive(Debug, Error)]
+/// Cloneable (database errors are shared behind an `Arc`), so one coalesced read that fails
+/// can give every request in it the same error.
+#[derive(Debug, Clone, Error)]
 pub enum GoodsError {
     #[error("{0}")]
     BadRequest(String),
@@ -12,17 +16,20 @@ pub enum GoodsError {
     NotFound(String),
     /// The database did not answer in time (pool exhausted, connection refused).
     #[error("database unavailable: {0}")]
-    Unavailable(#[source] sqlx::Error),
+    Unavailable(#[source] Arc<sqlx::Error>),
     #[error("unexpected database error: {0}")]
-    Unexpected(#[source] sqlx::Error),
+    Unexpected(#[source] Arc<sqlx::Error>),
+    /// A task of the worker that a request depends on has stopped (a bug).
+    #[error("{0}")]
+    Stopped(String),
 }
 
 impl From<sqlx::Error> for GoodsError {
     fn from(e: sqlx::Error) -> Self {
         if shop_kit::db::is_unavailable(&e) {
-            GoodsError::Unavailable(e)
+            GoodsError::Unavailable(Arc::new(e))
         } else {
-            GoodsError::Unexpected(e)
+            GoodsError::Unexpected(Arc::new(e))
         }
     }
 }
@@ -36,7 +43,7 @@ impl ServiceError for GoodsError {
             GoodsError::Unavailable(_) => {
                 ErrorDetail::unavailable("the goods database is unavailable")
             }
-            GoodsError::Unexpected(_) => ErrorDetail::internal(),
+            GoodsError::Unexpected(_) | GoodsError::Stopped(_) => ErrorDetail::internal(),
         }
     }
 }

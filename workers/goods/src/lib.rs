@@ -5,8 +5,10 @@
 //!
 //! - [`service`]: the endpoints (decode, call [`repo`], encode).
 //! - [`repo`]: every SQL statement of this worker.
+//! - [`batch_reads`]: `goods.batch` reads that arrive together answered by one query.
 //! - [`error`]: [`GoodsError`], mapped 1:1 onto contract codes.
 
+pub mod batch_reads;
 pub mod error;
 pub mod repo;
 pub mod service;

@@ -33,9 +33,9 @@ impl GoodsRow {
     /// bug worth an `internal` error rather than a panic.
     fn into_goods(self) -> Result<Goods, GoodsError> {
         let corrupt = |what: &str| {
-            GoodsError::Unexpected(sqlx::Error::Decode(
+            GoodsError::Unexpected(std::sync::Arc::new(sqlx::Error::Decode(
                 format!("stored goods {what} out of range").into(),
-            ))
+            )))
         };
         Ok(Goods {
             goods_id: GoodsId::new(self.goods_id).map_err(|_| corrupt("id"))?,

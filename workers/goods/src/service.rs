@@ -12,6 +12,7 @@ use shop_contracts::MAX_ITEMS;
 use shop_kit::serve;
 use sqlx::PgPool;
 
+use crate::batch_reads::BatchReads;
 use crate::{repo, GoodsError, SERVICE_VERSION};
 
 /// Starts the `goods` service on `client` and serves until the connection closes.
@@ -26,7 +27,13 @@ pub async fn run(client: async_nats::Client, pool: PgPool) -> Result<(), async_n
     let tasks = [
         serve(&service, subject::UPSERT, pool.clone(), upsert).await?,
         serve(&service, subject::DETAIL, pool.clone(), detail).await?,
-        serve(&service, subject::BATCH, pool.clone(), batch).await?,
+        serve(
+            &service,
+            subject::BATCH,
+            BatchReads::start(pool.clone()),
+            batch,
+        )
+        .await?,
         serve(&service, subject::LIST, pool.clone(), list).await?,
         serve(&service, subject::ROOM_SET, pool.clone(), room_set).await?,
         serve(&service, subject::ROOM_LIST, pool, room_list).await?,
@@ -53,9 +60,8 @@ async fn detail(pool: PgPool, req: GoodsDetailRequest) -> Result<Goods, GoodsErr
         .ok_or_else(|| GoodsError::NotFound(format!("goods {} does not exist", req.goods_id)))
 }
 
-async fn batch(pool: PgPool, req: GoodsBatchRequest) -> Result<GoodsBatchReply, GoodsError> {
-    let mut conn = pool.acquire().await?;
-    let found = repo::by_ids(&mut conn, req.goods_ids.as_slice()).await?;
+async fn batch(reads: BatchReads, req: GoodsBatchRequest) -> Result<GoodsBatchReply, GoodsError> {
+    let found = reads.by_ids(req.goods_ids.as_slice()).await?;
     let mut reply = GoodsBatchReply {
         goods: Vec::new(),
         missing: Vec::new(),
