@@ -540,7 +540,10 @@ async fn a_batch_commit_leaves_out_a_fenced_order_and_commits_the_rest() {
         .fetch_all(&db)
         .await
         .unwrap();
-    assert_eq!(events, [format!("{live}-created"), format!("{other}-created")]);
+    assert_eq!(
+        events,
+        [format!("{live}-created"), format!("{other}-created")]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
