@@ -1,8 +1,9 @@
 //! Running a micro-service endpoint: every request in its own task, decoded, handled, answered.
 
 use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_nats::service::Service;
 use futures::StreamExt;
@@ -26,25 +27,169 @@ pub trait ServiceError: std::error::Error + Send + 'static {
 /// even decoded, so a refused request has done nothing (CONTRACT section 1). Work the
 /// process cannot finish in time is never started: under overload, goodput stays at the
 /// peak instead of collapsing into timeouts of half-done work.
+///
+/// The retry hint adapts to the overload ([`Pacing`]): a fixed hint would have thousands of
+/// clients come back in lockstep and spend the worker on refusals.
 #[derive(Clone)]
 pub struct Admission {
     slots: Arc<Semaphore>,
-    retry_after: Duration,
+    pacing: Arc<Pacing>,
 }
 
 impl Admission {
-    /// At most `in_flight` requests at once; a refusal suggests retrying after `retry_after`.
+    /// At most `in_flight` requests at once; a refusal's retry hint starts at `retry_after`.
     pub fn new(in_flight: usize, retry_after: Duration) -> Self {
         Admission {
             slots: Arc::new(Semaphore::new(in_flight.max(1))),
-            retry_after,
+            pacing: Arc::new(Pacing::new(retry_after)),
         }
     }
 
     fn refusal(&self) -> ErrorDetail {
         ErrorDetail::unavailable("the worker is at capacity; nothing was done, try again")
-            .with("retry_after_ms", self.retry_after.as_millis() as u64)
+            .with("retry_after_ms", self.pacing.refused())
     }
+}
+
+/// The retry hint of refusals, steered so that clients come back about as fast as the worker
+/// finishes requests. Every [`Pacing::WINDOW`] it compares the refusals with the requests
+/// admitted: more than twice as many refusals doubles the hint (up to [`Pacing::MAX`]),
+/// fewer than half as many halves it (down to the configured base). Each refusal gets the
+/// hint times a random factor in 0.5..1.5, so clients refused together do not return
+/// together. Lock-free: a refusal costs a few atomic operations.
+pub struct Pacing {
+    base_ms: u64,
+    hint_ms: AtomicU64,
+    refused: AtomicU64,
+    admitted: AtomicU64,
+    /// Start of the current window, in ms since `epoch`.
+    window_ms: AtomicU64,
+    epoch: Instant,
+}
+
+impl Pacing {
+    const WINDOW: Duration = Duration::from_millis(200);
+    const MAX: Duration = Duration::from_secs(30);
+
+    fn new(base: Duration) -> Pacing {
+        let base_ms = (base.as_millis() as u64).max(1);
+        Pacing {
+            base_ms,
+            hint_ms: AtomicU64::new(base_ms),
+            refused: AtomicU64::new(0),
+            admitted: AtomicU64::new(0),
+            window_ms: AtomicU64::new(0),
+            epoch: Instant::now(),
+        }
+    }
+
+    fn admitted(&self) {
+        self.admitted.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a refusal and returns its retry hint in milliseconds.
+    fn refused(&self) -> u64 {
+        self.refused_at(self.epoch.elapsed())
+    }
+
+    /// [`Pacing::refused`] at `elapsed` since the pacing began.
+    fn refused_at(&self, elapsed: Duration) -> u64 {
+        self.refused.fetch_add(1, Ordering::Relaxed);
+        let now = elapsed.as_millis() as u64;
+        let start = self.window_ms.load(Ordering::Relaxed);
+        let window = Self::WINDOW.as_millis() as u64;
+        if now >= start + window
+            && self
+                .window_ms
+                .compare_exchange(start, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            // This refusal closes the window; the counts are approximate at the edges, which
+            // is all a hint needs.
+            let refused = self.refused.swap(0, Ordering::Relaxed);
+            let admitted = self.admitted.swap(0, Ordering::Relaxed);
+            let hint = self.hint_ms.load(Ordering::Relaxed);
+            let next = if refused > 2 * admitted {
+                (hint * 2).min(Self::MAX.as_millis() as u64)
+            } else if 2 * refused < admitted {
+                (hint / 2).max(self.base_ms)
+            } else {
+                hint
+            };
+            self.hint_ms.store(next, Ordering::Relaxed);
+        }
+        let hint = self.hint_ms.load(Ordering::Relaxed);
+        // 0.5..1.5 times the hint: jitter from std's per-process random hash keys.
+        let jitter = random_u64() % 1000;
+        (hint * (500 + jitter) / 1000).max(1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One window of `refused` refusals and `admitted` admissions ending at `end_ms`;
+    /// returns the hint the window's last refusal gave.
+    fn window(pacing: &Pacing, end_ms: u64, refused: u64, admitted: u64) -> u64 {
+        for _ in 0..admitted {
+            pacing.admitted();
+        }
+        // Inside the window (which began at end_ms - 250, when the last one closed)...
+        for _ in 1..refused {
+            pacing.refused_at(Duration::from_millis(end_ms - 249));
+        }
+        // ...and the refusal that closes it.
+        pacing.refused_at(Duration::from_millis(end_ms))
+    }
+
+    #[test]
+    fn the_hint_grows_while_refusals_dominate_and_falls_back_to_the_base() {
+        let pacing = Pacing::new(Duration::from_millis(50));
+        // A storm: 100 refusals for every 10 admitted, window after window.
+        let mut hints = Vec::new();
+        for w in 1..=6 {
+            window(&pacing, w * 250, 100, 10);
+            hints.push(pacing.hint_ms.load(Ordering::Relaxed));
+        }
+        assert_eq!(hints, [100, 200, 400, 800, 1600, 3200]);
+        // Balanced: the hint holds.
+        window(&pacing, 7 * 250, 10, 10);
+        assert_eq!(pacing.hint_ms.load(Ordering::Relaxed), 3200);
+        // The storm is over: the hint halves back down to the base, never below.
+        for w in 8..=20 {
+            window(&pacing, w * 250, 1, 50);
+        }
+        assert_eq!(pacing.hint_ms.load(Ordering::Relaxed), 50);
+    }
+
+    #[test]
+    fn the_hint_never_passes_the_cap_and_each_refusal_is_jittered_around_it() {
+        let pacing = Pacing::new(Duration::from_millis(50));
+        for w in 1..=40 {
+            window(&pacing, w * 250, 100, 0);
+        }
+        let cap = Pacing::MAX.as_millis() as u64;
+        assert_eq!(pacing.hint_ms.load(Ordering::Relaxed), cap);
+        let given: Vec<u64> = (0..200)
+            .map(|_| pacing.refused_at(Duration::from_millis(40 * 250)))
+            .collect();
+        assert!(
+            given.iter().all(|&g| g >= cap / 2 && g < cap * 3 / 2),
+            "{given:?}"
+        );
+        let distinct: std::collections::HashSet<_> = given.iter().collect();
+        assert!(
+            distinct.len() > 50,
+            "refusals are not jittered: {distinct:?}"
+        );
+    }
+}
+
+/// Enough randomness for jitter without a dependency.
+fn random_u64() -> u64 {
+    use std::hash::BuildHasher;
+    std::collections::hash_map::RandomState::new().hash_one(std::time::Instant::now())
 }
 
 /// Adds `subject` to `service` and serves it with `handler(state.clone(), request)` until
@@ -92,7 +237,10 @@ where
             let slot = match &admission {
                 None => None,
                 Some(admission) => match admission.slots.clone().try_acquire_owned() {
-                    Ok(slot) => Some(slot),
+                    Ok(slot) => {
+                        admission.pacing.admitted();
+                        Some(slot)
+                    }
                     Err(_) => {
                         let refusal = admission.refusal();
                         tokio::spawn(async move {

@@ -58,7 +58,9 @@ pub struct Settings {
     /// with `unavailable` (before its half message, so it touches no stock). Past about
     /// this many, the databases are saturated and more in flight only adds latency.
     pub max_creates_in_flight: usize,
-    /// The `retry_after_ms` a refused create is given.
+    /// The smallest `retry_after_ms` a refused create is given; under a sustained overload
+    /// the hint grows (up to 30 s, jittered) until clients come back about as fast as the
+    /// worker finishes creates.
     #[serde(with = "humantime_serde")]
     pub retry_after: Duration,
     /// Fault injection for tests; `none` in production.
