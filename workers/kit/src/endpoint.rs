@@ -53,10 +53,11 @@ impl Admission {
 
 /// The retry hint of refusals, steered so that clients come back about as fast as the worker
 /// finishes requests. Every [`Pacing::WINDOW`] it compares the refusals with the requests
-/// admitted: more than twice as many refusals doubles the hint (up to [`Pacing::MAX`]),
-/// fewer than half as many halves it (down to the configured base). Each refusal gets the
-/// hint times a random factor in 0.5..1.5, so clients refused together do not return
-/// together. Lock-free: a refusal costs a few atomic operations.
+/// admitted and scales the hint by how far their ratio is from [`Pacing::TARGET`] (one
+/// refusal for every two admissions): at most 4 times up (a storm is met within a second),
+/// at most halved down, never below the configured base nor above [`Pacing::MAX`]. Each
+/// refusal gets the hint times a random factor in 0.5..1.5, so clients refused together do
+/// not return together. Lock-free: a refusal costs a few atomic operations.
 pub struct Pacing {
     base_ms: u64,
     hint_ms: AtomicU64,
@@ -70,6 +71,9 @@ pub struct Pacing {
 impl Pacing {
     const WINDOW: Duration = Duration::from_millis(200);
     const MAX: Duration = Duration::from_secs(30);
+    /// Refusals per admission the hint aims at: enough that the worker never idles while
+    /// clients wait, few enough that refusals cost little.
+    const TARGET: f64 = 0.5;
 
     fn new(base: Duration) -> Pacing {
         let base_ms = (base.as_millis() as u64).max(1);
@@ -84,7 +88,13 @@ impl Pacing {
     }
 
     fn admitted(&self) {
+        self.admitted_at(self.epoch.elapsed());
+    }
+
+    /// [`Pacing::admitted`] at `elapsed` since the pacing began.
+    fn admitted_at(&self, elapsed: Duration) {
         self.admitted.fetch_add(1, Ordering::Relaxed);
+        self.steer(elapsed);
     }
 
     /// Counts a refusal and returns its retry hint in milliseconds.
@@ -95,34 +105,41 @@ impl Pacing {
     /// [`Pacing::refused`] at `elapsed` since the pacing began.
     fn refused_at(&self, elapsed: Duration) -> u64 {
         self.refused.fetch_add(1, Ordering::Relaxed);
-        let now = elapsed.as_millis() as u64;
-        let start = self.window_ms.load(Ordering::Relaxed);
-        let window = Self::WINDOW.as_millis() as u64;
-        if now >= start + window
-            && self
-                .window_ms
-                .compare_exchange(start, now, Ordering::Relaxed, Ordering::Relaxed)
-                .is_ok()
-        {
-            // This refusal closes the window; the counts are approximate at the edges, which
-            // is all a hint needs.
-            let refused = self.refused.swap(0, Ordering::Relaxed);
-            let admitted = self.admitted.swap(0, Ordering::Relaxed);
-            let hint = self.hint_ms.load(Ordering::Relaxed);
-            let next = if refused > 2 * admitted {
-                (hint * 2).min(Self::MAX.as_millis() as u64)
-            } else if 2 * refused < admitted {
-                (hint / 2).max(self.base_ms)
-            } else {
-                hint
-            };
-            self.hint_ms.store(next, Ordering::Relaxed);
-        }
+        self.steer(elapsed);
         let hint = self.hint_ms.load(Ordering::Relaxed);
         // 0.5..1.5 times the hint: jitter from std's per-process random hash keys.
         let jitter = random_u64() % 1000;
         (hint * (500 + jitter) / 1000).max(1)
     }
+
+    /// Closes the window once it has run its length (the first admission or refusal after
+    /// that does it, so the hint also falls back once refusals stop) and rescales the hint
+    /// from the window's counts, which are approximate at the edges: all a hint needs.
+    fn steer(&self, elapsed: Duration) {
+        let now = elapsed.as_millis() as u64;
+        let start = self.window_ms.load(Ordering::Relaxed);
+        if now < start + Self::WINDOW.as_millis() as u64
+            || self
+                .window_ms
+                .compare_exchange(start, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_err()
+        {
+            return;
+        }
+        let refused = self.refused.swap(0, Ordering::Relaxed);
+        let admitted = self.admitted.swap(0, Ordering::Relaxed);
+        let hint = self.hint_ms.load(Ordering::Relaxed);
+        let ratio = refused as f64 / admitted.max(1) as f64;
+        let scale = (ratio / Self::TARGET).clamp(0.5, 4.0);
+        let next = ((hint as f64 * scale) as u64).clamp(self.base_ms, Self::MAX.as_millis() as u64);
+        self.hint_ms.store(next, Ordering::Relaxed);
+    }
+}
+
+/// Enough randomness for jitter without a dependency.
+fn random_u64() -> u64 {
+    use std::hash::BuildHasher;
+    std::collections::hash_map::RandomState::new().hash_one(std::time::Instant::now())
 }
 
 #[cfg(test)]
@@ -133,7 +150,7 @@ mod tests {
     /// returns the hint the window's last refusal gave.
     fn window(pacing: &Pacing, end_ms: u64, refused: u64, admitted: u64) -> u64 {
         for _ in 0..admitted {
-            pacing.admitted();
+            pacing.admitted_at(Duration::from_millis(end_ms - 249));
         }
         // Inside the window (which began at end_ms - 250, when the last one closed)...
         for _ in 1..refused {
@@ -146,18 +163,21 @@ mod tests {
     #[test]
     fn the_hint_grows_while_refusals_dominate_and_falls_back_to_the_base() {
         let pacing = Pacing::new(Duration::from_millis(50));
-        // A storm: 100 refusals for every 10 admitted, window after window.
+        // A storm: 100 refusals for every 10 admitted, window after window: 4 times up each.
         let mut hints = Vec::new();
-        for w in 1..=6 {
+        for w in 1..=4 {
             window(&pacing, w * 250, 100, 10);
             hints.push(pacing.hint_ms.load(Ordering::Relaxed));
         }
-        assert_eq!(hints, [100, 200, 400, 800, 1600, 3200]);
-        // Balanced: the hint holds.
-        window(&pacing, 7 * 250, 10, 10);
-        assert_eq!(pacing.hint_ms.load(Ordering::Relaxed), 3200);
+        assert_eq!(hints, [200, 800, 3200, 12800]);
+        // One refusal for every two admissions: the hint holds.
+        window(&pacing, 5 * 250, 10, 20);
+        assert_eq!(pacing.hint_ms.load(Ordering::Relaxed), 12800);
+        // Twice the target: it doubles.
+        window(&pacing, 6 * 250, 20, 20);
+        assert_eq!(pacing.hint_ms.load(Ordering::Relaxed), 25600);
         // The storm is over: the hint halves back down to the base, never below.
-        for w in 8..=20 {
+        for w in 7..=20 {
             window(&pacing, w * 250, 1, 50);
         }
         assert_eq!(pacing.hint_ms.load(Ordering::Relaxed), 50);
@@ -184,12 +204,6 @@ mod tests {
             "refusals are not jittered: {distinct:?}"
         );
     }
-}
-
-/// Enough randomness for jitter without a dependency.
-fn random_u64() -> u64 {
-    use std::hash::BuildHasher;
-    std::collections::hash_map::RandomState::new().hash_one(std::time::Instant::now())
 }
 
 /// Adds `subject` to `service` and serves it with `handler(state.clone(), request)` until
