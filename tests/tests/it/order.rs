@@ -324,6 +324,7 @@ async fn order_cancel_returns_stock() {
 async fn a_refused_create_is_resolved_without_a_rollback() {
     // A sell-out refuses most creates; each refusal must cost no rollback event: the create
     // fences its order_sn, and the checker acks the half message without publishing one.
+    // Pricing refusals too: their half message is published while goods prices the lines.
     let app = start().await;
     let a = goods(&app, 100, 1).await;
     for user in 1..=5 {
@@ -334,6 +335,34 @@ async fn a_refused_create_is_resolved_without_a_rollback() {
         )
         .await;
     }
+    let off = app
+        .ok(
+            "goods.upsert",
+            json!({"category_id": 1, "title": "off", "price_cents": 1, "status": "off_sale"}),
+        )
+        .await["goods_id"]
+        .as_i64()
+        .unwrap();
+    app.err(
+        "order.create",
+        create_body(6, &[(a, 1), (off, 1)]),
+        "off_sale",
+    )
+    .await;
+    app.err(
+        "order.create",
+        create_body(7, &[(a, 1), (987_654, 1)]),
+        "not_found",
+    )
+    .await;
+    let fenced: i64 = sqlx::query_scalar("SELECT count(*) FROM aborted_orders")
+        .fetch_one(&app.db(Worker::Order).await)
+        .await
+        .unwrap();
+    assert_eq!(
+        fenced, 7,
+        "every refused create fences its order_sn at once"
+    );
     wait_half_messages_resolved(&app).await;
     // The outbox is relayed after the checker's commit: wait until it is drained too.
     wait_outbox_drained(&app).await;

@@ -108,9 +108,28 @@ async fn holder_outcome(
 /// create's round trip under load.
 const IN_FLIGHT_RETRY_MS: u64 = 100;
 
-/// Prices and titles from `goods.batch`, one line per goods (duplicates summed).
-async fn price(ctx: &Ctx, lines: &NormalizedLines) -> Result<Vec<OrderItem>, OrderError> {
-    let ids = lines.as_slice().iter().map(|(g, _)| *g).collect();
+/// The lines as stock deducts them: one per goods, duplicates summed, each sum within the
+/// contract's quantity range.
+fn order_lines(lines: &NormalizedLines) -> Result<Vec<OrderLine>, OrderError> {
+    lines
+        .as_slice()
+        .iter()
+        .map(|(goods_id, quantity)| {
+            Ok(OrderLine {
+                goods_id: *goods_id,
+                quantity: Quantity::new(*quantity).map_err(|_| {
+                    OrderError::BadRequest(format!(
+                        "the quantities of goods {goods_id} add up to more than 10000"
+                    ))
+                })?,
+            })
+        })
+        .collect()
+}
+
+/// Prices and titles from `goods.batch` for the summed lines.
+async fn price(ctx: &Ctx, lines: &[OrderLine]) -> Result<Vec<OrderItem>, OrderError> {
+    let ids = lines.iter().map(|line| line.goods_id).collect();
     let request = GoodsBatchRequest {
         goods_ids: ItemList::new(ids).map_err(|e| OrderError::BadRequest(e.to_string()))?,
     };
@@ -137,9 +156,9 @@ async fn price(ctx: &Ctx, lines: &NormalizedLines) -> Result<Vec<OrderItem>, Ord
             "goods {missing} does not exist"
         )));
     }
-    let mut items = Vec::with_capacity(lines.as_slice().len());
-    for (goods_id, quantity) in lines.as_slice() {
-        let Some(goods) = reply.goods.iter().find(|g| g.goods_id == *goods_id) else {
+    let mut items = Vec::with_capacity(lines.len());
+    for &OrderLine { goods_id, quantity } in lines {
+        let Some(goods) = reply.goods.iter().find(|g| g.goods_id == goods_id) else {
             return Err(OrderError::NotFound(format!(
                 "goods {goods_id} does not exist"
             )));
@@ -153,13 +172,8 @@ async fn price(ctx: &Ctx, lines: &NormalizedLines) -> Result<Vec<OrderItem>, Ord
                 .with("goods_id", goods_id.get()),
             ));
         }
-        let quantity = Quantity::new(*quantity).map_err(|_| {
-            OrderError::BadRequest(format!(
-                "the quantities of goods {goods_id} add up to more than 10000"
-            ))
-        })?;
         items.push(OrderItem {
-            goods_id: *goods_id,
+            goods_id,
             title: goods.title.clone(),
             price_cents: goods.price_cents,
             quantity,
@@ -243,24 +257,29 @@ pub async fn create(ctx: &Ctx, req: CreateOrderRequest) -> Result<Order, OrderEr
         }
         None => None,
     };
-    let items = price(ctx, &lines).await?;
-    let total = total(&items)?;
+    let deduct_lines = order_lines(&lines)?;
     let sn = ctx
         .ids
         .next()
         .ok_or_else(|| OrderError::Unavailable("no order_sn can be issued right now".into()))?;
     tracing::Span::current().record("order_sn", tracing::field::display(sn));
-    let deduct_lines: Vec<OrderLine> = items
-        .iter()
-        .map(|i| OrderLine {
-            goods_id: i.goods_id,
-            quantity: i.quantity,
-        })
-        .collect();
 
     // 1. The half message: from here on, the checker gives the stock back unless the
-    //    order commits.
-    publish_half_message(ctx, sn, &deduct_lines).await?;
+    //    order commits. It names only goods and quantities, so it is published while goods
+    //    prices the lines (two round trips in parallel, not in series); a create that then
+    //    fails its pricing fences its order_sn, and the checker acks the half message.
+    let (priced, published) = tokio::join!(
+        price(ctx, &deduct_lines),
+        publish_half_message(ctx, sn, &deduct_lines)
+    );
+    published?;
+    let (items, total) = match priced.and_then(|items| Ok((total(&items)?, items))) {
+        Ok((total, items)) => (items, total),
+        Err(error) => {
+            fence_quietly(ctx, sn).await;
+            return Err(error);
+        }
+    };
 
     // 2. The idempotency key, claimed before the deduct: of concurrent repeats exactly one
     //    deducts. A loser fences its own order_sn at once (it will never commit), so the
