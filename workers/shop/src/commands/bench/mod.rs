@@ -13,9 +13,12 @@
 //! - [`record`]: HdrHistograms, in total and per second, and the figures.
 //! - [`create`]: what one bench create is; [`fixture`]: the bench goods and their stock.
 //! - [`system`]: one run of creates, and the stock check right after it.
-//! - [`rss`]: the workers' memory; [`report`] and [`plot`]: the JSON and SVG files.
+//! - [`procs`]: the stack's processes in /proc; [`cpu`]: the CPU each one spends per
+//!   create; [`rss`]: the workers' memory.
+//! - [`report`] and [`plot`]: the JSON and SVG files.
 
 mod ceilings;
+mod cpu;
 mod create;
 mod drive;
 mod fixture;
@@ -23,6 +26,7 @@ mod order;
 mod outcome;
 mod overload;
 mod plot;
+mod procs;
 mod record;
 mod report;
 mod request;

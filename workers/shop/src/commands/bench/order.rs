@@ -13,7 +13,7 @@ use super::drive::Mode;
 use super::record::Figures;
 use super::settle::{self, Settle};
 use super::system::{self, SystemRun, Verdict};
-use super::{fixture, plot, report, rss};
+use super::{cpu, fixture, plot, report, rss};
 use crate::cli::LoadArgs;
 use crate::config::Config;
 
@@ -60,6 +60,7 @@ pub async fn run(
             "system": system.figures,
             "sold_check": system.sold,
             "workers_rss": system.memory,
+            "cpu_ms_per_create": system.cpu,
             "ceilings": ceilings,
             "ratios": ratios,
             "audit": if audit.is_ok() { "passed" } else { "failed" },
@@ -150,12 +151,17 @@ fn result_line(title: &str, mode: Mode, system: &SystemRun, ceilings: Option<&Ce
             ratios.nats_request_reply_per_second
         );
     }
+    if let Some(cpu) = &system.cpu {
+        line += &format!("; cpu {:.2} ms/create", cpu.total);
+    }
     line + "; RSS " + &rss::summary(&system.memory)
 }
 
-/// The system's figures, the stock check and the workers' memory, for the terminal.
+/// The system's figures, the stock check, the CPU per create and the workers' memory, for
+/// the terminal.
 pub fn print_system(title: &str, run: &SystemRun) {
     println!("{title}: {}", run.figures.summary("creates"));
     println!("  {}", run.sold.summary());
+    println!("  {}", cpu::summary(run.cpu.as_ref()));
     println!("  worker memory: {}", rss::summary(&run.memory));
 }

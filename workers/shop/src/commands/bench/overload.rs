@@ -57,12 +57,16 @@ pub async fn run(
         .map_or_else(|| "-".to_owned(), |r| format!("{:.2} ms", r.p99));
     println!(
         "result {title}: goodput {:.0} creates/s = {goodput:.2} of the peak's {:.0}; {} refused \
-         (p99 {refused_p99}), {} timeouts; sold check: {:?}; RSS {}",
+         (p99 {refused_p99}), {} timeouts; sold check: {:?}; cpu {}; RSS {}",
         overload.figures.ok_per_second,
         peak.figures.ok_per_second,
         overload.figures.refused,
         overload.figures.timeouts,
         overload.sold.verdict,
+        overload
+            .cpu
+            .as_ref()
+            .map_or_else(|| "-".to_owned(), |c| format!("{:.2} ms/create", c.total)),
         rss::summary(&overload.memory)
     );
     let audit = settle::settle_then_audit(config, client, overload.ended, settle).await;
@@ -73,8 +77,8 @@ pub async fn run(
             "goods": creates.goods,
             "stock_strategy": strategy,
             "seconds": args.seconds,
-            "peak": {"load": peak_mode, "system": peak.figures, "sold_check": peak.sold, "workers_rss": peak.memory},
-            "overload": {"load": overload_mode, "system": overload.figures, "sold_check": overload.sold, "workers_rss": overload.memory},
+            "peak": {"load": peak_mode, "system": peak.figures, "sold_check": peak.sold, "workers_rss": peak.memory, "cpu_ms_per_create": peak.cpu},
+            "overload": {"load": overload_mode, "system": overload.figures, "sold_check": overload.sold, "workers_rss": overload.memory, "cpu_ms_per_create": overload.cpu},
             "goodput_ratio_to_peak": goodput,
             "audit": if audit.is_ok() { "passed" } else { "failed" },
         }),

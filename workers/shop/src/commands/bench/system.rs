@@ -1,6 +1,7 @@
 //! One run of whole creates through the running workers, and what is read about the system
-//! right after it: the `sold` counts of the bench goods (to check that no refused create
-//! took stock) and the memory of each worker.
+//! around it: the CPU each component of the stack used per successful create, the `sold`
+//! counts of the bench goods (to check that no refused create took stock) and the memory of
+//! each worker.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -8,9 +9,11 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use shop_contracts::subjects::order as order_subject;
 
+use super::cpu::{self, CpuPerCreate};
 use super::create::Creates;
 use super::drive::{self, Mode};
 use super::fixture;
+use super::procs::Stack;
 use super::record::Figures;
 use super::request::NatsRequest;
 use super::rss::{self, WorkerMemory};
@@ -20,6 +23,8 @@ pub struct SystemRun {
     pub figures: Figures,
     pub sold: SoldCheck,
     pub memory: Vec<WorkerMemory>,
+    /// None when no create succeeded.
+    pub cpu: Option<CpuPerCreate>,
     /// When the last request of the run finished: the settle wait counts from here.
     pub ended: Instant,
 }
@@ -39,14 +44,20 @@ pub async fn run(
         subject: order_subject::CREATE.to_owned(),
         body: creates.body(),
     });
+    let stack = Stack::of(config);
+    // Sampled as close to the run as can be, so that the CPU counted is the run's: the
+    // in-flight tail is inside (its successes count in `figures.ok`), the checks are not.
+    let cpu_before = cpu::sample(&stack);
     let figures = drive::run(request, mode, window, title, "creates").await?;
     let ended = Instant::now();
+    let cpu_after = cpu::sample(&stack);
     // Read at once: from `check_delay` after a create that deducted and then failed, the
     // checker starts giving its stock back, which would hide it from this check.
     let sold = fixture::sold(client, creates.goods_ids()).await? - sold_before;
-    let memory = rss::workers(config);
+    let memory = rss::workers(&stack);
     Ok(SystemRun {
         sold: SoldCheck::new(sold, &figures),
+        cpu: CpuPerCreate::between(&stack, &cpu_before, &cpu_after, figures.ok),
         figures,
         memory,
         ended,
