@@ -55,8 +55,10 @@ pub struct Settings {
     #[serde(with = "humantime_serde")]
     pub node_lease_ttl: Duration,
     /// Creates one worker process works on at once; beyond it a create is refused at once
-    /// with `unavailable` (before its half message, so it touches no stock). Past about
-    /// this many, the databases are saturated and more in flight only adds latency.
+    /// with `unavailable` (before its half message, so it touches no stock). More in flight
+    /// makes bigger batches (cheaper per create) but a longer queue: at 64, an open-loop load
+    /// at half the peak is never refused and keeps its p99 near 20 ms, and 4,000 clients get
+    /// more goodput than 32 (docs/performance.md).
     pub max_creates_in_flight: usize,
     /// The smallest `retry_after_ms` a refused create is given; under a sustained overload
     /// the hint grows (up to 30 s, jittered) until clients come back about as fast as the
@@ -90,7 +92,7 @@ impl Default for Settings {
             max_ack_pending: 100_000,
             request_timeout: Duration::from_secs(5),
             node_lease_ttl: Duration::from_secs(30),
-            max_creates_in_flight: 32,
+            max_creates_in_flight: 64,
             retry_after: Duration::from_millis(50),
             failpoint: Failpoint::None,
         }
