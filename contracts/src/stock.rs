@@ -38,6 +38,37 @@ impl NormalizedLines {
     pub fn as_slice(&self) -> &[(GoodsId, i64)] {
         &self.0
     }
+
+    /// The summed lines as order lines, or the first goods whose sum no line can hold.
+    pub fn to_lines(&self) -> Result<Vec<OrderLine>, SumTooLarge> {
+        self.0
+            .iter()
+            .map(|&(goods_id, quantity)| {
+                Ok(OrderLine {
+                    goods_id,
+                    quantity: Quantity::new(quantity)
+                        .map_err(|_| SumTooLarge { goods_id, quantity })?,
+                })
+            })
+            .collect()
+    }
+}
+
+/// Duplicate lines of one goods that add up to more than one line may hold (10000).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SumTooLarge {
+    pub goods_id: GoodsId,
+    pub quantity: i64,
+}
+
+impl std::fmt::Display for SumTooLarge {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "goods {}: quantities sum to {}, more than 10000",
+            self.goods_id, self.quantity
+        )
+    }
 }
 
 /// `stock.set`: an admin restock (or write-down); ledgered as an adjustment.
@@ -147,5 +178,13 @@ mod tests {
         let norm = NormalizedLines::new(&lines);
         let ids: Vec<(i64, i64)> = norm.as_slice().iter().map(|(g, q)| (g.get(), *q)).collect();
         assert_eq!(ids, vec![(1, 2), (3, 5)]);
+        assert_eq!(norm.to_lines().unwrap(), vec![line(1, 2), line(3, 5)]);
+        let too_much = NormalizedLines::new(&[line(7, 6000), line(7, 5000)]);
+        let error = too_much.to_lines().unwrap_err();
+        assert_eq!((error.goods_id.get(), error.quantity), (7, 11000));
+        assert_eq!(
+            error.to_string(),
+            "goods 7: quantities sum to 11000, more than 10000"
+        );
     }
 }

@@ -49,6 +49,17 @@ fn create_body(user: i64, items: &[(i64, i64)]) -> Value {
     })
 }
 
+/// A goods that is not on sale.
+async fn off_sale_goods(app: &TestApp) -> i64 {
+    app.ok(
+        "goods.upsert",
+        json!({"category_id": 1, "title": "off", "price_cents": 1, "status": "off_sale"}),
+    )
+    .await["goods_id"]
+        .as_i64()
+        .unwrap()
+}
+
 fn sn_of(order: &Value) -> String {
     order["order_sn"].as_str().unwrap().to_owned()
 }
@@ -335,14 +346,7 @@ async fn a_refused_create_is_resolved_without_a_rollback() {
         )
         .await;
     }
-    let off = app
-        .ok(
-            "goods.upsert",
-            json!({"category_id": 1, "title": "off", "price_cents": 1, "status": "off_sale"}),
-        )
-        .await["goods_id"]
-        .as_i64()
-        .unwrap();
+    let off = off_sale_goods(&app).await;
     app.err(
         "order.create",
         create_body(6, &[(a, 1), (off, 1)]),
@@ -579,14 +583,7 @@ async fn a_batch_commit_leaves_out_a_fenced_order_and_commits_the_rest() {
 async fn order_bad_inputs_get_clear_errors() {
     let app = start().await;
     let a = goods(&app, 100, 10).await;
-    let off = app
-        .ok(
-            "goods.upsert",
-            json!({"category_id": 1, "title": "off", "price_cents": 1, "status": "off_sale"}),
-        )
-        .await["goods_id"]
-        .as_i64()
-        .unwrap();
+    let off = off_sale_goods(&app).await;
     for subject in [
         "order.create",
         "order.pay",

@@ -142,70 +142,6 @@ fn random_u64() -> u64 {
     std::collections::hash_map::RandomState::new().hash_one(std::time::Instant::now())
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// One window of `refused` refusals and `admitted` admissions ending at `end_ms`;
-    /// returns the hint the window's last refusal gave.
-    fn window(pacing: &Pacing, end_ms: u64, refused: u64, admitted: u64) -> u64 {
-        for _ in 0..admitted {
-            pacing.admitted_at(Duration::from_millis(end_ms - 249));
-        }
-        // Inside the window (which began at end_ms - 250, when the last one closed)...
-        for _ in 1..refused {
-            pacing.refused_at(Duration::from_millis(end_ms - 249));
-        }
-        // ...and the refusal that closes it.
-        pacing.refused_at(Duration::from_millis(end_ms))
-    }
-
-    #[test]
-    fn the_hint_grows_while_refusals_dominate_and_falls_back_to_the_base() {
-        let pacing = Pacing::new(Duration::from_millis(50));
-        // A storm: 100 refusals for every 10 admitted, window after window: 4 times up each.
-        let mut hints = Vec::new();
-        for w in 1..=4 {
-            window(&pacing, w * 250, 100, 10);
-            hints.push(pacing.hint_ms.load(Ordering::Relaxed));
-        }
-        assert_eq!(hints, [200, 800, 3200, 12800]);
-        // One refusal for every two admissions: the hint holds.
-        window(&pacing, 5 * 250, 10, 20);
-        assert_eq!(pacing.hint_ms.load(Ordering::Relaxed), 12800);
-        // Twice the target: it doubles.
-        window(&pacing, 6 * 250, 20, 20);
-        assert_eq!(pacing.hint_ms.load(Ordering::Relaxed), 25600);
-        // The storm is over: the hint halves back down to the base, never below.
-        for w in 7..=20 {
-            window(&pacing, w * 250, 1, 50);
-        }
-        assert_eq!(pacing.hint_ms.load(Ordering::Relaxed), 50);
-    }
-
-    #[test]
-    fn the_hint_never_passes_the_cap_and_each_refusal_is_jittered_around_it() {
-        let pacing = Pacing::new(Duration::from_millis(50));
-        for w in 1..=40 {
-            window(&pacing, w * 250, 100, 0);
-        }
-        let cap = Pacing::MAX.as_millis() as u64;
-        assert_eq!(pacing.hint_ms.load(Ordering::Relaxed), cap);
-        let given: Vec<u64> = (0..200)
-            .map(|_| pacing.refused_at(Duration::from_millis(40 * 250)))
-            .collect();
-        assert!(
-            given.iter().all(|&g| g >= cap / 2 && g < cap * 3 / 2),
-            "{given:?}"
-        );
-        let distinct: std::collections::HashSet<_> = given.iter().collect();
-        assert!(
-            distinct.len() > 50,
-            "refusals are not jittered: {distinct:?}"
-        );
-    }
-}
-
 /// Adds `subject` to `service` and serves it with `handler(state.clone(), request)` until
 /// the service stops.
 ///
@@ -284,4 +220,68 @@ where
             });
         }
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One window of `refused` refusals and `admitted` admissions ending at `end_ms`;
+    /// returns the hint the window's last refusal gave.
+    fn window(pacing: &Pacing, end_ms: u64, refused: u64, admitted: u64) -> u64 {
+        for _ in 0..admitted {
+            pacing.admitted_at(Duration::from_millis(end_ms - 249));
+        }
+        // Inside the window (which began at end_ms - 250, when the last one closed)...
+        for _ in 1..refused {
+            pacing.refused_at(Duration::from_millis(end_ms - 249));
+        }
+        // ...and the refusal that closes it.
+        pacing.refused_at(Duration::from_millis(end_ms))
+    }
+
+    #[test]
+    fn the_hint_grows_while_refusals_dominate_and_falls_back_to_the_base() {
+        let pacing = Pacing::new(Duration::from_millis(50));
+        // A storm: 100 refusals for every 10 admitted, window after window: 4 times up each.
+        let mut hints = Vec::new();
+        for w in 1..=4 {
+            window(&pacing, w * 250, 100, 10);
+            hints.push(pacing.hint_ms.load(Ordering::Relaxed));
+        }
+        assert_eq!(hints, [200, 800, 3200, 12800]);
+        // One refusal for every two admissions: the hint holds.
+        window(&pacing, 5 * 250, 10, 20);
+        assert_eq!(pacing.hint_ms.load(Ordering::Relaxed), 12800);
+        // Twice the target: it doubles.
+        window(&pacing, 6 * 250, 20, 20);
+        assert_eq!(pacing.hint_ms.load(Ordering::Relaxed), 25600);
+        // The storm is over: the hint halves back down to the base, never below.
+        for w in 7..=20 {
+            window(&pacing, w * 250, 1, 50);
+        }
+        assert_eq!(pacing.hint_ms.load(Ordering::Relaxed), 50);
+    }
+
+    #[test]
+    fn the_hint_never_passes_the_cap_and_each_refusal_is_jittered_around_it() {
+        let pacing = Pacing::new(Duration::from_millis(50));
+        for w in 1..=40 {
+            window(&pacing, w * 250, 100, 0);
+        }
+        let cap = Pacing::MAX.as_millis() as u64;
+        assert_eq!(pacing.hint_ms.load(Ordering::Relaxed), cap);
+        let given: Vec<u64> = (0..200)
+            .map(|_| pacing.refused_at(Duration::from_millis(40 * 250)))
+            .collect();
+        assert!(
+            given.iter().all(|&g| g >= cap / 2 && g < cap * 3 / 2),
+            "{given:?}"
+        );
+        let distinct: std::collections::HashSet<_> = given.iter().collect();
+        assert!(
+            distinct.len() > 50,
+            "refusals are not jittered: {distinct:?}"
+        );
+    }
 }

@@ -15,7 +15,7 @@ use shop_contracts::txn::{
     event_msg_id, event_subject, half_message_id, half_message_subject, rollback_msg_id,
     rollback_subject, HalfMessage, OrderEventKind, RollbackEvent, RollbackReason,
 };
-use shop_contracts::{Cents, ErrorCode, ErrorDetail, ItemList, OrderSn, Quantity, UserId};
+use shop_contracts::{Cents, ErrorCode, ErrorDetail, ItemList, OrderSn, UserId};
 use shop_kit::client::{call, CallError};
 use sqlx::{PgConnection, PgPool};
 use tokio::sync::Notify;
@@ -112,19 +112,8 @@ const IN_FLIGHT_RETRY_MS: u64 = 100;
 /// contract's quantity range.
 fn order_lines(lines: &NormalizedLines) -> Result<Vec<OrderLine>, OrderError> {
     lines
-        .as_slice()
-        .iter()
-        .map(|(goods_id, quantity)| {
-            Ok(OrderLine {
-                goods_id: *goods_id,
-                quantity: Quantity::new(*quantity).map_err(|_| {
-                    OrderError::BadRequest(format!(
-                        "the quantities of goods {goods_id} add up to more than 10000"
-                    ))
-                })?,
-            })
-        })
-        .collect()
+        .to_lines()
+        .map_err(|too_large| OrderError::BadRequest(too_large.to_string()))
 }
 
 /// Prices and titles from `goods.batch` for the summed lines.

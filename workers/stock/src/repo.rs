@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use shop_contracts::stock::{
     NormalizedLines, OrderLine, SellDetail, SellStatus, StockLevel, Units,
 };
-use shop_contracts::{GoodsId, OrderSn, Quantity};
+use shop_contracts::{GoodsId, OrderSn};
 use sqlx::{PgConnection, PgPool};
 
 use crate::StockError;
@@ -27,19 +27,8 @@ pub enum Claim {
 /// than one line may hold is a `bad_request` (the reply could not say what was deducted).
 pub fn lines_to_items(lines: &NormalizedLines) -> Result<Vec<OrderLine>, StockError> {
     lines
-        .as_slice()
-        .iter()
-        .map(|(goods_id, quantity)| {
-            Ok(OrderLine {
-                goods_id: *goods_id,
-                quantity: Quantity::new(*quantity).map_err(|_| {
-                    StockError::BadRequest(format!(
-                        "goods {goods_id}: quantities sum to {quantity}, more than 10000"
-                    ))
-                })?,
-            })
-        })
-        .collect()
+        .to_lines()
+        .map_err(|too_large| StockError::BadRequest(too_large.to_string()))
 }
 
 pub(crate) fn encode_items(items: &[OrderLine]) -> Result<String, StockError> {
