@@ -8,8 +8,6 @@
 //! commit. Each order keeps its own outcome: a fenced order_sn is left out of the batch by
 //! the database (its create answers `unavailable`), and the others commit.
 
-use shop_contracts::order::OrderItem;
-use shop_contracts::{Cents, OrderSn, UserId};
 use sqlx::PgPool;
 use tokio::sync::{mpsc, oneshot, Notify};
 
@@ -22,38 +20,8 @@ use crate::OrderError;
 /// first create of a batch waits for the last.
 const MAX_BATCH: usize = 128;
 
-/// A created order waiting for its commit: [`NewOrder`] with owned fields, to cross into
-/// the writer task.
-pub struct Draft {
-    pub sn: OrderSn,
-    pub user: UserId,
-    pub items: Vec<OrderItem>,
-    pub total: Cents,
-    pub address: String,
-    pub receiver_name: String,
-    pub receiver_phone: String,
-    pub note: String,
-    pub pay_timeout_ms: i64,
-}
-
-impl Draft {
-    fn as_new(&self) -> NewOrder<'_> {
-        NewOrder {
-            sn: self.sn,
-            user: self.user,
-            items: &self.items,
-            total: self.total,
-            address: &self.address,
-            receiver_name: &self.receiver_name,
-            receiver_phone: &self.receiver_phone,
-            note: &self.note,
-            pay_timeout_ms: self.pay_timeout_ms,
-        }
-    }
-}
-
 struct Job {
-    draft: Draft,
+    order: NewOrder,
     outcome: oneshot::Sender<Result<Commit, OrderError>>,
 }
 
@@ -72,11 +40,11 @@ impl Committer {
         Committer { queue }
     }
 
-    /// Commits `draft` in the next batch and returns its outcome.
-    pub async fn commit(&self, draft: Draft) -> Result<Commit, OrderError> {
+    /// Commits `order` in the next batch and returns its outcome.
+    pub async fn commit(&self, order: NewOrder) -> Result<Commit, OrderError> {
         let (outcome, answer) = oneshot::channel();
         self.queue
-            .send(Job { draft, outcome })
+            .send(Job { order, outcome })
             .map_err(|_| OrderError::Bug("the order committer stopped".into()))?;
         answer
             .await
@@ -87,27 +55,27 @@ impl Committer {
 async fn write_forever(pool: PgPool, mut queue: mpsc::UnboundedReceiver<Job>, outbox: Arc<Notify>) {
     let mut jobs = Vec::with_capacity(MAX_BATCH);
     while queue.recv_many(&mut jobs, MAX_BATCH).await > 0 {
-        let drafts: Vec<NewOrder<'_>> = jobs.iter().map(|job| job.draft.as_new()).collect();
+        let (orders, waiters): (Vec<NewOrder>, Vec<_>) =
+            jobs.drain(..).map(|job| (job.order, job.outcome)).unzip();
         let outcomes = match pool.acquire().await {
-            Ok(mut conn) => repo::commit_created_batch(&mut conn, &drafts).await,
+            Ok(mut conn) => repo::commit_created_batch(&mut conn, &orders).await,
             Err(error) => Err(error.into()),
         };
-        drop(drafts);
         match outcomes {
             Ok(outcomes) => {
                 if outcomes.iter().any(|o| matches!(o, Commit::Committed(_))) {
                     outbox.notify_one();
                 }
-                for (job, outcome) in jobs.drain(..).zip(outcomes) {
+                for (waiter, outcome) in waiters.into_iter().zip(outcomes) {
                     // A create that gave up waiting is gone; its order stands (the checker
                     // finds it committed).
-                    let _ = job.outcome.send(Ok(outcome));
+                    let _ = waiter.send(Ok(outcome));
                 }
             }
             Err(error) => {
-                tracing::error!(%error, orders = jobs.len(), "a batch of order commits failed");
-                for job in jobs.drain(..) {
-                    let _ = job.outcome.send(Err(shared_failure(&error)));
+                tracing::error!(%error, orders = orders.len(), "a batch of order commits failed");
+                for waiter in waiters {
+                    let _ = waiter.send(Err(shared_failure(&error)));
                 }
             }
         }

@@ -20,9 +20,9 @@ use shop_kit::client::{call, CallError};
 use sqlx::{PgConnection, PgPool};
 use tokio::sync::Notify;
 
-use crate::committer::{Committer, Draft};
+use crate::committer::Committer;
 use crate::ids::Ids;
-use crate::repo::{self, Commit, Paid};
+use crate::repo::{self, Commit, NewOrder, Paid};
 use crate::{Failpoint, OrderError, Settings};
 
 /// Everything a handler needs.
@@ -280,6 +280,8 @@ pub async fn create(ctx: &Ctx, req: CreateOrderRequest) -> Result<Order, OrderEr
             fingerprint,
         } = repo::claim_idempotency_key(&mut conn, req.user_id, key, print, sn).await?
         {
+            // Give the connection back before the fence takes one: losers holding one
+            // each while waiting for another could drain the pool.
             drop(conn);
             fence_quietly(ctx, sn).await;
             let mut conn = ctx.pool.acquire().await?;
@@ -305,7 +307,7 @@ pub async fn create(ctx: &Ctx, req: CreateOrderRequest) -> Result<Order, OrderEr
     //    committer's next batch.
     let committed = ctx
         .committer
-        .commit(Draft {
+        .commit(NewOrder {
             sn,
             user: req.user_id,
             items,

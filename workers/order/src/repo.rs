@@ -156,19 +156,20 @@ pub async fn fence(conn: &mut PgConnection, sn: OrderSn) -> Result<(), OrderErro
     Ok(())
 }
 
-pub struct NewOrder<'a> {
+/// A created order waiting for its commit.
+pub struct NewOrder {
     pub sn: OrderSn,
     pub user: UserId,
-    pub items: &'a [OrderItem],
+    pub items: Vec<OrderItem>,
     pub total: Cents,
-    pub address: &'a str,
-    pub receiver_name: &'a str,
-    pub receiver_phone: &'a str,
-    pub note: &'a str,
+    pub address: String,
+    pub receiver_name: String,
+    pub receiver_phone: String,
+    pub note: String,
     pub pay_timeout_ms: i64,
 }
 
-impl NewOrder<'_> {
+impl NewOrder {
     /// The order as it will read once committed, but for its two times, which the database
     /// decides when it commits.
     fn order(&self) -> Order {
@@ -176,12 +177,12 @@ impl NewOrder<'_> {
             order_sn: self.sn,
             user_id: self.user,
             status: OrderStatus::Unpaid,
-            items: self.items.to_vec(),
+            items: self.items.clone(),
             total_cents: self.total,
-            address: self.address.to_owned(),
-            receiver_name: self.receiver_name.to_owned(),
-            receiver_phone: self.receiver_phone.to_owned(),
-            note: self.note.to_owned(),
+            address: self.address.clone(),
+            receiver_name: self.receiver_name.clone(),
+            receiver_phone: self.receiver_phone.clone(),
+            note: self.note.clone(),
             created_at: DateTime::UNIX_EPOCH,
             pay_deadline: DateTime::UNIX_EPOCH,
             paid_at: None,
@@ -200,10 +201,7 @@ pub enum Commit {
 }
 
 /// Commits one created order: [`commit_created_batch`] with a batch of one.
-pub async fn commit_created(
-    conn: &mut PgConnection,
-    new: &NewOrder<'_>,
-) -> Result<Commit, OrderError> {
+pub async fn commit_created(conn: &mut PgConnection, new: &NewOrder) -> Result<Commit, OrderError> {
     commit_created_batch(conn, std::slice::from_ref(new))
         .await?
         .pop()
@@ -217,7 +215,7 @@ pub async fn commit_created(
 /// are in the order of `batch`.
 pub async fn commit_created_batch(
     conn: &mut PgConnection,
-    batch: &[NewOrder<'_>],
+    batch: &[NewOrder],
 ) -> Result<Vec<Commit>, OrderError> {
     let mut orders = Vec::with_capacity(batch.len());
     let mut events = Vec::with_capacity(batch.len());
@@ -240,10 +238,20 @@ pub async fn commit_created_batch(
     .bind(batch.iter().map(|n| n.sn.get()).collect::<Vec<_>>())
     .bind(batch.iter().map(|n| n.user.get()).collect::<Vec<_>>())
     .bind(batch.iter().map(|n| n.total.get()).collect::<Vec<_>>())
-    .bind(batch.iter().map(|n| n.address).collect::<Vec<_>>())
-    .bind(batch.iter().map(|n| n.receiver_name).collect::<Vec<_>>())
-    .bind(batch.iter().map(|n| n.receiver_phone).collect::<Vec<_>>())
-    .bind(batch.iter().map(|n| n.note).collect::<Vec<_>>())
+    .bind(batch.iter().map(|n| n.address.as_str()).collect::<Vec<_>>())
+    .bind(
+        batch
+            .iter()
+            .map(|n| n.receiver_name.as_str())
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        batch
+            .iter()
+            .map(|n| n.receiver_phone.as_str())
+            .collect::<Vec<_>>(),
+    )
+    .bind(batch.iter().map(|n| n.note.as_str()).collect::<Vec<_>>())
     .bind(batch.iter().map(|n| n.pay_timeout_ms).collect::<Vec<_>>())
     .bind(lines().map(|(sn, _)| sn.get()).collect::<Vec<_>>())
     .bind(lines().map(|(_, i)| i.goods_id.get()).collect::<Vec<_>>())
@@ -398,21 +406,16 @@ pub async fn close_if_due(conn: &mut PgConnection, sn: OrderSn) -> Result<bool, 
     Ok(done.rows_affected() == 1)
 }
 
-/// What the checker needs: status and the time left until the deadline (database clock).
+/// What the checker needs of one order: [`statuses_and_time_left`] of just `sn`.
 pub async fn status_and_time_left(
     conn: &mut PgConnection,
     sn: OrderSn,
 ) -> Result<Option<(String, f64)>, OrderError> {
-    Ok(sqlx::query_as(
-        "SELECT status, EXTRACT(EPOCH FROM (pay_deadline - now()))::double precision \
-         FROM orders WHERE order_sn = $1",
-    )
-    .bind(sn.get())
-    .fetch_optional(conn)
-    .await?)
+    Ok(statuses_and_time_left(conn, &[sn]).await?.remove(&sn))
 }
 
-/// [`status_and_time_left`] of many orders in one read; orders that do not exist are absent.
+/// What the checker needs: status and the time left until the deadline (database clock),
+/// of many orders in one read; orders that do not exist are absent.
 pub async fn statuses_and_time_left(
     conn: &mut PgConnection,
     sns: &[OrderSn],

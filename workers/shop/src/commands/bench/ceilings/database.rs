@@ -186,16 +186,16 @@ impl Work {
         })
     }
 
-    fn order<'a>(&self, create: &'a Create) -> NewOrder<'a> {
+    fn order(&self, create: &Create) -> NewOrder {
         NewOrder {
             sn: create.sn,
             user: create.user,
-            items: &create.items,
+            items: create.items.clone(),
             total: create.items[0].price_cents,
-            address: "1 Bench St",
-            receiver_name: "Bench",
-            receiver_phone: "555-0100",
-            note: "",
+            address: "1 Bench St".into(),
+            receiver_name: "Bench".into(),
+            receiver_phone: "555-0100".into(),
+            note: String::new(),
             pay_timeout_ms: self.pay_timeout_ms,
         }
     }
