@@ -51,18 +51,22 @@ fn deduct_body(order: u64, items: &[(i64, i64)]) -> Value {
     json!({"order_sn": sn(order), "items": items})
 }
 
+/// One `stock.deduct` request, waiting up to 20 s for its reply.
+async fn send_deduct(client: &async_nats::Client, body: &Value) -> async_nats::Message {
+    let request = async_nats::Request::new()
+        .payload(serde_json::to_vec(body).unwrap().into())
+        .timeout(Some(Duration::from_secs(20)));
+    client
+        .send_request("stock.deduct", request)
+        .await
+        .expect("stock.deduct answers")
+}
+
 /// A deduct that retries the "try again" answers (`conflict` from contention, `unavailable`)
 /// with the same order_sn, as a client must; returns the final error code or `None`.
 async fn deduct_until_answered(client: &async_nats::Client, body: &Value) -> Option<String> {
     for _ in 0..50 {
-        let request = async_nats::Request::new()
-            .payload(serde_json::to_vec(body).unwrap().into())
-            .timeout(Some(Duration::from_secs(20)));
-        let reply = client
-            .send_request("stock.deduct", request)
-            .await
-            .expect("stock.deduct answers");
-        let code = error_code(&reply);
+        let code = error_code(&send_deduct(client, body).await);
         match code.as_deref() {
             Some("conflict") | Some("unavailable") => continue,
             _ => return code,
@@ -546,13 +550,7 @@ async fn bad_input_is_a_bad_request_and_the_worker_keeps_serving() {
 /// One deduct, sent once (no retry, so an error that a batch gave every order shows):
 /// `Ok(reply)` or `Err(code)`.
 async fn deduct_once(client: &async_nats::Client, body: &Value) -> Result<Value, String> {
-    let request = async_nats::Request::new()
-        .payload(serde_json::to_vec(body).unwrap().into())
-        .timeout(Some(Duration::from_secs(20)));
-    let reply = client
-        .send_request("stock.deduct", request)
-        .await
-        .expect("stock.deduct answers");
+    let reply = send_deduct(client, body).await;
     match error_code(&reply) {
         Some(code) => Err(code),
         None => Ok(serde_json::from_slice(&reply.payload).unwrap()),
