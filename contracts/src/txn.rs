@@ -8,10 +8,13 @@ use crate::stock::OrderLine;
 pub const ORDER_TXN_STREAM: &str = "ORDER_TXN";
 pub const STOCK_ROLLBACK_STREAM: &str = "STOCK_ROLLBACK";
 pub const ORDER_EVENTS_STREAM: &str = "ORDER_EVENTS";
+/// Pay-deadline timers kept as message schedules (`order.timer = "schedule"`).
+pub const ORDER_TIMERS_STREAM: &str = "ORDER_TIMERS";
 
 /// Durable consumer names.
 pub const ORDER_TXN_CHECKER: &str = "order-txn-checker";
 pub const STOCK_ROLLBACK_CONSUMER: &str = "stock-rollback";
+pub const ORDER_TIMER_CLOSER: &str = "order-timer-closer";
 
 /// `order.txn.<order_sn>`: the half message.
 pub fn half_message_subject(sn: OrderSn) -> String {
@@ -41,6 +44,28 @@ pub fn event_subject(sn: OrderSn, event: OrderEventKind) -> String {
 /// `Nats-Msg-Id` of an event: `<order_sn>-<event>`.
 pub fn event_msg_id(sn: OrderSn, event: OrderEventKind) -> String {
     format!("{sn}-{}", event.as_str())
+}
+
+/// `order.timer.at.<order_sn>`: the schedule (`Nats-Schedule: @at <pay_deadline>`) of an
+/// unpaid order's deadline. One subject per order, so storing it again replaces it.
+pub fn deadline_schedule_subject(sn: OrderSn) -> String {
+    format!("order.timer.at.{sn}")
+}
+
+/// `order.timer.due.<order_sn>`: where the server puts a deadline when it falls due.
+pub fn deadline_due_subject(sn: OrderSn) -> String {
+    format!("order.timer.due.{sn}")
+}
+
+/// `Nats-Msg-Id` of a deadline schedule: `deadline-<order_sn>`.
+pub fn deadline_msg_id(sn: OrderSn) -> String {
+    format!("deadline-{sn}")
+}
+
+/// The body of a deadline schedule, and of the message it produces when it falls due.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PayDeadline {
+    pub order_sn: OrderSn,
 }
 
 /// The half message body: what would have to be given back if the order never commits.

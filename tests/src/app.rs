@@ -234,6 +234,11 @@ impl TestApp {
             .stdin(Stdio::null())
             .stdout(file.try_clone().expect("log handle"))
             .stderr(file);
+        // `./dev test` runs the order tests once more with the other timer mode: every order,
+        // timer and close test must pass in both (a test that sets a mode itself wins).
+        if let Ok(mode) = std::env::var("SHOP_TEST_ORDER_TIMER") {
+            command.env("SHOP_ORDER__TIMER", mode);
+        }
         for (key, value) in &self.env {
             command.env(key, value);
         }

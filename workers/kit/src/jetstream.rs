@@ -14,6 +14,10 @@ pub const ORDER_EVENTS_STREAM_JSON: &str =
     include_str!("../../../nats-config/streams/ORDER_EVENTS.json");
 pub const ORDER_TXN_CHECKER_JSON: &str =
     include_str!("../../../nats-config/consumers/ORDER_TXN.order-txn-checker.json");
+pub const ORDER_TIMERS_STREAM_JSON: &str =
+    include_str!("../../../nats-config/streams/ORDER_TIMERS.json");
+pub const ORDER_TIMER_CLOSER_JSON: &str =
+    include_str!("../../../nats-config/consumers/ORDER_TIMERS.order-timer-closer.json");
 pub const STOCK_ROLLBACK_CONSUMER_JSON: &str =
     include_str!("../../../nats-config/consumers/STOCK_ROLLBACK.stock-rollback.json");
 
@@ -135,5 +139,13 @@ mod tests {
         let rollback = consumer_config("stock-rollback", STOCK_ROLLBACK_CONSUMER_JSON).unwrap();
         assert_eq!(rollback.durable_name.as_deref(), Some("stock-rollback"));
         assert_eq!(rollback.max_deliver, -1);
+
+        let timers = stream_config("ORDER_TIMERS", ORDER_TIMERS_STREAM_JSON).unwrap();
+        assert!(timers.allow_message_schedules);
+        assert_eq!(timers.retention, stream::RetentionPolicy::WorkQueue);
+        let closer = consumer_config("order-timer-closer", ORDER_TIMER_CLOSER_JSON).unwrap();
+        assert_eq!(closer.filter_subject, "order.timer.due.*");
+        assert_eq!(closer.max_deliver, -1);
+        assert!(closer.backoff.is_empty());
     }
 }

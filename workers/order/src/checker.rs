@@ -2,6 +2,14 @@
 //! order worker. Each half message is looked at, then either acked (resolved) or nakked with
 //! a delay (look again later): redelivery is the timer, so there is no polling loop.
 //!
+//! The same machinery is the closer: durable pull consumer `order-timer-closer` on the
+//! deadlines that `ORDER_TIMERS` fired ([`crate::timers`]). A fired deadline is looked at as
+//! a half message old enough to decide; the cases below are the same.
+//!
+//! An unpaid order before its deadline waits by the timer mode (`order.timer`): with
+//! `nak_delay` its half message is nakked until the deadline; with `schedule` its deadline is
+//! stored as a message schedule and then the half message is acked.
+//!
 //! Half messages that arrive together are looked at together: one read of the database
 //! decides all that are resolved or not yet due. The five cases of CONTRACT section 5; those
 //! that write are decided under `pg_advisory_xact_lock(order_sn)`, so a fence and a create's
@@ -10,32 +18,54 @@
 //!   without a look at the database (nothing there could be fenced or closed sooner);
 //! - no order, half message younger than the check delay: nak until it is old enough;
 //! - no order, older: fence + rollback `aborted` (via the outbox), ack;
-//! - unpaid before the deadline: nak until the deadline;
+//! - unpaid before the deadline: wait for it (nak until then, or schedule it and ack);
 //! - unpaid at or after the deadline: close + rollback `closed` + `closed` event, ack;
 //! - paid, cancelled, closed (or already fenced): ack.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
-
-use std::collections::HashMap;
 
 use async_nats::jetstream::consumer::pull::MessagesError;
 use async_nats::jetstream::{self, consumer::PullConsumer, AckKind};
 use futures::StreamExt;
-use shop_contracts::order::OrderStatus;
-use shop_contracts::txn::{HalfMessage, OrderEventKind, RollbackReason};
+use chrono::{DateTime, Utc};
+use shop_contracts::txn::{HalfMessage, OrderEventKind, PayDeadline, RollbackReason};
 use shop_contracts::OrderSn;
 use tokio::sync::Semaphore;
 
 use crate::domain::{outbox_event, outbox_rollback, Ctx};
-use crate::{repo, OrderError};
+use crate::repo::Timing;
+use crate::{repo, timers, OrderError, TimerMode};
 
-/// What to do with a half message after one look.
+/// What a consumer reads, and so what its messages say.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// `order-txn-checker` on `ORDER_TXN`: half messages, the newest a moment old.
+    HalfMessages,
+    /// `order-timer-closer` on `ORDER_TIMERS`: deadlines the server fired.
+    DueDeadlines,
+}
+
+/// What to do with a message after one look.
 #[derive(Debug, PartialEq)]
 pub enum Verdict {
     Ack,
     Later(Duration),
+    /// The order is unpaid and its deadline (database clock) is ahead: wait for it.
+    Waiting {
+        left: Duration,
+        deadline: DateTime<Utc>,
+    },
+}
+
+impl Verdict {
+    fn waiting(timing: &Timing) -> Verdict {
+        Verdict::Waiting {
+            left: Duration::from_secs_f64(timing.left_secs.max(0.0)),
+            deadline: timing.pay_deadline,
+        }
+    }
 }
 
 /// Batches of half messages looked at concurrently by one worker: well under the pool size
@@ -48,23 +78,14 @@ const RETRY: Duration = Duration::from_secs(1);
 /// Naks land a little after the deadline, so the close's `now() >= pay_deadline` holds.
 const MARGIN: Duration = Duration::from_millis(50);
 
-pub async fn run(ctx: Ctx, consumer: PullConsumer, pending: Arc<AtomicU64>) {
+/// Reads `consumer` (of `source`) until the connection closes, deciding every message.
+pub async fn run(ctx: Ctx, consumer: PullConsumer, source: Source) {
     let limit = Arc::new(Semaphore::new(CONCURRENCY));
-    // The metric: how many half messages wait for a delayed redelivery (ack pending).
-    let mut probe = consumer.clone();
-    tokio::spawn(async move {
-        loop {
-            if let Ok(info) = probe.info().await {
-                pending.store(info.num_ack_pending as u64, Ordering::Relaxed);
-            }
-            tokio::time::sleep(Duration::from_secs(5)).await;
-        }
-    });
     loop {
         let messages = match consumer.messages().await {
             Ok(m) => m,
             Err(error) => {
-                tracing::warn!(%error, "checker: could not pull; retrying");
+                tracing::warn!(?source, %error, "could not pull; retrying");
                 tokio::time::sleep(RETRY).await;
                 continue;
             }
@@ -77,76 +98,116 @@ pub async fn run(ctx: Ctx, consumer: PullConsumer, pending: Arc<AtomicU64>) {
             };
             let ctx = ctx.clone();
             tokio::spawn(async move {
-                look_at(&ctx, batch).await;
+                look_at(&ctx, source, batch).await;
                 drop(permit);
             });
         }
     }
 }
 
-/// A half message being looked at.
+/// A message being looked at.
 struct Look {
     message: jetstream::Message,
     sn: OrderSn,
-    /// Time since the half message was stored.
+    /// Time since the half message was stored; [`Duration::MAX`] for a fired deadline, which
+    /// is past every quiet period.
     age: Duration,
 }
 
-/// Looks at a batch of half messages and acks or naks each.
-async fn look_at(ctx: &Ctx, batch: Vec<Result<jetstream::Message, MessagesError>>) {
+/// Looks at a batch of messages and acks or naks each.
+async fn look_at(
+    ctx: &Ctx,
+    source: Source,
+    batch: Vec<Result<jetstream::Message, MessagesError>>,
+) {
     let mut looks = Vec::with_capacity(batch.len());
     for next in batch {
         match next {
-            Ok(message) => looks.extend(parse(message).await),
-            Err(error) => tracing::debug!(%error, "checker: pull error"),
+            Ok(message) => looks.extend(parse(source, message).await),
+            Err(error) => tracing::debug!(%error, "pull error"),
         }
     }
-    let verdicts = match decide(ctx, &looks).await {
+    let mut verdicts = match decide(ctx, &looks).await {
         Ok(verdicts) => verdicts,
         Err(error) => {
-            tracing::warn!(%error, "checker: a batch of looks failed; retrying");
+            tracing::warn!(?source, %error, "a batch of looks failed; retrying");
             looks.iter().map(|_| Verdict::Later(RETRY)).collect()
         }
     };
+    if source == Source::HalfMessages && ctx.settings.timer == TimerMode::Schedule {
+        schedule_waiting(ctx, &looks, &mut verdicts).await;
+    }
     for (look, verdict) in looks.iter().zip(verdicts) {
         let sent = match verdict {
             Verdict::Ack => look.message.ack().await,
             Verdict::Later(delay) => look.message.ack_with(AckKind::Nak(Some(delay))).await,
+            Verdict::Waiting { left, .. } => {
+                look.message.ack_with(AckKind::Nak(Some(left + MARGIN))).await
+            }
         };
         if let Err(error) = sent {
             // It comes back after ack_wait and is looked at again: every case is idempotent.
-            tracing::warn!(order_sn = %look.sn, %error, "checker: could not ack");
+            tracing::warn!(order_sn = %look.sn, %error, "could not ack");
         }
     }
 }
 
-/// The half message in `message`, or `None` when it can never parse (then it is
-/// terminated, not redelivered forever).
-async fn parse(message: jetstream::Message) -> Option<Look> {
-    let half: HalfMessage = match serde_json::from_slice(&message.payload) {
-        Ok(h) => h,
+/// Stores the deadline of every waiting order as a schedule; each one JetStream acknowledged
+/// becomes an ack of its half message, each one it did not a retry.
+async fn schedule_waiting(ctx: &Ctx, looks: &[Look], verdicts: &mut [Verdict]) {
+    let (at, deadlines): (Vec<usize>, Vec<_>) = verdicts
+        .iter()
+        .enumerate()
+        .filter_map(|(i, verdict)| match verdict {
+            Verdict::Waiting { deadline, .. } => Some((i, (looks[i].sn, *deadline))),
+            _ => None,
+        })
+        .unzip();
+    if at.is_empty() {
+        return;
+    }
+    let stored = timers::schedule(&ctx.js, &deadlines).await;
+    for (i, result) in at.into_iter().zip(stored) {
+        verdicts[i] = match result {
+            Ok(()) => Verdict::Ack,
+            Err(error) => {
+                tracing::warn!(order_sn = %looks[i].sn, %error, "could not schedule the deadline; retrying");
+                Verdict::Later(RETRY)
+            }
+        };
+    }
+}
+
+/// The look at `message`, or `None` when it can never parse (then it is terminated, not
+/// redelivered forever).
+async fn parse(source: Source, message: jetstream::Message) -> Option<Look> {
+    let parsed = match source {
+        Source::HalfMessages => serde_json::from_slice::<HalfMessage>(&message.payload)
+            .map(|half| (half.order_sn, age(&message))),
+        Source::DueDeadlines => serde_json::from_slice::<PayDeadline>(&message.payload)
+            .map(|due| (due.order_sn, Duration::MAX)),
+    };
+    match parsed {
+        Ok((sn, age)) => Some(Look { message, sn, age }),
         Err(error) => {
-            tracing::error!(subject = %message.subject, %error, "checker: malformed half message");
+            tracing::error!(subject = %message.subject, %error, "malformed message; terminated");
             let _ = message.ack_with(AckKind::Term).await;
-            return None;
+            None
         }
+    }
+}
+
+/// Time since JetStream stored `message`.
+fn age(message: &jetstream::Message) -> Duration {
+    let Ok(info) = message.info() else {
+        return Duration::ZERO;
     };
-    let age = match message.info() {
-        Ok(info) => {
-            let published = info.published.unix_timestamp_nanos();
-            let now = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_nanos() as i128)
-                .unwrap_or(0);
-            Duration::from_nanos((now - published).max(0) as u64)
-        }
-        Err(_) => Duration::ZERO,
-    };
-    Some(Look {
-        message,
-        sn: half.order_sn,
-        age,
-    })
+    let published = info.published.unix_timestamp_nanos();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as i128)
+        .unwrap_or(0);
+    Duration::from_nanos((now - published).max(0) as u64)
 }
 
 /// The verdict on each look, in order.
@@ -163,22 +224,20 @@ async fn decide(ctx: &Ctx, looks: &[Look]) -> Result<Vec<Verdict>, OrderError> {
         .filter(|l| l.age >= quiet)
         .map(|l| l.sn)
         .collect();
-    let statuses = if old.is_empty() {
+    let timings = if old.is_empty() {
         HashMap::new()
     } else {
         let mut conn = ctx.pool.acquire().await?;
-        repo::statuses_and_time_left(&mut conn, &old).await?
+        repo::timings(&mut conn, &old).await?
     };
     let mut verdicts = Vec::with_capacity(looks.len());
     for look in looks {
         let verdict = if look.age < quiet {
             Verdict::Later(quiet - look.age + MARGIN)
         } else {
-            match statuses.get(&look.sn) {
-                Some((status, _)) if parse_status(status)?.is_terminal() => Verdict::Ack,
-                Some((_, left)) if *left > 0.0 => {
-                    Verdict::Later(Duration::from_secs_f64(*left) + MARGIN)
-                }
+            match timings.get(&look.sn) {
+                Some(timing) if timing.status.is_terminal() => Verdict::Ack,
+                Some(timing) if timing.left_secs > 0.0 => Verdict::waiting(timing),
                 _ => check(ctx, look.sn, look.age).await.unwrap_or_else(|error| {
                     tracing::warn!(order_sn = %look.sn, %error, "checker: check failed; retrying");
                     Verdict::Later(RETRY)
@@ -197,7 +256,7 @@ pub async fn check(ctx: &Ctx, sn: OrderSn, age: Duration) -> Result<Verdict, Ord
     let delay = ctx.settings.check_delay;
     let mut tx = ctx.pool.begin().await?;
     repo::lock_sn(&mut tx, sn).await?;
-    let Some((status, left)) = repo::status_and_time_left(&mut tx, sn).await? else {
+    let Some(timing) = repo::timing(&mut tx, sn).await? else {
         if repo::is_fenced(&mut tx, sn).await? {
             return Ok(Verdict::Ack);
         }
@@ -211,12 +270,11 @@ pub async fn check(ctx: &Ctx, sn: OrderSn, age: Duration) -> Result<Verdict, Ord
         tracing::info!("order never committed: fenced and rolled back");
         return Ok(Verdict::Ack);
     };
-    let status = parse_status(&status)?;
-    if status.is_terminal() {
+    if timing.status.is_terminal() {
         return Ok(Verdict::Ack);
     }
-    if left > 0.0 {
-        return Ok(Verdict::Later(Duration::from_secs_f64(left) + MARGIN));
+    if timing.left_secs > 0.0 {
+        return Ok(Verdict::waiting(&timing));
     }
     if repo::close_if_due(&mut tx, sn).await? {
         let order = repo::get(&mut tx, sn)
@@ -229,8 +287,4 @@ pub async fn check(ctx: &Ctx, sn: OrderSn, age: Duration) -> Result<Verdict, Ord
         tracing::info!("pay deadline passed: closed");
     }
     Ok(Verdict::Ack)
-}
-
-fn parse_status(status: &str) -> Result<OrderStatus, OrderError> {
-    OrderStatus::parse(status).ok_or_else(|| OrderError::Bug(format!("unknown status {status}")))
 }

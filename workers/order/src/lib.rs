@@ -7,7 +7,9 @@
 //!
 //! - [`service`]: the endpoints (decode, call [`domain`], encode) and start-up.
 //! - [`domain`]: create, pay, cancel, get, list.
-//! - [`checker`]: the durable consumer `order-txn-checker` on `ORDER_TXN`.
+//! - [`checker`]: the durable consumers `order-txn-checker` on `ORDER_TXN` and
+//!   `order-timer-closer` on `ORDER_TIMERS`.
+//! - [`timers`]: pay deadlines as message schedules on `ORDER_TIMERS`.
 //! - [`committer`]: group commit of created orders, one transaction per batch.
 //! - [`ids`]: snowflake order_sns with a node id leased from KV bucket `order_nodes`.
 //! - [`outbox`]: relays `ORDER_EVENTS` written in the order's transactions.
@@ -26,6 +28,7 @@ pub mod ids;
 pub mod outbox;
 pub mod repo;
 pub mod service;
+pub mod timers;
 
 pub use error::OrderError;
 pub use service::run;
@@ -46,7 +49,12 @@ pub struct Settings {
     /// How old a half message must be before "no order" means "never committed".
     #[serde(with = "humantime_serde")]
     pub check_delay: Duration,
-    /// `max_ack_pending` of the checker consumer: every unpaid order holds one slot.
+    /// How an unpaid order waits for its deadline: `schedule` (a message schedule on
+    /// `ORDER_TIMERS`; needs nats-server 2.12 or newer) or `nak_delay` (its half message stays
+    /// pending on the checker until then).
+    pub timer: TimerMode,
+    /// `max_ack_pending` of the checker consumer. With `timer = "nak_delay"` every unpaid
+    /// order holds one slot until its deadline; with `schedule` only until its first look.
     pub max_ack_pending: i64,
     /// How long to wait for `goods.batch` and `stock.deduct`.
     #[serde(with = "humantime_serde")]
@@ -69,6 +77,21 @@ pub struct Settings {
     pub failpoint: Failpoint,
 }
 
+/// How an unpaid order waits for its pay deadline (CONTRACT section 5, "Timer at scale").
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TimerMode {
+    /// Once the checker sees the order committed, the deadline is stored as a message
+    /// schedule (`order.timer.at.<order_sn>`) and the half message is acked: a waiting order
+    /// costs stream storage, not consumer state, so nothing caps how many can wait.
+    #[default]
+    Schedule,
+    /// The half message stays ack-pending on `order-txn-checker` and is redelivered at the
+    /// deadline (nak with delay). Every waiting order holds one of `max_ack_pending` slots;
+    /// past that, new half messages (and with them rollbacks of failed creates) wait.
+    NakDelay,
+}
+
 /// A fault the worker injects into itself, so tests can reach states a healthy run does not.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -89,6 +112,7 @@ impl Default for Settings {
         Settings {
             pay_timeout: Duration::from_secs(30 * 60),
             check_delay: Duration::from_secs(10),
+            timer: TimerMode::default(),
             max_ack_pending: 100_000,
             request_timeout: Duration::from_secs(5),
             node_lease_ttl: Duration::from_secs(30),

@@ -406,33 +406,42 @@ pub async fn close_if_due(conn: &mut PgConnection, sn: OrderSn) -> Result<bool, 
     Ok(done.rows_affected() == 1)
 }
 
-/// What the checker needs of one order: [`statuses_and_time_left`] of just `sn`.
-pub async fn status_and_time_left(
-    conn: &mut PgConnection,
-    sn: OrderSn,
-) -> Result<Option<(String, f64)>, OrderError> {
-    Ok(statuses_and_time_left(conn, &[sn]).await?.remove(&sn))
+/// Where an order stands against its pay deadline, read by the checker and the closer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Timing {
+    pub status: OrderStatus,
+    /// Seconds until `pay_deadline` by the database clock (negative once it has passed).
+    pub left_secs: f64,
+    pub pay_deadline: DateTime<Utc>,
 }
 
-/// What the checker needs: status and the time left until the deadline (database clock),
+/// What the checker needs of one order: [`timings`] of just `sn`.
+pub async fn timing(conn: &mut PgConnection, sn: OrderSn) -> Result<Option<Timing>, OrderError> {
+    Ok(timings(conn, &[sn]).await?.remove(&sn))
+}
+
+/// What the checker needs: status and deadline, with the time left by the database clock,
 /// of many orders in one read; orders that do not exist are absent.
-pub async fn statuses_and_time_left(
+pub async fn timings(
     conn: &mut PgConnection,
     sns: &[OrderSn],
-) -> Result<HashMap<OrderSn, (String, f64)>, OrderError> {
-    let rows: Vec<(i64, String, f64)> = sqlx::query_as(
-        "SELECT order_sn, status, EXTRACT(EPOCH FROM (pay_deadline - now()))::double precision \
+) -> Result<HashMap<OrderSn, Timing>, OrderError> {
+    let rows: Vec<(i64, String, f64, DateTime<Utc>)> = sqlx::query_as(
+        "SELECT order_sn, status, EXTRACT(EPOCH FROM (pay_deadline - now()))::double precision, \
+                pay_deadline \
          FROM orders WHERE order_sn = ANY($1)",
     )
     .bind(sns.iter().map(|sn| sn.get()).collect::<Vec<_>>())
     .fetch_all(conn)
     .await?;
     rows.into_iter()
-        .map(|(sn, status, left)| {
-            Ok((
-                OrderSn::new(sn).map_err(|_| bug("order_sn"))?,
-                (status, left),
-            ))
+        .map(|(sn, status, left_secs, pay_deadline)| {
+            let timing = Timing {
+                status: OrderStatus::parse(&status).ok_or_else(|| bug("status"))?,
+                left_secs,
+                pay_deadline,
+            };
+            Ok((OrderSn::new(sn).map_err(|_| bug("order_sn"))?, timing))
         })
         .collect()
 }

@@ -11,6 +11,7 @@ use shop_contracts::order::{
     PayRequest,
 };
 use shop_contracts::subjects::{order as subject, QUEUE_GROUP};
+use shop_contracts::txn::ORDER_TIMERS_STREAM;
 use shop_kit::jetstream::{
     consumer_config, ensure_consumer, ensure_stream, stream_config, ORDER_EVENTS_STREAM_JSON,
     ORDER_TXN_CHECKER_JSON, ORDER_TXN_STREAM_JSON, STOCK_ROLLBACK_STREAM_JSON,
@@ -22,7 +23,8 @@ use tokio::sync::Notify;
 use crate::committer::Committer;
 use crate::domain::{self, Ctx};
 use crate::ids::{Clock, Ids};
-use crate::{checker, outbox, Failpoint, OrderError, Settings, SERVICE_VERSION};
+use crate::checker::Source;
+use crate::{checker, outbox, timers, Failpoint, OrderError, Settings, TimerMode, SERVICE_VERSION};
 
 /// Starts the `order` service on `client` and serves until the connection closes.
 pub async fn run(
@@ -44,7 +46,21 @@ pub async fn run(
     .await?;
     let mut checker_config = consumer_config("order-txn-checker", ORDER_TXN_CHECKER_JSON)?;
     checker_config.max_ack_pending = settings.max_ack_pending;
-    let consumer = ensure_consumer(&txn, checker_config).await?;
+    let checker = ensure_consumer(&txn, checker_config).await?;
+    // The closer runs whenever the server can hold schedules, whatever the timer mode: after
+    // a switch back to `nak_delay`, deadlines already scheduled must still close their orders.
+    let server_version = client.server_info().version;
+    let closer = if timers::server_has_schedules(&server_version) {
+        Some(timers::setup(&js).await?)
+    } else if settings.timer == TimerMode::Schedule {
+        return Err(format!(
+            "order.timer = \"schedule\" needs nats-server 2.12 or newer (message schedules); \
+             this server is {server_version}: upgrade it or set order.timer = \"nak_delay\""
+        )
+        .into());
+    } else {
+        None
+    };
 
     let clock = Clock {
         offset_ms: match settings.failpoint {
@@ -68,17 +84,19 @@ pub async fn run(
         js,
         ctx.outbox.clone(),
     ));
-    let pending = Arc::new(AtomicU64::new(0));
-    tokio::spawn(checker::run(ctx.clone(), consumer, pending.clone()));
+    tokio::spawn(checker::run(ctx.clone(), checker.clone(), Source::HalfMessages));
+    let waiting = Arc::new(WaitingTimers::default());
+    tokio::spawn(waiting.clone().probe_forever(checker, closer.is_some().then(|| ctx.js.clone())));
+    if let Some(closer) = closer {
+        tokio::spawn(checker::run(ctx.clone(), closer, Source::DueDeadlines));
+    }
 
     let service = client
         .service_builder()
         .description("orders: create, pay, cancel; closes unpaid orders at the deadline")
         .queue_group(QUEUE_GROUP)
-        // `$SRV.STATS.order`: each endpoint reports the checker's pending timers.
-        .stats_handler(move |_endpoint, _stats| {
-            serde_json::json!({"checker_pending_timers": pending.load(Ordering::Relaxed)})
-        })
+        // `$SRV.STATS.order`: each endpoint reports the timers waiting in both places.
+        .stats_handler(move |_endpoint, _stats| waiting.to_json())
         .start(subject::SERVICE, SERVICE_VERSION)
         .await?;
 
@@ -103,6 +121,7 @@ pub async fn run(
         service = subject::SERVICE,
         version = SERVICE_VERSION,
         node = ?ctx.ids.node(),
+        timer = ?ctx.settings.timer,
         "serving"
     );
     for task in tasks {
@@ -129,4 +148,46 @@ async fn get(ctx: Ctx, req: GetOrderRequest) -> Result<Order, OrderError> {
 
 async fn list(ctx: Ctx, req: ListOrdersRequest) -> Result<ListOrdersReply, OrderError> {
     domain::list(&ctx, req).await
+}
+
+/// Timers waiting, for `$SRV.STATS.order`, refreshed every few seconds from the server.
+#[derive(Default)]
+struct WaitingTimers {
+    /// Half messages ack-pending on `order-txn-checker`: in `nak_delay` mode, every unpaid
+    /// order; in `schedule` mode, only creates younger than the check delay.
+    checker_pending: AtomicU64,
+    /// Messages in `ORDER_TIMERS`: deadlines scheduled and not yet closed on.
+    scheduled: AtomicU64,
+}
+
+impl WaitingTimers {
+    const EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+
+    async fn probe_forever(
+        self: Arc<Self>,
+        mut checker: jetstream::consumer::PullConsumer,
+        timers: Option<jetstream::Context>,
+    ) {
+        loop {
+            if let Ok(info) = checker.info().await {
+                self.checker_pending
+                    .store(info.num_ack_pending as u64, Ordering::Relaxed);
+            }
+            if let Some(js) = &timers {
+                if let Ok(mut stream) = js.get_stream(ORDER_TIMERS_STREAM).await {
+                    if let Ok(info) = stream.info().await {
+                        self.scheduled.store(info.state.messages, Ordering::Relaxed);
+                    }
+                }
+            }
+            tokio::time::sleep(Self::EVERY).await;
+        }
+    }
+
+    fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "checker_pending_timers": self.checker_pending.load(Ordering::Relaxed),
+            "scheduled_timers": self.scheduled.load(Ordering::Relaxed),
+        })
+    }
 }

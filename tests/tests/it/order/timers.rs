@@ -1,0 +1,215 @@
+//! Pay deadlines as message schedules (`order.timer = "schedule"`, CONTRACT section 5 "Timer
+//! at scale"): a waiting order holds no consumer slot, a deadline closes an unpaid order and
+//! leaves a paid one alone, and the database clock, not the server's, decides a close.
+//!
+//! These tests set the mode themselves; every other order test runs in both modes (`./dev
+//! test` runs them again with `SHOP_TEST_ORDER_TIMER=nak_delay`).
+
+use super::*;
+
+/// Messages stored in stream `name`.
+async fn messages_in(app: &TestApp, name: &str) -> Option<u64> {
+    let mut stream = app.jetstream().get_stream(name).await.ok()?;
+    Some(stream.info().await.ok()?.state.messages)
+}
+
+/// Waits until every half message is acked and `ORDER_TIMERS` holds `scheduled` deadlines.
+async fn wait_scheduled(app: &TestApp, scheduled: u64) {
+    eventually(
+        &format!("every half message acked and {scheduled} deadlines scheduled"),
+        SETTLE,
+        || async move {
+            let txn = messages_in(app, "ORDER_TXN").await?;
+            let timers = messages_in(app, "ORDER_TIMERS").await?;
+            (txn == 0 && timers == scheduled).then_some(())
+        },
+    )
+    .await;
+}
+
+/// Whether the database says order `sn` closed at or after its deadline.
+async fn closed_on_time(app: &TestApp, sn: &str) -> bool {
+    let orders = app.db(Worker::Order).await;
+    sqlx::query_scalar("SELECT closed_at >= pay_deadline FROM orders WHERE order_sn = $1")
+        .bind(sn.parse::<i64>().unwrap())
+        .fetch_one(&orders)
+        .await
+        .unwrap()
+}
+
+/// Stores a schedule for `sn` by hand, as the worker does, to fire `in_ms` from now.
+async fn schedule_by_hand(app: &TestApp, sn: &str, in_ms: i64) {
+    let orders = app.db(Worker::Order).await;
+    let at: String = sqlx::query_scalar(
+        "SELECT to_char((now() + $1 * interval '1 millisecond') AT TIME ZONE 'UTC', \
+                        'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')",
+    )
+    .bind(in_ms as f64)
+    .fetch_one(&orders)
+    .await
+    .unwrap();
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert("Nats-Schedule", format!("@at {at}").as_str());
+    headers.insert("Nats-Schedule-Target", format!("order.timer.due.{sn}").as_str());
+    app.jetstream()
+        .publish_with_headers(
+            format!("order.timer.at.{sn}"),
+            headers,
+            serde_json::to_vec(&json!({"order_sn": sn})).unwrap().into(),
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waiting_orders_hold_no_consumer_slot_so_a_failed_create_is_still_rolled_back() {
+    // Three times more orders wait for payment than the checker has slots. In nak_delay mode
+    // they would fill every slot, and the half message of a create whose worker died after
+    // its deduct would wait in the stream until a deadline freed one (CONTRACT section 5).
+    let app = TestApp::start_with_env(
+        ALL,
+        &[
+            ("SHOP_ORDER__TIMER", "schedule"),
+            ("SHOP_ORDER__PAY_TIMEOUT", "10m"),
+            ("SHOP_ORDER__CHECK_DELAY", "1s"),
+            ("SHOP_ORDER__MAX_ACK_PENDING", "10"),
+        ],
+    )
+    .await;
+    let a = goods(&app, 100, 100).await;
+    for user in 1..=30 {
+        app.ok("order.create", create_body(user, &[(a, 1)])).await;
+    }
+    wait_scheduled(&app, 30).await;
+    eventually("30 scheduled timers in $SRV.STATS.order", SETTLE, || async {
+        let stats = app
+            .client()
+            .request("$SRV.STATS.order", "".into())
+            .await
+            .ok()?;
+        let stats: Value = serde_json::from_slice(&stats.payload).ok()?;
+        let data = &stats["endpoints"][0]["data"];
+        (data["scheduled_timers"] == 30 && data["checker_pending_timers"] == 0).then_some(())
+    })
+    .await;
+
+    // A create that died after its deduct: a half message and a deduct, and no order.
+    let orphan = "7000000000000001";
+    let half = json!({"order_sn": orphan, "items": [{"goods_id": a, "quantity": 5}]});
+    app.jetstream()
+        .publish(format!("order.txn.{orphan}"), serde_json::to_vec(&half).unwrap().into())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    app.ok(
+        "stock.deduct",
+        json!({"order_sn": orphan, "items": [{"goods_id": a, "quantity": 5}]}),
+    )
+    .await;
+    assert_eq!(level(&app, a).await, (65, 35));
+    wait_level(&app, a, (70, 30)).await;
+    check_invariants(&app).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fired_deadline_closes_an_unpaid_order_and_leaves_a_paid_one() {
+    let app = TestApp::start_with_env(
+        ALL,
+        &[
+            ("SHOP_ORDER__TIMER", "schedule"),
+            ("SHOP_ORDER__PAY_TIMEOUT", "4s"),
+            ("SHOP_ORDER__CHECK_DELAY", "1s"),
+        ],
+    )
+    .await;
+    let a = goods(&app, 100, 10).await;
+    let unpaid = sn_of(&app.ok("order.create", create_body(1, &[(a, 2)])).await);
+    let paid = sn_of(&app.ok("order.create", create_body(2, &[(a, 3)])).await);
+    wait_scheduled(&app, 2).await;
+    app.ok("order.pay", json!({"order_sn": paid, "amount_cents": 300}))
+        .await;
+
+    wait_status(&app, &unpaid, "closed").await;
+    assert!(closed_on_time(&app, &unpaid).await, "closed before its deadline");
+    // Both deadlines fired and were acked: the work queue keeps nothing.
+    eventually("ORDER_TIMERS to empty", SETTLE, || async {
+        (messages_in(&app, "ORDER_TIMERS").await? == 0).then_some(())
+    })
+    .await;
+    wait_level(&app, a, (7, 3)).await;
+    assert_eq!(app.ok("order.get", json!({"order_sn": paid})).await["status"], "paid");
+    check_invariants(&app).await;
+    wait_outbox_drained(&app).await;
+    assert_eq!(events_of(&app, &unpaid).await, ["created", "closed"]);
+    assert_eq!(events_of(&app, &paid).await, ["created", "paid"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deadline_fired_early_or_twice_closes_once_and_not_before_the_database_says() {
+    // The server's clock fires a deadline; the database's clock decides it. A schedule that
+    // fires early (a server clock ahead, say) is nakked until pay_deadline; a due message
+    // fired again (a leader change can re-fire one) finds the order closed and does nothing.
+    let app = TestApp::start_with_env(
+        ALL,
+        &[
+            ("SHOP_ORDER__TIMER", "schedule"),
+            ("SHOP_ORDER__PAY_TIMEOUT", "8s"),
+            ("SHOP_ORDER__CHECK_DELAY", "1s"),
+        ],
+    )
+    .await;
+    let a = goods(&app, 100, 10).await;
+    let sn = sn_of(&app.ok("order.create", create_body(1, &[(a, 4)])).await);
+    wait_scheduled(&app, 1).await;
+    // Replace the schedule with one that fires at once, far before the deadline.
+    schedule_by_hand(&app, &sn, 100).await;
+    let closer = app
+        .jetstream()
+        .get_consumer_from_stream::<async_nats::jetstream::consumer::pull::Config, _, _>(
+            "order-timer-closer",
+            "ORDER_TIMERS",
+        )
+        .await
+        .unwrap();
+    eventually("the early deadline to reach the closer", SETTLE, || {
+        let mut closer = closer.clone();
+        async move { (closer.info().await.ok()?.delivered.stream_sequence > 0).then_some(()) }
+    })
+    .await;
+    let orders = app.db(Worker::Order).await;
+    let before_deadline: bool = sqlx::query_scalar(
+        "SELECT now() < pay_deadline FROM orders WHERE order_sn = $1",
+    )
+    .bind(sn.parse::<i64>().unwrap())
+    .fetch_one(&orders)
+    .await
+    .unwrap();
+    assert!(before_deadline, "the machine was too slow for this test's 8 s pay window");
+    let order = app.ok("order.get", json!({"order_sn": sn})).await;
+    assert_eq!(order["status"], "unpaid", "an early fire closed the order");
+
+    wait_status(&app, &sn, "closed").await;
+    assert!(closed_on_time(&app, &sn).await, "closed before its deadline");
+    wait_level(&app, a, (10, 0)).await;
+    // Fired again, after the close.
+    app.jetstream()
+        .publish(
+            format!("order.timer.due.{sn}"),
+            serde_json::to_vec(&json!({"order_sn": sn})).unwrap().into(),
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    eventually("ORDER_TIMERS to empty", SETTLE, || async {
+        (messages_in(&app, "ORDER_TIMERS").await? == 0).then_some(())
+    })
+    .await;
+    assert_eq!(level(&app, a).await, (10, 0));
+    check_invariants(&app).await;
+    wait_outbox_drained(&app).await;
+    assert_eq!(events_of(&app, &sn).await, ["created", "closed"]);
+}
