@@ -10,10 +10,11 @@
 //! `nak_delay` its half message is nakked until the deadline; with `schedule` its deadline is
 //! stored as a message schedule and then the half message is acked.
 //!
-//! Half messages that arrive together are looked at together: one read of the database
-//! decides all that are resolved or not yet due. The five cases of CONTRACT section 5; those
-//! that write are decided under `pg_advisory_xact_lock(order_sn)`, so a fence and a create's
-//! commit for the same order_sn exclude each other:
+//! Messages that arrive together are looked at together: one read of the database decides
+//! all that are resolved or not yet due, and one transaction closes all that are due (a
+//! conditional update, as pay's is: whichever commits first wins the row). A missing order
+//! is decided under `pg_advisory_xact_lock(order_sn)`, so a fence and a create's commit for
+//! the same order_sn exclude each other. The five cases of CONTRACT section 5:
 //! - half message younger than both the check delay and the pay window: nak until then,
 //!   without a look at the database (nothing there could be fenced or closed sooner);
 //! - no order, half message younger than the check delay: nak until it is old enough;
@@ -34,7 +35,7 @@ use shop_contracts::txn::{HalfMessage, OrderEventKind, PayDeadline, RollbackReas
 use shop_contracts::OrderSn;
 use tokio::sync::Semaphore;
 
-use crate::domain::{outbox_event, outbox_rollback, Ctx};
+use crate::domain::{event_entry, outbox_event, outbox_rollback, rollback_entry, Ctx};
 use crate::repo::Timing;
 use crate::{repo, timers, OrderError, TimerMode};
 
@@ -215,8 +216,9 @@ fn age(message: &jetstream::Message) -> Duration {
 /// Before both the check delay and the pay window have passed, no look at the database can
 /// lead to a fence or a close (an order's deadline is at least `pay_timeout` after its half
 /// message), so those wait without one. The others are read together, without a transaction
-/// or a lock: that decides every order that is resolved or not yet due. Only "no order" and
-/// "due" take the lock, one order at a time ([`check`]), because they write.
+/// or a lock: that decides every order that is resolved or not yet due. The due ones are
+/// closed together ([`close_all_due`]); a missing order takes its lock, one at a time
+/// ([`check`]), because it may be fenced.
 async fn decide(ctx: &Ctx, looks: &[Look]) -> Result<Vec<Verdict>, OrderError> {
     let quiet = ctx.settings.check_delay.min(ctx.settings.pay_timeout);
     let old: Vec<OrderSn> = looks
@@ -231,14 +233,20 @@ async fn decide(ctx: &Ctx, looks: &[Look]) -> Result<Vec<Verdict>, OrderError> {
         repo::timings(&mut conn, &old).await?
     };
     let mut verdicts = Vec::with_capacity(looks.len());
-    for look in looks {
+    // Orders due now: closed together below, in one transaction.
+    let mut due = Vec::new();
+    for (i, look) in looks.iter().enumerate() {
         let verdict = if look.age < quiet {
             Verdict::Later(quiet - look.age + MARGIN)
         } else {
             match timings.get(&look.sn) {
                 Some(timing) if timing.status.is_terminal() => Verdict::Ack,
                 Some(timing) if timing.left_secs > 0.0 => Verdict::waiting(timing),
-                _ => check(ctx, look.sn, look.age).await.unwrap_or_else(|error| {
+                Some(_) => {
+                    due.push(i);
+                    Verdict::Ack
+                }
+                None => check(ctx, look.sn, look.age).await.unwrap_or_else(|error| {
                     tracing::warn!(order_sn = %look.sn, %error, "checker: check failed; retrying");
                     Verdict::Later(RETRY)
                 }),
@@ -246,7 +254,37 @@ async fn decide(ctx: &Ctx, looks: &[Look]) -> Result<Vec<Verdict>, OrderError> {
         };
         verdicts.push(verdict);
     }
+    if !due.is_empty() {
+        let sns: Vec<OrderSn> = due.iter().map(|&i| looks[i].sn).collect();
+        if let Err(error) = close_all_due(ctx, &sns).await {
+            tracing::warn!(%error, orders = sns.len(), "could not close due orders; retrying");
+            for i in due {
+                verdicts[i] = Verdict::Later(RETRY);
+            }
+        }
+    }
     Ok(verdicts)
+}
+
+/// Closes every order of `sns` still unpaid at its deadline, with its rollback and `closed`
+/// event, in one transaction. An order paid or cancelled since it was read is left alone:
+/// either way its message is done with.
+async fn close_all_due(ctx: &Ctx, sns: &[OrderSn]) -> Result<(), OrderError> {
+    let mut tx = ctx.pool.begin().await?;
+    let closed = repo::close_all_due(&mut tx, sns).await?;
+    if closed.is_empty() {
+        return Ok(());
+    }
+    let mut outbox = Vec::with_capacity(2 * closed.len());
+    for order in &closed {
+        outbox.push(rollback_entry(order.order_sn, RollbackReason::Closed)?);
+        outbox.push(event_entry(order, OrderEventKind::Closed)?);
+    }
+    repo::outbox_add_many(&mut tx, &outbox).await?;
+    tx.commit().await?;
+    ctx.outbox.notify_one();
+    tracing::info!(orders = closed.len(), "pay deadline passed: closed");
+    Ok(())
 }
 
 /// One look under the order_sn's lock at a half message of age `age` whose order is missing

@@ -22,7 +22,7 @@ use tokio::sync::Notify;
 
 use crate::committer::Committer;
 use crate::ids::Ids;
-use crate::repo::{self, Commit, NewOrder, Paid};
+use crate::repo::{self, Commit, NewOrder, OutboxEntry, Paid};
 use crate::{Failpoint, OrderError, Settings};
 
 /// Everything a handler needs.
@@ -205,14 +205,8 @@ pub async fn outbox_event(
     order: &Order,
     kind: OrderEventKind,
 ) -> Result<(), OrderError> {
-    let payload = serde_json::to_vec(order).map_err(|e| OrderError::Bug(e.to_string()))?;
-    repo::outbox_add(
-        conn,
-        &event_subject(order.order_sn, kind),
-        &event_msg_id(order.order_sn, kind),
-        &payload,
-    )
-    .await
+    let row = event_entry(order, kind)?;
+    repo::outbox_add(conn, &row.subject, &row.msg_id, &row.payload).await
 }
 
 /// Writes a STOCK_ROLLBACK event into the outbox, in the caller's transaction.
@@ -221,12 +215,30 @@ pub async fn outbox_rollback(
     sn: OrderSn,
     reason: RollbackReason,
 ) -> Result<(), OrderError> {
-    let payload = serde_json::to_vec(&RollbackEvent {
+    let row = rollback_entry(sn, reason)?;
+    repo::outbox_add(conn, &row.subject, &row.msg_id, &row.payload).await
+}
+
+/// The outbox row of an ORDER_EVENTS event: the order itself, under `<order_sn>-<event>`.
+pub fn event_entry(order: &Order, kind: OrderEventKind) -> Result<OutboxEntry, OrderError> {
+    Ok(OutboxEntry {
+        subject: event_subject(order.order_sn, kind),
+        msg_id: event_msg_id(order.order_sn, kind),
+        payload: serde_json::to_vec(order).map_err(|e| OrderError::Bug(e.to_string()))?,
+    })
+}
+
+/// The outbox row of a STOCK_ROLLBACK event, under `rollback-<order_sn>`.
+pub fn rollback_entry(sn: OrderSn, reason: RollbackReason) -> Result<OutboxEntry, OrderError> {
+    let event = RollbackEvent {
         order_sn: sn,
         reason,
+    };
+    Ok(OutboxEntry {
+        subject: rollback_subject(sn),
+        msg_id: rollback_msg_id(sn),
+        payload: serde_json::to_vec(&event).map_err(|e| OrderError::Bug(e.to_string()))?,
     })
-    .map_err(|e| OrderError::Bug(e.to_string()))?;
-    repo::outbox_add(conn, &rollback_subject(sn), &rollback_msg_id(sn), &payload).await
 }
 
 #[tracing::instrument(skip_all, fields(user_id = %req.user_id, order_sn))]

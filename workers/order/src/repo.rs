@@ -406,6 +406,25 @@ pub async fn close_if_due(conn: &mut PgConnection, sn: OrderSn) -> Result<bool, 
     Ok(done.rows_affected() == 1)
 }
 
+/// Closes every order of `sns` that is still unpaid at its deadline (database clock), in one
+/// statement, and returns them as closed; the others (paid, cancelled, closed, or not yet
+/// due) are left as they are. The same conditional update as [`close_if_due`], so a pay
+/// racing it on the same row loses or wins whole.
+pub async fn close_all_due(
+    conn: &mut PgConnection,
+    sns: &[OrderSn],
+) -> Result<Vec<Order>, OrderError> {
+    let rows: Vec<OrderRow> = sqlx::query_as(&format!(
+        "UPDATE orders SET status = 'closed', closed_at = now() \
+         WHERE order_sn = ANY($1) AND status = 'unpaid' AND now() >= pay_deadline \
+         RETURNING {COLUMNS}"
+    ))
+    .bind(sns.iter().map(|sn| sn.get()).collect::<Vec<_>>())
+    .fetch_all(&mut *conn)
+    .await?;
+    with_items(conn, rows).await
+}
+
 /// Where an order stands against its pay deadline, read by the checker and the closer.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Timing {
@@ -459,6 +478,30 @@ pub async fn outbox_add(
         .execute(conn)
         .await?;
     Ok(())
+}
+
+/// Adds many outbox rows in one statement.
+pub async fn outbox_add_many(
+    conn: &mut PgConnection,
+    rows: &[OutboxEntry],
+) -> Result<(), OrderError> {
+    sqlx::query(
+        "INSERT INTO outbox (subject, msg_id, payload) \
+         SELECT * FROM UNNEST($1::text[], $2::text[], $3::bytea[])",
+    )
+    .bind(rows.iter().map(|r| r.subject.as_str()).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.msg_id.as_str()).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.payload.as_slice()).collect::<Vec<_>>())
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// An outbox row to write.
+pub struct OutboxEntry {
+    pub subject: String,
+    pub msg_id: String,
+    pub payload: Vec<u8>,
 }
 
 pub struct OutboxRow {
