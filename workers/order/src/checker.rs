@@ -29,8 +29,8 @@ use std::time::Duration;
 
 use async_nats::jetstream::consumer::pull::MessagesError;
 use async_nats::jetstream::{self, consumer::PullConsumer, AckKind};
-use futures::StreamExt;
 use chrono::{DateTime, Utc};
+use futures::StreamExt;
 use shop_contracts::txn::{HalfMessage, OrderEventKind, PayDeadline, RollbackReason};
 use shop_contracts::OrderSn;
 use tokio::sync::Semaphore;
@@ -116,11 +116,7 @@ struct Look {
 }
 
 /// Looks at a batch of messages and acks or naks each.
-async fn look_at(
-    ctx: &Ctx,
-    source: Source,
-    batch: Vec<Result<jetstream::Message, MessagesError>>,
-) {
+async fn look_at(ctx: &Ctx, source: Source, batch: Vec<Result<jetstream::Message, MessagesError>>) {
     let mut looks = Vec::with_capacity(batch.len());
     for next in batch {
         match next {
@@ -143,7 +139,9 @@ async fn look_at(
             Verdict::Ack => look.message.ack().await,
             Verdict::Later(delay) => look.message.ack_with(AckKind::Nak(Some(delay))).await,
             Verdict::Waiting { left, .. } => {
-                look.message.ack_with(AckKind::Nak(Some(left + MARGIN))).await
+                look.message
+                    .ack_with(AckKind::Nak(Some(left + MARGIN)))
+                    .await
             }
         };
         if let Err(error) = sent {

@@ -92,6 +92,16 @@ pub enum TimerMode {
     NakDelay,
 }
 
+impl TimerMode {
+    /// The config value, e.g. `schedule`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            TimerMode::Schedule => "schedule",
+            TimerMode::NakDelay => "nak_delay",
+        }
+    }
+}
+
 /// A fault the worker injects into itself, so tests can reach states a healthy run does not.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]

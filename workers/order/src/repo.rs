@@ -491,7 +491,11 @@ pub async fn outbox_add_many(
     )
     .bind(rows.iter().map(|r| r.subject.as_str()).collect::<Vec<_>>())
     .bind(rows.iter().map(|r| r.msg_id.as_str()).collect::<Vec<_>>())
-    .bind(rows.iter().map(|r| r.payload.as_slice()).collect::<Vec<_>>())
+    .bind(
+        rows.iter()
+            .map(|r| r.payload.as_slice())
+            .collect::<Vec<_>>(),
+    )
     .execute(conn)
     .await?;
     Ok(())

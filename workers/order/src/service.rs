@@ -20,10 +20,10 @@ use shop_kit::{serve, serve_admitted, Admission};
 use sqlx::PgPool;
 use tokio::sync::Notify;
 
+use crate::checker::Source;
 use crate::committer::Committer;
 use crate::domain::{self, Ctx};
 use crate::ids::{Clock, Ids};
-use crate::checker::Source;
 use crate::{checker, outbox, timers, Failpoint, OrderError, Settings, TimerMode, SERVICE_VERSION};
 
 /// Starts the `order` service on `client` and serves until the connection closes.
@@ -84,9 +84,17 @@ pub async fn run(
         js,
         ctx.outbox.clone(),
     ));
-    tokio::spawn(checker::run(ctx.clone(), checker.clone(), Source::HalfMessages));
+    tokio::spawn(checker::run(
+        ctx.clone(),
+        checker.clone(),
+        Source::HalfMessages,
+    ));
     let waiting = Arc::new(WaitingTimers::default());
-    tokio::spawn(waiting.clone().probe_forever(checker, closer.is_some().then(|| ctx.js.clone())));
+    tokio::spawn(
+        waiting
+            .clone()
+            .probe_forever(checker, closer.is_some().then(|| ctx.js.clone())),
+    );
     if let Some(closer) = closer {
         tokio::spawn(checker::run(ctx.clone(), closer, Source::DueDeadlines));
     }
@@ -95,6 +103,11 @@ pub async fn run(
         .service_builder()
         .description("orders: create, pay, cancel; closes unpaid orders at the deadline")
         .queue_group(QUEUE_GROUP)
+        // `$SRV.INFO.order` says how deadlines wait, so `shop bench timers` can label its figures.
+        .metadata(std::collections::HashMap::from([(
+            "timer".to_owned(),
+            ctx.settings.timer.as_str().to_owned(),
+        )]))
         // `$SRV.STATS.order`: each endpoint reports the timers waiting in both places.
         .stats_handler(move |_endpoint, _stats| waiting.to_json())
         .start(subject::SERVICE, SERVICE_VERSION)

@@ -48,7 +48,8 @@ pub fn server_has_schedules(version: &str) -> bool {
 
 /// Creates or updates `ORDER_TIMERS` and the closer's durable consumer.
 pub async fn setup(js: &jetstream::Context) -> Result<PullConsumer, SetupError> {
-    let stream = ensure_stream(js, stream_config("ORDER_TIMERS", ORDER_TIMERS_STREAM_JSON)?).await?;
+    let stream =
+        ensure_stream(js, stream_config("ORDER_TIMERS", ORDER_TIMERS_STREAM_JSON)?).await?;
     ensure_consumer(
         &stream,
         consumer_config("order-timer-closer", ORDER_TIMER_CLOSER_JSON)?,
@@ -62,7 +63,12 @@ pub async fn schedule(
     js: &jetstream::Context,
     deadlines: &[(OrderSn, DateTime<Utc>)],
 ) -> Vec<Result<(), async_nats::Error>> {
-    join_all(deadlines.iter().map(|&(sn, deadline)| schedule_one(js, sn, deadline))).await
+    join_all(
+        deadlines
+            .iter()
+            .map(|&(sn, deadline)| schedule_one(js, sn, deadline)),
+    )
+    .await
 }
 
 async fn schedule_one(
@@ -83,7 +89,10 @@ async fn schedule_one(
 
 /// The `Nats-Schedule` value that fires once at `deadline`.
 fn at(deadline: DateTime<Utc>) -> String {
-    format!("@at {}", deadline.to_rfc3339_opts(SecondsFormat::Millis, true))
+    format!(
+        "@at {}",
+        deadline.to_rfc3339_opts(SecondsFormat::Millis, true)
+    )
 }
 
 #[cfg(test)]

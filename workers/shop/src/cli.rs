@@ -144,6 +144,51 @@ pub enum BenchTarget {
         #[command(flatten)]
         settle: SettleArgs,
     },
+    /// Pay deadlines at scale, in the running order workers' timer mode (`order.timer`).
+    ///
+    /// Seeds `--waiting` unpaid orders in bulk and waits until each waits for its deadline;
+    /// then reports nats-server's RSS and CPU while they wait, how long a create whose worker
+    /// died after the deduct takes to be rolled back, and how late `--burst` deadlines that
+    /// fall in one second are closed. Needs a fresh stack of its own: the seeded orders have
+    /// no `created` events, so `shop audit` would report them.
+    Timers(TimersArgs),
+}
+
+/// `shop bench timers`: pay deadlines at scale.
+#[derive(Debug, clap::Args)]
+pub struct TimersArgs {
+    /// Unpaid orders waiting for their deadline, seeded in bulk (rows in the databases,
+    /// half messages published asynchronously).
+    #[arg(long, default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
+    pub waiting: u64,
+    /// The pay window of the waiting orders: long enough that none falls due during the run.
+    #[arg(long, default_value = "30m", value_parser = humantime_serde::re::humantime::parse_duration)]
+    pub pay_window: std::time::Duration,
+    /// Seconds nats-server's CPU is measured over while the orders wait.
+    #[arg(long, default_value = "20s", value_parser = humantime_serde::re::humantime::parse_duration)]
+    pub idle: std::time::Duration,
+    /// Creates whose worker died after the deduct, timed until their stock is back.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(0..=1000))]
+    pub orphans: u64,
+    /// More orders whose deadlines all fall in the same second.
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub burst: u64,
+    /// How far ahead the burst's deadline lies: time to seed it and for the checker's first
+    /// look (the check delay).
+    #[arg(long, default_value = "60s", value_parser = humantime_serde::re::humantime::parse_duration)]
+    pub burst_lead: std::time::Duration,
+    /// The order workers' `order.check_delay` (default: this process's configuration).
+    #[arg(long, value_parser = humantime_serde::re::humantime::parse_duration)]
+    pub check_delay: Option<std::time::Duration>,
+    /// How long to wait for each stage before reporting what did not happen.
+    #[arg(long, default_value = "5m", value_parser = humantime_serde::re::humantime::parse_duration)]
+    pub give_up: std::time::Duration,
+    /// Directory for the JSON results.
+    #[arg(long, default_value = "bench-results")]
+    pub out: PathBuf,
+    /// A name for the setup measured, added to the file name.
+    #[arg(long, value_parser = file_name_part)]
+    pub label: Option<String>,
 }
 
 /// How hard a benchmark loads the system.

@@ -50,7 +50,10 @@ async fn schedule_by_hand(app: &TestApp, sn: &str, in_ms: i64) {
     .unwrap();
     let mut headers = async_nats::HeaderMap::new();
     headers.insert("Nats-Schedule", format!("@at {at}").as_str());
-    headers.insert("Nats-Schedule-Target", format!("order.timer.due.{sn}").as_str());
+    headers.insert(
+        "Nats-Schedule-Target",
+        format!("order.timer.due.{sn}").as_str(),
+    );
     app.jetstream()
         .publish_with_headers(
             format!("order.timer.at.{sn}"),
@@ -83,23 +86,30 @@ async fn waiting_orders_hold_no_consumer_slot_so_a_failed_create_is_still_rolled
         app.ok("order.create", create_body(user, &[(a, 1)])).await;
     }
     wait_scheduled(&app, 30).await;
-    eventually("30 scheduled timers in $SRV.STATS.order", SETTLE, || async {
-        let stats = app
-            .client()
-            .request("$SRV.STATS.order", "".into())
-            .await
-            .ok()?;
-        let stats: Value = serde_json::from_slice(&stats.payload).ok()?;
-        let data = &stats["endpoints"][0]["data"];
-        (data["scheduled_timers"] == 30 && data["checker_pending_timers"] == 0).then_some(())
-    })
+    eventually(
+        "30 scheduled timers in $SRV.STATS.order",
+        SETTLE,
+        || async {
+            let stats = app
+                .client()
+                .request("$SRV.STATS.order", "".into())
+                .await
+                .ok()?;
+            let stats: Value = serde_json::from_slice(&stats.payload).ok()?;
+            let data = &stats["endpoints"][0]["data"];
+            (data["scheduled_timers"] == 30 && data["checker_pending_timers"] == 0).then_some(())
+        },
+    )
     .await;
 
     // A create that died after its deduct: a half message and a deduct, and no order.
     let orphan = "7000000000000001";
     let half = json!({"order_sn": orphan, "items": [{"goods_id": a, "quantity": 5}]});
     app.jetstream()
-        .publish(format!("order.txn.{orphan}"), serde_json::to_vec(&half).unwrap().into())
+        .publish(
+            format!("order.txn.{orphan}"),
+            serde_json::to_vec(&half).unwrap().into(),
+        )
         .await
         .unwrap()
         .await
@@ -133,14 +143,20 @@ async fn a_fired_deadline_closes_an_unpaid_order_and_leaves_a_paid_one() {
         .await;
 
     wait_status(&app, &unpaid, "closed").await;
-    assert!(closed_on_time(&app, &unpaid).await, "closed before its deadline");
+    assert!(
+        closed_on_time(&app, &unpaid).await,
+        "closed before its deadline"
+    );
     // Both deadlines fired and were acked: the work queue keeps nothing.
     eventually("ORDER_TIMERS to empty", SETTLE, || async {
         (messages_in(&app, "ORDER_TIMERS").await? == 0).then_some(())
     })
     .await;
     wait_level(&app, a, (7, 3)).await;
-    assert_eq!(app.ok("order.get", json!({"order_sn": paid})).await["status"], "paid");
+    assert_eq!(
+        app.ok("order.get", json!({"order_sn": paid})).await["status"],
+        "paid"
+    );
     check_invariants(&app).await;
     wait_outbox_drained(&app).await;
     assert_eq!(events_of(&app, &unpaid).await, ["created", "closed"]);
@@ -180,19 +196,24 @@ async fn a_deadline_fired_early_or_twice_closes_once_and_not_before_the_database
     })
     .await;
     let orders = app.db(Worker::Order).await;
-    let before_deadline: bool = sqlx::query_scalar(
-        "SELECT now() < pay_deadline FROM orders WHERE order_sn = $1",
-    )
-    .bind(sn.parse::<i64>().unwrap())
-    .fetch_one(&orders)
-    .await
-    .unwrap();
-    assert!(before_deadline, "the machine was too slow for this test's 8 s pay window");
+    let before_deadline: bool =
+        sqlx::query_scalar("SELECT now() < pay_deadline FROM orders WHERE order_sn = $1")
+            .bind(sn.parse::<i64>().unwrap())
+            .fetch_one(&orders)
+            .await
+            .unwrap();
+    assert!(
+        before_deadline,
+        "the machine was too slow for this test's 8 s pay window"
+    );
     let order = app.ok("order.get", json!({"order_sn": sn})).await;
     assert_eq!(order["status"], "unpaid", "an early fire closed the order");
 
     wait_status(&app, &sn, "closed").await;
-    assert!(closed_on_time(&app, &sn).await, "closed before its deadline");
+    assert!(
+        closed_on_time(&app, &sn).await,
+        "closed before its deadline"
+    );
     wait_level(&app, a, (10, 0)).await;
     // Fired again, after the close.
     app.jetstream()

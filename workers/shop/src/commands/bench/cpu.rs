@@ -170,7 +170,7 @@ impl Serialize for CpuPerCreate {
 /// `sysconf(_SC_CLK_TCK)` answers, which the kernel hands every process in its auxiliary
 /// vector as AT_CLKTCK (this crate does not link libc itself). 100 when it cannot be read:
 /// the value on every common Linux.
-fn clock_ticks_per_second() -> f64 {
+pub(super) fn clock_ticks_per_second() -> f64 {
     const AT_CLKTCK: usize = 17;
     static TICKS: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
     *TICKS.get_or_init(|| {

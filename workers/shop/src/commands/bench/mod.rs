@@ -6,6 +6,7 @@
 //! - [`order`]: `shop bench order`, whole creates through all three workers, then the
 //!   [`ceilings`] of the same work, the [`settle`] wait and the audit.
 //! - [`overload`]: `shop bench overload`, a peak run then an overload run.
+//! - [`timers`]: `shop bench timers`, pay deadlines with many orders waiting.
 //!
 //! Their parts:
 //! - [`drive`]: closed and open loops over an operation, with a progress display.
@@ -34,6 +35,7 @@ mod rss;
 mod settle;
 mod stock;
 mod system;
+mod timers;
 
 use anyhow::Context;
 
@@ -92,6 +94,7 @@ pub async fn run(config: &Config, target: BenchTarget) -> anyhow::Result<()> {
             )
             .await
         }
+        BenchTarget::Timers(args) => timers::run(config, &client, args).await,
     }
 }
 

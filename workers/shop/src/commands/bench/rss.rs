@@ -33,7 +33,7 @@ pub fn workers(stack: &Stack) -> Vec<WorkerMemory> {
 }
 
 /// The `VmRSS:   13456 kB` line of /proc/<pid>/status.
-fn vm_rss_kib(status: &str) -> Option<u64> {
+pub(super) fn vm_rss_kib(status: &str) -> Option<u64> {
     status
         .lines()
         .find_map(|line| line.strip_prefix("VmRSS:"))?
