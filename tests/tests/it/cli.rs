@@ -57,6 +57,25 @@ async fn req_prints_the_reply_or_the_contract_error() {
     let reply: serde_json::Value = serde_json::from_slice(&ok.stdout).unwrap();
     assert!(reply["goods"].is_array());
 
+    // Without a body the request goes out empty, as `nats req` sends it: what the micro
+    // service's own subjects take.
+    for (subject, body) in [
+        ("$SRV.PING.goods", None),
+        ("$SRV.STATS.goods", None),
+        ("$SRV.INFO.goods", Some("")),
+    ] {
+        let mut args = vec!["req", subject];
+        args.extend(body);
+        let out = app.run_shop(&args);
+        assert!(
+            out.status.success(),
+            "{subject}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let reply: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(reply["name"], "goods", "{subject}");
+    }
+
     let refused = app.run_shop(&["req", "goods.detail", r#"{"goods_id":0}"#]);
     assert_eq!(refused.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&refused.stderr);

@@ -32,6 +32,17 @@ pub async fn call<Req: Serialize, Rep: DeserializeOwned>(
         subject: subject.to_owned(),
         reason: format!("could not encode the request: {e}"),
     })?;
+    call_raw(client, subject, payload, timeout).await
+}
+
+/// Sends `payload` as it is (an empty one too, as `$SRV.PING` takes) to `subject` and waits
+/// at most `timeout` for the reply.
+pub async fn call_raw<Rep: DeserializeOwned>(
+    client: &async_nats::Client,
+    subject: &str,
+    payload: Vec<u8>,
+    timeout: Duration,
+) -> Result<Rep, CallError> {
     let request = async_nats::Request::new()
         .payload(payload.into())
         .timeout(Some(timeout));

@@ -53,9 +53,9 @@ pub enum Command {
     Req {
         /// Subject, e.g. goods.room.list
         subject: String,
-        /// JSON body, e.g. '{"room_id":1}'
-        #[arg(default_value = "{}")]
-        body: String,
+        /// JSON body, e.g. '{"room_id":1}'; none (or '') sends an empty request, as `nats req`
+        /// does, which is what `$SRV.PING`, `$SRV.INFO` and `$SRV.STATS` take.
+        body: Option<String>,
         /// Seconds to wait for the reply.
         #[arg(long, default_value_t = 5)]
         timeout: u64,

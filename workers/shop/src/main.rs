@@ -40,6 +40,6 @@ async fn main() -> anyhow::Result<()> {
             subject,
             body,
             timeout,
-        } => commands::req::run(&config, &subject, &body, timeout).await,
+        } => commands::req::run(&config, &subject, body.as_deref(), timeout).await,
     }
 }
