@@ -152,6 +152,10 @@ pub enum BenchTarget {
     /// fall in one second are closed. Needs a fresh stack of its own: the seeded orders have
     /// no `created` events, so `shop audit` would report them.
     Timers(TimersArgs),
+    /// What retained orders cost nats-server: publishes `--orders` created-then-closed
+    /// orders' events and rollbacks, then reports nats-server's RSS and the streams' bytes per
+    /// order. Needs a fresh stack of its own.
+    Retention(RetentionArgs),
 }
 
 /// `shop bench timers`: pay deadlines at scale.
@@ -183,6 +187,27 @@ pub struct TimersArgs {
     /// How long to wait for each stage before reporting what did not happen.
     #[arg(long, default_value = "5m", value_parser = humantime_serde::re::humantime::parse_duration)]
     pub give_up: std::time::Duration,
+    /// Directory for the JSON results.
+    #[arg(long, default_value = "bench-results")]
+    pub out: PathBuf,
+    /// A name for the setup measured, added to the file name.
+    #[arg(long, value_parser = file_name_part)]
+    pub label: Option<String>,
+}
+
+/// `shop bench retention`: what retained orders cost nats-server.
+#[derive(Debug, clap::Args)]
+pub struct RetentionArgs {
+    /// Created-then-closed orders to leave in ORDER_EVENTS and STOCK_ROLLBACK.
+    #[arg(long, default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(1..=100_000_000))]
+    pub orders: u64,
+    /// Publish the same messages to a scratch stream on 256 subjects instead of one subject
+    /// per order, to see what the subjects cost.
+    #[arg(long)]
+    pub shared_subjects: bool,
+    /// How long to wait before reading the memory that stays.
+    #[arg(long, default_value = "60s", value_parser = humantime_serde::re::humantime::parse_duration)]
+    pub idle: std::time::Duration,
     /// Directory for the JSON results.
     #[arg(long, default_value = "bench-results")]
     pub out: PathBuf,

@@ -7,6 +7,7 @@
 //!   [`ceilings`] of the same work, the [`settle`] wait and the audit.
 //! - [`overload`]: `shop bench overload`, a peak run then an overload run.
 //! - [`timers`]: `shop bench timers`, pay deadlines with many orders waiting.
+//! - [`retention`]: `shop bench retention`, what retained orders cost nats-server.
 //!
 //! Their parts:
 //! - [`drive`]: closed and open loops over an operation, with a progress display.
@@ -31,6 +32,7 @@ mod procs;
 mod record;
 mod report;
 mod request;
+mod retention;
 mod rss;
 mod settle;
 mod stock;
@@ -95,6 +97,7 @@ pub async fn run(config: &Config, target: BenchTarget) -> anyhow::Result<()> {
             .await
         }
         BenchTarget::Timers(args) => timers::run(config, &client, args).await,
+        BenchTarget::Retention(args) => retention::run(config, &client, args).await,
     }
 }
 

@@ -32,8 +32,18 @@ pub fn workers(stack: &Stack) -> Vec<WorkerMemory> {
         .collect()
 }
 
+/// The resident memory of the stack's nats-server, in KiB (0 when it is not found).
+pub fn nats_server_kib(stack: &Stack) -> u64 {
+    procs::scan(stack)
+        .into_iter()
+        .filter(|p| p.component == Component::Nats)
+        .filter_map(|p| std::fs::read_to_string(format!("/proc/{}/status", p.pid)).ok())
+        .filter_map(|status| vm_rss_kib(&status))
+        .sum()
+}
+
 /// The `VmRSS:   13456 kB` line of /proc/<pid>/status.
-pub(super) fn vm_rss_kib(status: &str) -> Option<u64> {
+fn vm_rss_kib(status: &str) -> Option<u64> {
     status
         .lines()
         .find_map(|line| line.strip_prefix("VmRSS:"))?

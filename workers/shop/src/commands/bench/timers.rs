@@ -61,7 +61,7 @@ pub async fn run(
     );
     fixture::upsert_goods(client, GOODS_ID..GOODS_ID + 1).await?;
     fixture::fill_stock(client, GOODS_ID..GOODS_ID + 1).await?;
-    let rss_before = nats_rss_kib(&stack);
+    let rss_before = rss::nats_server_kib(&stack);
 
     // 1. The waiting orders.
     let base = seed_base();
@@ -387,18 +387,9 @@ async fn idle_cost(stack: &Stack, window: Duration) -> Idle {
     tokio::time::sleep(window).await;
     let used = ticks().saturating_sub(before) as f64 / cpu::clock_ticks_per_second();
     Idle {
-        rss_kib: nats_rss_kib(stack),
+        rss_kib: rss::nats_server_kib(stack),
         cpu_percent: 100.0 * used / window.as_secs_f64(),
     }
-}
-
-fn nats_rss_kib(stack: &Stack) -> u64 {
-    procs::scan(stack)
-        .into_iter()
-        .filter(|p| p.component == Component::Nats)
-        .filter_map(|p| std::fs::read_to_string(format!("/proc/{}/status", p.pid)).ok())
-        .filter_map(|status| rss::vm_rss_kib(&status))
-        .sum()
 }
 
 /// Publishes a half message and deducts one unit for each of `count` order_sns from
