@@ -216,7 +216,7 @@ async fn audit_passes_a_settled_shop_and_names_what_is_broken() {
         .await
         .unwrap();
     let mut expected = expected;
-    expected.extend(["unpaid_without_half_message", "overdue_unpaid"].map(String::from));
+    expected.extend(["unpaid_without_timer", "overdue_unpaid"].map(String::from));
     let report = eventually(
         "the audit to find the overdue order",
         Duration::from_secs(60),

@@ -102,6 +102,34 @@ async fn waiting_orders_hold_no_consumer_slot_so_a_failed_create_is_still_rolled
     )
     .await;
 
+    // `shop audit` finds each waiting order's timer in ORDER_TIMERS, and names the one whose
+    // schedule is purged by hand.
+    let audit = |app: &TestApp| {
+        let out = app.run_shop(&["audit", "--grace", "0s", "--json"]);
+        let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+        (out.status.success(), report)
+    };
+    let (ok, report) = audit(&app);
+    assert!(ok, "30 scheduled orders: {report}");
+    assert_eq!(report["unpaid_checked"], 30, "{report}");
+    let orders = app.db(Worker::Order).await;
+    let timeless: i64 = sqlx::query_scalar("SELECT min(order_sn) FROM orders")
+        .fetch_one(&orders)
+        .await
+        .unwrap();
+    let timers = app.jetstream().get_stream("ORDER_TIMERS").await.unwrap();
+    timers
+        .purge()
+        .filter(format!("order.timer.at.{timeless}"))
+        .await
+        .unwrap();
+    let (ok, report) = audit(&app);
+    assert!(!ok, "an order without its schedule passed: {report}");
+    let findings = report["findings"].as_array().unwrap();
+    assert_eq!(findings.len(), 1, "{report}");
+    assert_eq!(findings[0]["kind"], "unpaid_without_timer", "{report}");
+    assert_eq!(findings[0]["order_sn"], timeless.to_string(), "{report}");
+
     // A create that died after its deduct: a half message and a deduct, and no order.
     let orphan = "7000000000000001";
     let half = json!({"order_sn": orphan, "items": [{"goods_id": a, "quantity": 5}]});

@@ -57,9 +57,10 @@ pub enum Finding {
         order_sn: String,
         pay_deadline: String,
     },
-    /// An unpaid order with no half message left in `ORDER_TXN`: nothing will ever close it,
-    /// so its stock would be held forever if it is never paid.
-    UnpaidWithoutHalfMessage { order_sn: String },
+    /// An unpaid order with no timer left (no half message in `ORDER_TXN`, no deadline in
+    /// `ORDER_TIMERS`): nothing will ever close it, so its stock would be held forever if it
+    /// is never paid.
+    UnpaidWithoutTimer { order_sn: String },
     /// A rollback event whose sell record is not `returned`.
     RollbackNotApplied { order_sn: String, reason: String },
     /// A rollback event whose reason the order database contradicts.
@@ -120,9 +121,10 @@ impl fmt::Display for Finding {
                 f,
                 "order {order_sn} is still unpaid after its deadline {pay_deadline}"
             ),
-            Finding::UnpaidWithoutHalfMessage { order_sn } => write!(
+            Finding::UnpaidWithoutTimer { order_sn } => write!(
                 f,
-                "unpaid order {order_sn} has no half message in ORDER_TXN: nothing will close it"
+                "unpaid order {order_sn} has no timer (no half message in ORDER_TXN, no \
+                 deadline in ORDER_TIMERS): nothing will close it"
             ),
             Finding::RollbackNotApplied { order_sn, reason } => {
                 write!(f, "the {reason} rollback of {order_sn} was not applied")
@@ -243,7 +245,7 @@ pub fn overdue(orders: &OrderSnapshot, grace: chrono::Duration) -> Vec<Finding> 
         .collect()
 }
 
-/// The unpaid orders older than the grace period: each must still have its half message.
+/// The unpaid orders older than the grace period: each must still have its timer.
 pub fn unpaid_to_check(orders: &OrderSnapshot, grace: chrono::Duration) -> Vec<i64> {
     orders
         .orders

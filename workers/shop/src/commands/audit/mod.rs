@@ -1,15 +1,15 @@
 //! `shop audit`: checks the invariants of CONTRACT section 6 against the live system without
-//! changing it. It reads one consistent snapshot of each database, looks up the half message
-//! of every unpaid order, then replays the whole `STOCK_ROLLBACK` stream against the
+//! changing it. It reads one consistent snapshot of each database, looks up the timer of
+//! every unpaid order, then replays the whole `STOCK_ROLLBACK` stream against the
 //! snapshots, and exits non-zero when anything is wrong.
 //!
 //! - [`check`]: the invariants, as pure functions over the snapshots.
-//! - [`half_messages`]: every unpaid order still has its half message (its timer).
+//! - [`timers`]: every unpaid order still has its timer (half message or deadline).
 //! - [`replay`]: one read of `STOCK_ROLLBACK` through an ordered consumer.
 
 mod check;
-mod half_messages;
 mod replay;
+mod timers;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -30,7 +30,7 @@ struct Report {
     sell_records: BTreeMap<&'static str, usize>,
     orders: BTreeMap<&'static str, usize>,
     fenced: usize,
-    /// Unpaid orders whose half message was looked up in `ORDER_TXN`.
+    /// Unpaid orders whose timer was looked up in `ORDER_TXN` and `ORDER_TIMERS`.
     unpaid_checked: usize,
     rollback_events: u64,
     findings: Vec<Finding>,
@@ -76,24 +76,20 @@ pub async fn run(config: &Config, grace: Duration, json: bool) -> anyhow::Result
 
     let js = async_nats::jetstream::new(client);
     let unpaid = check::unpaid_to_check(&orders, grace);
-    let progress = progress_bar(&format!(
-        "{}: unpaid orders' half messages",
-        half_messages::STREAM
-    ));
-    let gone = half_messages::missing(&js, &unpaid, &progress).await?;
+    let progress = progress_bar("ORDER_TXN, ORDER_TIMERS: unpaid orders' timers");
+    let gone = timers::missing(&js, &unpaid, &progress).await?;
     progress.finish_and_clear();
-    // A half message is acked once its order is paid past the deadline or closed: only an
-    // order that is still unpaid after its message was found gone has lost its timer.
+    // A timer is gone once its order is paid, cancelled or closed: only an order that is
+    // still unpaid after its timer was found gone has lost it.
     let gone = shop_order::audit::still_unpaid(&order_db, &gone)
         .await
         .context("reading the order database")?;
     report.unpaid_checked = unpaid.len();
-    report.findings.extend(
-        gone.into_iter()
-            .map(|sn| Finding::UnpaidWithoutHalfMessage {
-                order_sn: sn.to_string(),
-            }),
-    );
+    report
+        .findings
+        .extend(gone.into_iter().map(|sn| Finding::UnpaidWithoutTimer {
+            order_sn: sn.to_string(),
+        }));
 
     let progress = progress_bar(&format!("{}: replaying rollback events", replay::STREAM));
     report.rollback_events = replay::replay(&js, &progress, |stored| match stored {
@@ -151,8 +147,7 @@ fn print_human(report: &Report, now: chrono::DateTime<chrono::Utc>, grace: chron
         report.fenced
     );
     println!(
-        "  {}: half messages of {} unpaid order(s) looked up",
-        half_messages::STREAM,
+        "  ORDER_TXN, ORDER_TIMERS: timers of {} unpaid order(s) looked up",
         report.unpaid_checked
     );
     println!(
