@@ -1097,3 +1097,161 @@ fn openapi_validator() -> std::path::PathBuf {
             )
         })
 }
+
+/// The events of a Server-Sent Events response, as `(event, data)`.
+struct Events {
+    body: futures::stream::BoxStream<'static, reqwest::Result<bytes::Bytes>>,
+    buffer: String,
+}
+
+impl Events {
+    async fn open(gw: &Gateway, path: &str) -> Events {
+        let response = http()
+            .get(gw.at(path))
+            .timeout(Duration::from_secs(600))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(response.headers()["content-type"], "text/event-stream");
+        Events {
+            body: Box::pin(response.bytes_stream()),
+            buffer: String::new(),
+        }
+    }
+
+    /// The next event; `None` when the stream ends.
+    async fn next(&mut self) -> Option<(String, Value)> {
+        use futures::StreamExt;
+        loop {
+            if let Some(end) = self.buffer.find("\n\n") {
+                let frame: String = self.buffer.drain(..end + 2).collect();
+                let mut event = String::new();
+                let mut data = String::new();
+                for line in frame.lines() {
+                    if let Some(v) = line.strip_prefix("event:") {
+                        event = v.trim().to_owned();
+                    } else if let Some(v) = line.strip_prefix("data:") {
+                        data.push_str(v.trim());
+                    }
+                }
+                if event.is_empty() {
+                    continue; // a keep-alive comment
+                }
+                return Some((event, serde_json::from_str(&data).unwrap()));
+            }
+            let chunk = self.body.next().await?.ok()?;
+            self.buffer.push_str(&String::from_utf8_lossy(&chunk));
+        }
+    }
+
+    /// Waits (with a deadline) for the first event that `pick` accepts.
+    async fn until<T>(&mut self, what: &str, mut pick: impl FnMut(&str, &Value) -> Option<T>) -> T {
+        let deadline = tokio::time::Instant::now() + SETTLE;
+        loop {
+            let next = tokio::time::timeout_at(deadline, self.next()).await;
+            let Ok(Some((event, data))) = next else {
+                panic!("no event: {what}")
+            };
+            if let Some(found) = pick(&event, &data) {
+                return found;
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gateway_room_events_stream_stock_and_room_changes_and_end_on_shutdown() {
+    let app = TestApp::start_with_env(ALL, FAST).await;
+    let mut gw = app
+        .spawn_gateway(&[("SHOP_GATEWAY__KEEP_ALIVE", "1s")])
+        .await;
+    let admin = admin_token(ADMIN);
+    let a = goods(&gw, 100, 10).await;
+    let b = goods(&gw, 200, 10).await;
+    ok(
+        call(
+            &gw,
+            Method::PUT,
+            "/v1/admin/rooms/3",
+            Some(&admin),
+            Some(json!({"goods_ids": [a, b], "current_goods_id": a})),
+        )
+        .await,
+        StatusCode::OK,
+    )
+    .await;
+    problem(
+        http()
+            .get(gw.at("/v1/rooms/0/events"))
+            .send()
+            .await
+            .unwrap(),
+        StatusCode::BAD_REQUEST,
+        "bad_request",
+    )
+    .await;
+
+    let mut events = Events::open(&gw, "/v1/rooms/3/events").await;
+    let (event, room) = events.next().await.unwrap();
+    assert_eq!(
+        (event.as_str(), room["current_goods_id"].as_i64()),
+        ("room", Some(a))
+    );
+    assert_eq!(room["goods"][1]["available"], 10);
+
+    // A purchase (through the gateway) reaches the stream as a stock event.
+    create(&gw, 7, &[(b, 2)]).await;
+    events
+        .until("stock of b to be 8", |event, data| {
+            (event == "stock" && data == &json!({"goods_id": b, "available": 8})).then_some(())
+        })
+        .await;
+    // So does an admin restock, and a room change from another client (over NATS here).
+    app.ok(
+        "goods.room.set",
+        json!({"room_id": 3, "goods_ids": [a, b], "current_goods_id": b}),
+    )
+    .await;
+    events
+        .until("the room to present b", |event, data| {
+            (event == "room" && data["current_goods_id"] == b).then_some(())
+        })
+        .await;
+    // Another room's changes do not reach this stream; this room's stock does.
+    app.ok("goods.room.set", json!({"room_id": 4, "goods_ids": [a]}))
+        .await;
+    ok(
+        call(
+            &gw,
+            Method::PUT,
+            &format!("/v1/admin/stock/{a}"),
+            Some(&admin),
+            Some(json!({"available": 50})),
+        )
+        .await,
+        StatusCode::OK,
+    )
+    .await;
+    events
+        .until("stock of a to be 50", |event, data| {
+            assert!(
+                !(event == "room" && data["room_id"] == 4),
+                "room 4 leaked into room 3's stream"
+            );
+            (event == "stock" && data == &json!({"goods_id": a, "available": 50})).then_some(())
+        })
+        .await;
+
+    // Shutdown ends the stream cleanly and the process exits 0.
+    let status = gw
+        .stop(Duration::from_secs(20))
+        .await
+        .expect("the gateway stops while a stream is open");
+    assert!(status.success(), "{status:?}\n{}", gw.log_text());
+    let ended = tokio::time::timeout(Duration::from_secs(10), async {
+        while events.next().await.is_some() {}
+    })
+    .await;
+    assert!(ended.is_ok(), "the stream did not end");
+}
