@@ -11,6 +11,7 @@ pub const HEADER_ERROR: &str = "Nats-Service-Error";
 pub const HEADER_ERROR_CODE: &str = "Nats-Service-Error-Code";
 
 /// Every error code of CONTRACT section 1.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ErrorCode {

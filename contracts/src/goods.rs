@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 use crate::ids::{CategoryId, Cents, GoodsId, RoomId};
 use crate::list::{ItemList, LongText, PageLimit, ShortText};
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
 #[serde(rename_all = "snake_case")]
 pub enum GoodsStatus {
@@ -35,6 +36,7 @@ impl GoodsStatus {
 pub type Url = LongText;
 
 /// A stored goods record.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Goods {
     pub goods_id: GoodsId,
@@ -49,22 +51,28 @@ pub struct Goods {
     pub head_imgs: Vec<String>,
     pub videos: Vec<String>,
     pub detail: Vec<String>,
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
     #[serde(with = "crate::time::rfc3339")]
     pub updated_at: DateTime<Utc>,
 }
 
 /// `goods.upsert`: a goods record without `updated_at`; `goods_id` assigned when absent.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct UpsertGoods {
     #[serde(default)]
     pub goods_id: Option<GoodsId>,
     pub category_id: CategoryId,
+    #[cfg_attr(feature = "openapi", schema(value_type = String, min_length = 1, max_length = 200))]
     pub title: ShortText,
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(value_type = String, max_length = 2000))]
     pub brief: LongText,
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(value_type = String, max_length = 2000))]
     pub brand_name: LongText,
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(value_type = String, max_length = 2000))]
     pub code: LongText,
     pub price_cents: Cents,
     /// The crossed-out "was" price; defaults to `price_cents`.
@@ -73,10 +81,13 @@ pub struct UpsertGoods {
     #[serde(default)]
     pub status: GoodsStatus,
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Vec<String>))]
     pub head_imgs: Vec<Url>,
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Vec<String>))]
     pub videos: Vec<Url>,
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Vec<String>))]
     pub detail: Vec<Url>,
 }
 
@@ -113,6 +124,7 @@ pub struct GoodsListRequest {
     pub limit: Option<PageLimit>,
 }
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct GoodsListReply {
     pub goods: Vec<Goods>,
@@ -136,6 +148,7 @@ pub struct RoomListRequest {
     pub room_id: RoomId,
 }
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Room {
     pub room_id: RoomId,

@@ -55,6 +55,16 @@ macro_rules! ranged_int {
                 self.0.fmt(f)
             }
         }
+
+        #[cfg(feature = "openapi")]
+        impl utoipa::PartialSchema for $name {
+            fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+                $crate::ids::openapi::integer(Self::MIN, Self::MAX, $msg)
+            }
+        }
+
+        #[cfg(feature = "openapi")]
+        impl utoipa::ToSchema for $name {}
     };
 }
 pub(crate) use ranged_int;
@@ -129,6 +139,43 @@ impl OrderSn {
 impl fmt::Display for OrderSn {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         self.0.fmt(f)
+    }
+}
+
+#[cfg(feature = "openapi")]
+impl utoipa::PartialSchema for OrderSn {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{ObjectBuilder, Type};
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .pattern(Some("^[1-9][0-9]{0,18}$"))
+            .description(Some(
+                "A 63-bit snowflake id as a decimal string (it exceeds what a JavaScript number holds)",
+            ))
+            .examples([serde_json::json!("383211497207996416")])
+            .into()
+    }
+}
+
+#[cfg(feature = "openapi")]
+impl utoipa::ToSchema for OrderSn {}
+
+/// JSON Schemas of the ranged integers, for the gateway's OpenAPI document.
+#[cfg(feature = "openapi")]
+pub mod openapi {
+    use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
+    use utoipa::openapi::RefOr;
+
+    pub fn integer(min: i64, max: i64, rule: &str) -> RefOr<Schema> {
+        ObjectBuilder::new()
+            .schema_type(Type::Integer)
+            .format(Some(utoipa::openapi::SchemaFormat::KnownFormat(
+                utoipa::openapi::KnownFormat::Int64,
+            )))
+            .minimum(Some(min))
+            .maximum(Some(max))
+            .description(Some(rule))
+            .into()
     }
 }
 

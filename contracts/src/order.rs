@@ -8,6 +8,7 @@ use crate::list::{ItemList, LongText, PageLimit, ShortText};
 use crate::stock::OrderLine;
 
 /// `unpaid` is the only status an order leaves.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum OrderStatus {
@@ -45,6 +46,7 @@ impl OrderStatus {
 }
 
 /// One line of an order, priced at creation time from `goods.batch`.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OrderItem {
     pub goods_id: GoodsId,
@@ -53,6 +55,7 @@ pub struct OrderItem {
     pub quantity: Quantity,
 }
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Order {
     pub order_sn: OrderSn,
@@ -64,12 +67,16 @@ pub struct Order {
     pub receiver_name: String,
     pub receiver_phone: String,
     pub note: String,
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
     #[serde(with = "crate::time::rfc3339")]
     pub created_at: DateTime<Utc>,
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
     #[serde(with = "crate::time::rfc3339")]
     pub pay_deadline: DateTime<Utc>,
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, format = DateTime))]
     #[serde(with = "crate::time::rfc3339_opt")]
     pub paid_at: Option<DateTime<Utc>>,
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, format = DateTime))]
     #[serde(with = "crate::time::rfc3339_opt")]
     pub closed_at: Option<DateTime<Utc>>,
 }
@@ -90,11 +97,13 @@ pub struct CreateOrderRequest {
 }
 
 /// `order.pay`.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PayRequest {
     pub order_sn: OrderSn,
     pub amount_cents: Cents,
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, min_length = 1, max_length = 200))]
     pub payment_ref: Option<ShortText>,
 }
 
@@ -120,6 +129,7 @@ pub struct ListOrdersRequest {
     pub limit: Option<PageLimit>,
 }
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ListOrdersReply {
     pub orders: Vec<Order>,

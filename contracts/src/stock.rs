@@ -13,6 +13,7 @@ crate::ids::ranged_int!(
 );
 
 /// One line of an order as stock sees it.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct OrderLine {
     pub goods_id: GoodsId,
@@ -79,11 +80,21 @@ pub struct StockSetRequest {
 }
 
 /// The counts of one goods.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StockLevel {
     pub goods_id: GoodsId,
     pub available: i64,
     pub sold: i64,
+}
+
+/// `stock.changed.<goods_id>`: a notification, not a source of truth (a client that missed
+/// one reads the stock again).
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StockChanged {
+    pub goods_id: GoodsId,
+    pub available: i64,
 }
 
 /// `stock.get`.

@@ -11,6 +11,13 @@ pub mod goods {
     pub const LIST: &str = "goods.list";
     pub const ROOM_SET: &str = "goods.room.set";
     pub const ROOM_LIST: &str = "goods.room.list";
+    /// Core NATS notification `goods.room.changed.<room_id>` after each `goods.room.set`
+    /// (payload: the room as `goods.room.list` returns it).
+    pub const ROOM_CHANGED_ALL: &str = "goods.room.changed.*";
+
+    pub fn room_changed(room_id: crate::RoomId) -> String {
+        format!("goods.room.changed.{room_id}")
+    }
 }
 
 pub mod stock {
@@ -20,6 +27,13 @@ pub mod stock {
     pub const DEDUCT: &str = "stock.deduct";
     pub const RETURN: &str = "stock.return";
     pub const SELL_DETAIL: &str = "stock.sell_detail";
+    /// Core NATS notification `stock.changed.<goods_id>` after commits, coalesced per goods
+    /// (payload: [`crate::stock::StockChanged`]).
+    pub const CHANGED_ALL: &str = "stock.changed.*";
+
+    pub fn changed(goods_id: crate::GoodsId) -> String {
+        format!("stock.changed.{goods_id}")
+    }
 }
 
 pub mod order {

@@ -167,6 +167,11 @@ impl TestApp {
         }
     }
 
+    /// The URL of the test's nats-server.
+    pub fn nats_url(&self) -> &str {
+        &self.nats_url
+    }
+
     /// The test's NATS client (the account's admin user).
     pub fn client(&self) -> &async_nats::Client {
         &self.client

@@ -8,8 +8,10 @@
 //! `nats-config/permissions.conf`.
 
 pub mod app;
+pub mod gateway;
 pub mod stack;
 pub mod wait;
 
 pub use app::{ErrorReply, TestApp, Worker, WorkerProcess};
+pub use gateway::Gateway;
 pub use wait::eventually;

@@ -119,7 +119,7 @@ fn start() -> Result<(Stack, NatsServer, PostgresCluster), String> {
 }
 
 /// A server config with `accounts` isolated accounts `A<n>`, each with the worker users
-/// `a<n>-goods|stock|order` (the permission sets of nats-config/permissions.conf) and an
+/// `a<n>-goods|stock|order|gateway` (the permission sets of nats-config/permissions.conf) and an
 /// all-powerful `a<n>-admin` for the test itself.
 pub fn server_config(accounts: usize) -> String {
     // Inlined rather than `include`d: include paths are relative to the including file,
@@ -137,6 +137,7 @@ pub fn server_config(accounts: usize) -> String {
              \x20   {{ user: a{n}-goods, password: {PASSWORD}, permissions: $GOODS_PERMISSIONS }}\n\
              \x20   {{ user: a{n}-stock, password: {PASSWORD}, permissions: $STOCK_PERMISSIONS }}\n\
              \x20   {{ user: a{n}-order, password: {PASSWORD}, permissions: $ORDER_PERMISSIONS }}\n\
+             \x20   {{ user: a{n}-gateway, password: {PASSWORD}, permissions: $GATEWAY_PERMISSIONS }}\n\
              \x20   {{ user: a{n}-admin, password: {PASSWORD}, permissions: $ADMIN_PERMISSIONS }}\n  ] }}"
         );
     }

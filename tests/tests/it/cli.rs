@@ -97,6 +97,8 @@ fn every_subcommand_has_help() {
         &["up", "--help"],
         &["req", "--help"],
         &["audit", "--help"],
+        &["gateway", "--help"],
+        &["token", "--help"],
         &["bench", "--help"],
         &["bench", "stock", "--help"],
         &["bench", "order", "--help"],
@@ -245,6 +247,7 @@ fn every_server_config_in_nats_config_is_valid() {
             .env("SHOP_GOODS_NATS_PASSWORD", "g")
             .env("SHOP_STOCK_NATS_PASSWORD", "s")
             .env("SHOP_ORDER_NATS_PASSWORD", "o")
+            .env("SHOP_GATEWAY_NATS_PASSWORD", "w")
             .env("SHOP_ADMIN_NATS_PASSWORD", "a")
             .output()
             .expect("running nats-server -t");

@@ -3,6 +3,7 @@
 
 mod bench;
 mod cli;
+mod gateway;
 mod goods;
 mod order;
 mod stock;

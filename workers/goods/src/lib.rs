@@ -6,11 +6,13 @@
 //! - [`service`]: the endpoints (decode, call [`repo`], encode).
 //! - [`repo`]: every SQL statement of this worker.
 //! - [`batch_reads`]: `goods.batch` reads that arrive together answered by one query.
+//! - [`room_changes`]: `goods.room.changed.<room_id>` after each `goods.room.set`.
 //! - [`error`]: [`GoodsError`], mapped 1:1 onto contract codes.
 
 pub mod batch_reads;
 pub mod error;
 pub mod repo;
+pub mod room_changes;
 pub mod service;
 
 pub use error::GoodsError;

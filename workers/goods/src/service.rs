@@ -13,7 +13,7 @@ use shop_kit::serve;
 use sqlx::PgPool;
 
 use crate::batch_reads::BatchReads;
-use crate::{repo, GoodsError, SERVICE_VERSION};
+use crate::{repo, room_changes, GoodsError, SERVICE_VERSION};
 
 /// Starts the `goods` service on `client` and serves until the connection closes.
 pub async fn run(client: async_nats::Client, pool: PgPool) -> Result<(), async_nats::Error> {
@@ -35,7 +35,13 @@ pub async fn run(client: async_nats::Client, pool: PgPool) -> Result<(), async_n
         )
         .await?,
         serve(&service, subject::LIST, pool.clone(), list).await?,
-        serve(&service, subject::ROOM_SET, pool.clone(), room_set).await?,
+        serve(
+            &service,
+            subject::ROOM_SET,
+            (pool.clone(), client.clone()),
+            room_set,
+        )
+        .await?,
         serve(&service, subject::ROOM_LIST, pool, room_list).await?,
     ];
     tracing::info!(
@@ -89,7 +95,10 @@ async fn list(pool: PgPool, req: GoodsListRequest) -> Result<GoodsListReply, Goo
 }
 
 #[tracing::instrument(skip_all, fields(room_id = %req.room_id))]
-async fn room_set(pool: PgPool, req: RoomSetRequest) -> Result<Room, GoodsError> {
+async fn room_set(
+    (pool, client): (PgPool, async_nats::Client),
+    req: RoomSetRequest,
+) -> Result<Room, GoodsError> {
     if req.goods_ids.len() > MAX_ITEMS {
         return Err(GoodsError::BadRequest(
             "a room lists at most 100 goods".into(),
@@ -109,13 +118,15 @@ async fn room_set(pool: PgPool, req: RoomSetRequest) -> Result<Room, GoodsError>
         }
     }
     repo::set_room(&pool, req.room_id, &req.goods_ids, req.current_goods_id).await?;
-    room_list(
+    let room = room_list(
         pool,
         RoomListRequest {
             room_id: req.room_id,
         },
     )
-    .await
+    .await?;
+    room_changes::publish(&client, &room).await;
+    Ok(room)
 }
 
 async fn room_list(pool: PgPool, req: RoomListRequest) -> Result<Room, GoodsError> {

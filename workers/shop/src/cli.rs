@@ -27,6 +27,21 @@ pub enum Command {
     Stock,
     /// Run an order worker (the `order` micro service and the order-txn-checker).
     Order,
+    /// Run the HTTP gateway (CONTRACT section 7) in front of the workers.
+    Gateway,
+    /// Mint a development bearer token for the gateway, signed with the configured HS256
+    /// secret (`gateway.auth.hs256_secret`, or the dev secret `shop up` keeps in .data/).
+    Token {
+        /// The user id the token names (its `sub`).
+        #[arg(long, value_parser = clap::value_parser!(i64).range(1..))]
+        user: i64,
+        /// Give the token `role: "admin"` (the /v1/admin routes).
+        #[arg(long)]
+        admin: bool,
+        /// How long the token is valid (e.g. 30m, 1h, 7d).
+        #[arg(long, default_value = "1h", value_parser = humantime_serde::re::humantime::parse_duration)]
+        ttl: std::time::Duration,
+    },
     /// Create the databases if needed and apply every worker's migrations.
     Migrate,
     /// Load demo data through the running workers: a live room with 10 goods and their stock.

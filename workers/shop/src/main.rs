@@ -20,8 +20,10 @@ async fn main() -> anyhow::Result<()> {
         config.log.format = LogFormat::Json;
     }
     // A one-shot request or an audit prints a report; connection chatter would only bury it.
-    if matches!(cli.command, Command::Req { .. } | Command::Audit { .. })
-        && config.log.filter == "info"
+    if matches!(
+        cli.command,
+        Command::Req { .. } | Command::Audit { .. } | Command::Token { .. }
+    ) && config.log.filter == "info"
     {
         config.log.filter = "warn".into();
     }
@@ -31,6 +33,8 @@ async fn main() -> anyhow::Result<()> {
         Command::Goods => commands::worker::goods(&config).await,
         Command::Stock => commands::worker::stock(&config).await,
         Command::Order => commands::worker::order(&config).await,
+        Command::Gateway => commands::gateway::run(&config).await,
+        Command::Token { user, admin, ttl } => commands::token::run(&config, user, admin, ttl),
         Command::Migrate => commands::migrate::run(&config).await,
         Command::Seed { room_id, stock } => commands::seed::run(&config, room_id, stock).await,
         Command::Up { workers, root } => commands::up::run(config, workers, root).await,

@@ -12,12 +12,14 @@
 //! - [`repo`]: every SQL statement shared by the strategies (sell records, ledger, set, get,
 //!   return).
 //! - [`rollback`]: the durable pull consumer that applies rollback events as returns.
+//! - [`changes`]: `stock.changed.<goods_id>` notifications, coalesced, off the deduct path.
 //! - [`audit`]: a consistent read of counts, adjustments and sell records for `shop audit`.
 //! - [`error`]: [`StockError`], mapped 1:1 onto contract codes.
 
 use std::time::Duration;
 
 pub mod audit;
+pub mod changes;
 pub mod error;
 pub mod repo;
 pub mod rollback;

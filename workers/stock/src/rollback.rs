@@ -17,6 +17,8 @@ use shop_kit::jetstream::{
 };
 use sqlx::PgPool;
 
+use crate::changes::Changes;
+
 use crate::repo;
 
 /// Creates or updates the stream and the consumer from `nats-config/`.
@@ -44,15 +46,17 @@ pub async fn run(
     consumer: PullConsumer,
     pool: PgPool,
     retry_delay: Duration,
+    changes: Changes,
 ) -> Result<(), async_nats::Error> {
     let messages = consumer.messages().await?;
     tracing::info!("consuming STOCK_ROLLBACK");
     messages
         .for_each_concurrent(CONCURRENCY, |message| {
             let pool = &pool;
+            let changes = &changes;
             async move {
                 match message {
-                    Ok(message) => apply(pool, message, retry_delay).await,
+                    Ok(message) => apply(pool, message, retry_delay, changes).await,
                     // Missed heartbeats and the like: the stream goes on.
                     Err(error) => tracing::warn!(%error, "STOCK_ROLLBACK consumer"),
                 }
@@ -62,7 +66,12 @@ pub async fn run(
     Ok(())
 }
 
-async fn apply(pool: &PgPool, message: jetstream::Message, retry_delay: Duration) {
+async fn apply(
+    pool: &PgPool,
+    message: jetstream::Message,
+    retry_delay: Duration,
+    changes: &Changes,
+) {
     let subject = message.subject.to_string();
     let event: RollbackEvent = match serde_json::from_slice(&message.payload) {
         Ok(event) => event,
@@ -79,6 +88,9 @@ async fn apply(pool: &PgPool, message: jetstream::Message, retry_delay: Duration
     let ack = match repo::return_order(pool, sn).await {
         Ok(returned) => {
             tracing::info!(order_sn = %sn, reason = ?event.reason, returned, "rollback applied");
+            if returned {
+                changes.returned(sn);
+            }
             AckKind::Ack
         }
         Err(error) => {

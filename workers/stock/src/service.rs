@@ -12,6 +12,7 @@ use shop_contracts::subjects::{stock as subject, QUEUE_GROUP};
 use shop_kit::serve;
 use sqlx::PgPool;
 
+use crate::changes::Changes;
 use crate::strategies::Deducter;
 use crate::{repo, rollback, Settings, StockError, SERVICE_VERSION};
 
@@ -25,6 +26,7 @@ pub async fn run(
     let js = async_nats::jetstream::new(client.clone());
     let consumer = rollback::setup(&js).await?;
     let (deducter, background) = Deducter::start(&js, pool.clone(), &settings).await?;
+    let (changes, _notifying) = Changes::start(client.clone(), pool.clone());
 
     let service = client
         .service_builder()
@@ -46,13 +48,30 @@ pub async fn run(
         .await?;
 
     let endpoints = [
-        serve(&service, subject::SET, pool.clone(), set).await?,
+        serve(&service, subject::SET, (pool.clone(), changes.clone()), set).await?,
         serve(&service, subject::GET, pool.clone(), get).await?,
-        serve(&service, subject::DEDUCT, deducter, deduct).await?,
-        serve(&service, subject::RETURN, pool.clone(), return_).await?,
+        serve(
+            &service,
+            subject::DEDUCT,
+            (deducter, changes.clone()),
+            deduct,
+        )
+        .await?,
+        serve(
+            &service,
+            subject::RETURN,
+            (pool.clone(), changes.clone()),
+            return_,
+        )
+        .await?,
         serve(&service, subject::SELL_DETAIL, pool.clone(), sell_detail).await?,
     ];
-    let consuming = tokio::spawn(rollback::run(consumer, pool, settings.rollback_retry_delay));
+    let consuming = tokio::spawn(rollback::run(
+        consumer,
+        pool,
+        settings.rollback_retry_delay,
+        changes,
+    ));
     tracing::info!(
         service = subject::SERVICE,
         version = SERVICE_VERSION,
@@ -75,8 +94,13 @@ pub async fn run(
 }
 
 #[tracing::instrument(skip_all, fields(goods_id = %req.goods_id))]
-async fn set(pool: PgPool, req: StockSetRequest) -> Result<StockLevel, StockError> {
-    repo::set(&pool, req.goods_id, req.available).await
+async fn set(
+    (pool, changes): (PgPool, Changes),
+    req: StockSetRequest,
+) -> Result<StockLevel, StockError> {
+    let level = repo::set(&pool, req.goods_id, req.available).await?;
+    changes.goods([req.goods_id]);
+    Ok(level)
 }
 
 async fn get(pool: PgPool, req: StockGetRequest) -> Result<StockGetReply, StockError> {
@@ -85,9 +109,13 @@ async fn get(pool: PgPool, req: StockGetRequest) -> Result<StockGetReply, StockE
     })
 }
 
-async fn deduct(deducter: Deducter, req: DeductRequest) -> Result<DeductReply, StockError> {
+async fn deduct(
+    (deducter, changes): (Deducter, Changes),
+    req: DeductRequest,
+) -> Result<DeductReply, StockError> {
     let lines = NormalizedLines::new(req.items.iter());
     let items = deducter.deduct(req.order_sn, &lines).await?;
+    changes.goods(items.iter().map(|line| line.goods_id));
     Ok(DeductReply {
         order_sn: req.order_sn,
         status: SellStatus::Deducted,
@@ -95,8 +123,14 @@ async fn deduct(deducter: Deducter, req: DeductRequest) -> Result<DeductReply, S
     })
 }
 
-async fn return_(pool: PgPool, req: ReturnRequest) -> Result<ReturnReply, StockError> {
+async fn return_(
+    (pool, changes): (PgPool, Changes),
+    req: ReturnRequest,
+) -> Result<ReturnReply, StockError> {
     let returned = repo::return_order(&pool, req.order_sn).await?;
+    if returned {
+        changes.returned(req.order_sn);
+    }
     Ok(ReturnReply {
         order_sn: req.order_sn,
         status: SellStatus::Returned,

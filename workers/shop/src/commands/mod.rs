@@ -2,9 +2,11 @@
 
 pub mod audit;
 pub mod bench;
+pub mod gateway;
 pub mod migrate;
 pub mod req;
 pub mod seed;
+pub mod token;
 pub mod up;
 pub mod worker;
 

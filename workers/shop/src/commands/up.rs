@@ -1,8 +1,9 @@
 //! `shop up`: the whole local stack in one process tree.
 //!
 //! Starts nats-server (nats-config/dev.conf) and a PostgreSQL cluster whose data lives in
-//! `.data/`, applies migrations, runs the workers as child processes (each as its own NATS
-//! user), seeds demo data, and waits. Ctrl-C stops everything it started; the next run
+//! `.data/`, applies migrations, runs the workers and the HTTP gateway as child processes
+//! (each as its own NATS user; the gateway with the random dev secrets this command keeps in
+//! the data directory), seeds demo data, and waits. Ctrl-C stops everything it started; the next run
 //! reuses the data. Every child dies with this process even if it is SIGKILLed.
 
 use std::path::PathBuf;
@@ -13,7 +14,7 @@ use anyhow::{bail, Context};
 use shop_devstack::{NatsServer, NatsServerSpec, PostgresCluster, PostgresSpec};
 use tokio::process::{Child, Command};
 
-use crate::config::Config;
+use crate::config::{Config, DEV_SECRETS_FILE};
 
 /// Worker kinds with their NATS user and dev password (nats-config/dev.conf).
 const WORKERS: [(&str, &str); 3] = [
@@ -65,6 +66,7 @@ pub async fn run(mut config: Config, per_kind: usize, root: PathBuf) -> anyhow::
     config.order.database_url = postgres.url("shop_order");
     super::migrate::run(&config).await?;
 
+    dev_secrets(&mut config, &data)?;
     let mut children = Vec::new();
     for (kind, password) in WORKERS {
         for i in 0..per_kind {
@@ -84,10 +86,16 @@ pub async fn run(mut config: Config, per_kind: usize, root: PathBuf) -> anyhow::
     super::seed::seed(&admin, 1, 100)
         .await
         .context("seeding demo data")?;
+    children.push(("gateway".to_owned(), spawn_gateway(&config)?));
+    wait_for_port(config.gateway.listen, Duration::from_secs(30)).await?;
+    let http = format!("http://{}", config.gateway.listen);
 
     eprintln!(
         "\nshop is up in {:.1}s: NATS {} (JetStream), PostgreSQL 127.0.0.1:{}, {} worker(s) of each kind.\n\
+         HTTP gateway {http}: live room {http}/rooms/1, API docs {http}/docs\n\
          Try:  nats req goods.room.list '{{\"room_id\":1}}'\n\
+         \x20     curl {http}/v1/rooms/1\n\
+         \x20     TOKEN=$(target/debug/shop token --user 7); curl -H \"Authorization: Bearer $TOKEN\" {http}/v1/orders\n\
          Logs of the servers: {}\nCtrl-C stops everything.\n",
         started.elapsed().as_secs_f64(),
         nats.url(),
@@ -107,6 +115,89 @@ pub async fn run(mut config: Config, per_kind: usize, root: PathBuf) -> anyhow::
     drop(postgres);
     drop(nats);
     outcome
+}
+
+/// The gateway's token key and payment secret: from config when set there, otherwise the
+/// random pair this command wrote into the data directory on its first run (so tokens
+/// minted with `shop token` stay valid across restarts). Never a value from the code.
+fn dev_secrets(config: &mut Config, data: &std::path::Path) -> anyhow::Result<()> {
+    let auth = &mut config.gateway.auth;
+    if auth.hs256_secret.is_some() && config.gateway.payment.secret.is_some() {
+        return Ok(());
+    }
+    let path = data.join(DEV_SECRETS_FILE);
+    let random = || -> anyhow::Result<String> {
+        use std::io::Read;
+        let mut bytes = [0u8; 32];
+        std::fs::File::open("/dev/urandom")
+            .and_then(|mut f| f.read_exact(&mut bytes))
+            .context("reading /dev/urandom")?;
+        Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+    };
+    let token_secret = match &auth.hs256_secret {
+        Some(secret) => secret.clone(),
+        None => shop_gateway::Secret::new(random()?),
+    };
+    let payment_secret = match &config.gateway.payment.secret {
+        Some(secret) => secret.clone(),
+        None => shop_gateway::Secret::new(random()?),
+    };
+    let text = format!(
+        "# Development secrets of the local gateway, written by `shop up` (random per machine).\n\
+         [gateway.auth]\nhs256_secret = \"{}\"\n[gateway.payment]\nsecret = \"{}\"\n",
+        token_secret.expose(),
+        payment_secret.expose()
+    );
+    std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
+    auth.hs256_secret = Some(token_secret);
+    config.gateway.payment.secret = Some(payment_secret);
+    Ok(())
+}
+
+fn spawn_gateway(config: &Config) -> anyhow::Result<Child> {
+    let exe = std::env::current_exe().context("locating the shop binary")?;
+    let mut command = std::process::Command::new(exe);
+    let secret = |s: &Option<shop_gateway::Secret>| {
+        s.as_ref()
+            .map(|s| s.expose().to_owned())
+            .unwrap_or_default()
+    };
+    command
+        .arg("gateway")
+        .env("SHOP_NATS__URL", &config.nats.url)
+        .env("SHOP_NATS__USER", "gateway")
+        .env("SHOP_NATS__PASSWORD", "gateway-dev")
+        .env("SHOP_GATEWAY__LISTEN", config.gateway.listen.to_string())
+        .env(
+            "SHOP_GATEWAY__AUTH__HS256_SECRET",
+            secret(&config.gateway.auth.hs256_secret),
+        )
+        .env(
+            "SHOP_GATEWAY__PAYMENT__SECRET",
+            secret(&config.gateway.payment.secret),
+        )
+        // The local stack is a development stack: the live-room page gets its pay button.
+        .env("SHOP_GATEWAY__DEV_MODE", "true")
+        .stdin(Stdio::null());
+    shop_devstack::die_with_parent(&mut command, libc_sigterm());
+    let mut command = Command::from(command);
+    command.kill_on_drop(true);
+    command.spawn().context("starting the gateway")
+}
+
+/// Waits until something accepts connections on `addr`.
+async fn wait_for_port(addr: std::net::SocketAddr, within: Duration) -> anyhow::Result<()> {
+    let deadline = Instant::now() + within;
+    while tokio::net::TcpStream::connect(addr).await.is_err() {
+        if Instant::now() >= deadline {
+            bail!(
+                "the gateway did not listen on {addr} within {}s",
+                within.as_secs()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Ok(())
 }
 
 fn spawn_worker(config: &Config, kind: &str, password: &str) -> anyhow::Result<Child> {

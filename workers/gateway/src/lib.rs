@@ -1,0 +1,169 @@
+//! `shop gateway`: the HTTP API of CONTRACT section 7 in front of the NATS workers.
+//!
+//! A stateless process (any number can run): it owns no database and holds no state but
+//! caches of nothing; every request becomes contract requests over NATS, made with the
+//! `shop-contracts` types, so input that reaches a worker is a valid contract request. It
+//! imports no worker crate.
+//!
+//! - [`routes`]: the handlers, one module per resource, and the table that registers them.
+//! - [`auth`]: bearer tokens (HS256 in dev, RS256/EdDSA public keys in production), the
+//!   `User`/`Admin` extractors, dev-token minting for `shop token`.
+//! - [`payment`]: the provider's HMAC-SHA256 signature, compared in constant time.
+//! - [`problem`]: errors as `application/problem+json`, and the layer that makes every
+//!   error response one.
+//! - [`extract`]: body, path and query extractors whose rejections are problems.
+//! - [`rate_limit`]: the per-user limit on order creation.
+//! - [`events`]: the notifications hub behind the Server-Sent Events of a room.
+//! - [`openapi`]: the OpenAPI 3.1 document derived from the handlers and types.
+//! - [`settings`]: `[gateway]` configuration.
+
+pub mod auth;
+pub mod events;
+pub mod extract;
+pub mod openapi;
+pub mod payment;
+pub mod problem;
+pub mod rate_limit;
+pub mod routes;
+pub mod settings;
+pub mod state;
+pub mod views;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::DefaultBodyLimit;
+use axum::http::{header, HeaderName, Method, StatusCode};
+use axum::Router;
+use thiserror::Error;
+use tokio::sync::watch;
+use tower_http::cors::{AllowOrigin, CorsLayer};
+use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::TraceLayer;
+
+pub use settings::{Secret, Settings};
+
+use crate::auth::Verifier;
+use crate::events::Hub;
+use crate::rate_limit::OrderLimiter;
+use crate::state::{AppState, Nats};
+
+#[derive(Debug, Error)]
+pub enum GatewayError {
+    #[error("auth key: {0}")]
+    Key(#[from] auth::KeyError),
+    #[error("subscribing to change notifications: {0}")]
+    Subscribe(#[from] async_nats::SubscribeError),
+    #[error("binding {addr}: {source}")]
+    Bind {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("serving HTTP: {0}")]
+    Serve(std::io::Error),
+    #[error("the change notifications stopped (NATS connection closed)")]
+    HubStopped,
+}
+
+/// The application: routes, extractors' state and every layer (trace, timeout, body limit,
+/// CORS, problem+json for every error).
+pub fn app(state: AppState) -> Router {
+    let settings = state.settings.clone();
+    let cors = CorsLayer::new()
+        .allow_methods([Method::GET, Method::POST, Method::PUT])
+        .allow_headers([
+            header::AUTHORIZATION,
+            header::CONTENT_TYPE,
+            HeaderName::from_static("idempotency-key"),
+        ])
+        .expose_headers([header::LOCATION, header::RETRY_AFTER])
+        .max_age(Duration::from_secs(600))
+        .allow_origin(if settings.cors_origins.iter().any(|o| o == "*") {
+            AllowOrigin::any()
+        } else {
+            AllowOrigin::list(
+                settings
+                    .cors_origins
+                    .iter()
+                    .filter_map(|o| o.parse().ok())
+                    .collect::<Vec<_>>(),
+            )
+        });
+    routes::Routes::all()
+        .into_router()
+        .with_state(state)
+        // Both limits: the tower-http layer refuses a declared or streamed body over 64 KiB
+        // before it is read, axum's default limit (2 MiB) is lowered to match.
+        .layer(DefaultBodyLimit::max(shop_contracts::MAX_BODY_BYTES))
+        .layer(RequestBodyLimitLayer::new(shop_contracts::MAX_BODY_BYTES))
+        // A response not ready in time is a 503 (made a problem with Retry-After below). It
+        // bounds the time to the response head, so event streams are not cut.
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::SERVICE_UNAVAILABLE,
+            settings.request_timeout,
+        ))
+        .layer(axum::middleware::from_fn(problem::ensure_problem))
+        .layer(cors)
+        .layer(TraceLayer::new_for_http())
+}
+
+/// Builds the state, binds, and serves until `shutdown` resolves; then event streams end
+/// and requests in flight finish.
+pub async fn run(
+    client: async_nats::Client,
+    settings: Settings,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), GatewayError> {
+    let verifier = Verifier::from_settings(&settings.auth)?;
+    if settings.payment.secret.is_none() {
+        tracing::warn!("gateway.payment.secret is not set: every payment callback gets 401");
+    }
+    let (hub, hub_task) = Hub::start(&client).await?;
+    let (stop, stopping) = watch::channel(false);
+    let limiter = Arc::new(OrderLimiter::new(
+        settings.orders_per_second,
+        settings.order_burst,
+    ));
+    let sweeper = {
+        let limiter = limiter.clone();
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(Duration::from_secs(60));
+            loop {
+                every.tick().await;
+                limiter.forget_idle();
+            }
+        })
+    };
+    let listener = tokio::net::TcpListener::bind(settings.listen)
+        .await
+        .map_err(|source| GatewayError::Bind {
+            addr: settings.listen,
+            source,
+        })?;
+    let addr = listener.local_addr().map_err(GatewayError::Serve)?;
+    let state = AppState {
+        nats: Nats {
+            client,
+            timeout: settings.nats_timeout,
+        },
+        verifier: Arc::new(verifier),
+        limiter,
+        hub,
+        settings: Arc::new(settings),
+        stopping,
+    };
+    tracing::info!(%addr, "gateway listening");
+    let serving = axum::serve(listener, app(state)).with_graceful_shutdown(async move {
+        shutdown.await;
+        // Event streams end now, so the graceful shutdown does not wait for viewers.
+        let _ = stop.send(true);
+    });
+    let result = tokio::select! {
+        result = serving => result.map_err(GatewayError::Serve),
+        _ = hub_task => Err(GatewayError::HubStopped),
+    };
+    sweeper.abort();
+    result
+}

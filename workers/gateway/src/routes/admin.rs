@@ -1,0 +1,104 @@
+//! Operators' writes (`role: "admin"`): goods records, stock levels, live rooms.
+
+use axum::extract::State;
+use axum::Json;
+use shop_contracts::goods::{Goods, Room, RoomSetRequest, UpsertGoods};
+use shop_contracts::stock::{StockLevel, StockSetRequest};
+use shop_contracts::subjects::{goods as goods_subject, stock as stock_subject};
+use shop_contracts::{GoodsId, RoomId};
+
+use crate::auth::Admin;
+use crate::extract::{self, Path};
+use crate::problem::Problem;
+use crate::state::AppState;
+use crate::views::{RoomBody, StockBody};
+
+/// Creates a goods record; its id is assigned (a `goods_id` in the body is ignored).
+#[utoipa::path(post, operation_id = "create_goods", path = "/v1/admin/goods", tag = "admin", security(("bearer" = [])),
+    request_body = UpsertGoods,
+    responses((status = 200, body = Goods), (status = "4XX", body = crate::problem::ProblemBody, content_type = "application/problem+json"),
+        (status = "5XX", body = crate::problem::ProblemBody, content_type = "application/problem+json")))]
+pub async fn create_goods(
+    State(state): State<AppState>,
+    _: Admin,
+    extract::Json(mut goods): extract::Json<UpsertGoods>,
+) -> Result<Json<Goods>, Problem> {
+    goods.goods_id = None;
+    state
+        .nats
+        .call(goods_subject::UPSERT, &goods)
+        .await
+        .map(Json)
+}
+
+/// Creates or replaces the goods record `{goods_id}`.
+#[utoipa::path(put, operation_id = "update_goods", path = "/v1/admin/goods/{goods_id}", tag = "admin", security(("bearer" = [])),
+    params(("goods_id" = i64, Path, minimum = 1)), request_body = UpsertGoods,
+    responses((status = 200, body = Goods), (status = "4XX", body = crate::problem::ProblemBody, content_type = "application/problem+json"),
+        (status = "5XX", body = crate::problem::ProblemBody, content_type = "application/problem+json")))]
+pub async fn update_goods(
+    State(state): State<AppState>,
+    _: Admin,
+    Path(goods_id): Path<GoodsId>,
+    extract::Json(mut goods): extract::Json<UpsertGoods>,
+) -> Result<Json<Goods>, Problem> {
+    if goods.goods_id.is_some_and(|id| id != goods_id) {
+        return Err(Problem::bad_request(
+            "goods_id in the body differs from the one in the path",
+        ));
+    }
+    goods.goods_id = Some(goods_id);
+    state
+        .nats
+        .call(goods_subject::UPSERT, &goods)
+        .await
+        .map(Json)
+}
+
+/// Sets the available stock of a goods (a restock or write-down, ledgered).
+#[utoipa::path(put, operation_id = "set_stock", path = "/v1/admin/stock/{goods_id}", tag = "admin", security(("bearer" = [])),
+    params(("goods_id" = i64, Path, minimum = 1)), request_body = StockBody,
+    responses((status = 200, body = StockLevel), (status = "4XX", body = crate::problem::ProblemBody, content_type = "application/problem+json"),
+        (status = "5XX", body = crate::problem::ProblemBody, content_type = "application/problem+json")))]
+pub async fn set_stock(
+    State(state): State<AppState>,
+    _: Admin,
+    Path(goods_id): Path<GoodsId>,
+    extract::Json(body): extract::Json<StockBody>,
+) -> Result<Json<StockLevel>, Problem> {
+    let request = StockSetRequest {
+        goods_id,
+        available: body.available,
+    };
+    state
+        .nats
+        .call(stock_subject::SET, &request)
+        .await
+        .map(Json)
+}
+
+/// Replaces a room's goods list and the goods being presented.
+#[utoipa::path(put, operation_id = "set_room", path = "/v1/admin/rooms/{room_id}", tag = "admin", security(("bearer" = [])),
+    params(("room_id" = i64, Path, minimum = 1)), request_body = RoomBody,
+    responses((status = 200, body = Room), (status = "4XX", body = crate::problem::ProblemBody, content_type = "application/problem+json"),
+        (status = "5XX", body = crate::problem::ProblemBody, content_type = "application/problem+json")))]
+pub async fn set_room(
+    State(state): State<AppState>,
+    _: Admin,
+    Path(room_id): Path<RoomId>,
+    extract::Json(body): extract::Json<RoomBody>,
+) -> Result<Json<Room>, Problem> {
+    if body.goods_ids.len() > shop_contracts::MAX_ITEMS {
+        return Err(Problem::bad_request("a room lists at most 100 goods"));
+    }
+    let request = RoomSetRequest {
+        room_id,
+        goods_ids: body.goods_ids,
+        current_goods_id: body.current_goods_id,
+    };
+    state
+        .nats
+        .call(goods_subject::ROOM_SET, &request)
+        .await
+        .map(Json)
+}

@@ -1,0 +1,104 @@
+//! The gateway's configuration (`[gateway]` in shop.toml, `SHOP_GATEWAY__*`): where it
+//! listens, its time limits, the keys it checks tokens and payment callbacks with, and the
+//! order-creation rate per user. Keys have no defaults: they come from config, never code.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// A secret from config. Its `Debug` never shows the value, so a logged config leaks nothing.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Secret {
+        Secret(value.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(..)")
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Settings {
+    /// Address the HTTP server binds.
+    pub listen: SocketAddr,
+    /// Longest a request may take before it is answered 503 `unavailable` with `Retry-After`.
+    #[serde(with = "humantime_serde")]
+    pub request_timeout: Duration,
+    /// Longest the gateway waits for one worker's reply (then 503 `unavailable`).
+    #[serde(with = "humantime_serde")]
+    pub nats_timeout: Duration,
+    /// How often an idle event stream sends a keep-alive comment.
+    #[serde(with = "humantime_serde")]
+    pub keep_alive: Duration,
+    pub auth: AuthSettings,
+    pub payment: PaymentSettings,
+    /// Order creations per second per user (token `sub`), sustained; fractions allowed
+    /// (0.5 is one every two seconds).
+    pub orders_per_second: f64,
+    /// Order creations a user may send at once before the rate applies.
+    pub order_burst: u32,
+    /// Origins allowed by CORS; `["*"]` is any (tokens travel in a header, never cookies).
+    pub cors_origins: Vec<String>,
+    /// Development conveniences: the live-room page gets a "pay" button that signs the
+    /// payment callback with `payment.secret`. Never set in production.
+    pub dev_mode: bool,
+}
+
+/// How bearer tokens are checked.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct AuthSettings {
+    pub algorithm: TokenAlgorithm,
+    /// HS256: the shared secret (development).
+    pub hs256_secret: Option<Secret>,
+    /// RS256 / EdDSA: the issuer's public key, PEM (production).
+    pub public_key_pem: Option<String>,
+    /// RS256 / EdDSA: a file holding that PEM, when not given inline.
+    pub public_key_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TokenAlgorithm {
+    #[default]
+    Hs256,
+    Rs256,
+    Eddsa,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct PaymentSettings {
+    /// The secret shared with the payment provider: `X-Signature` is its HMAC-SHA256.
+    pub secret: Option<Secret>,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            request_timeout: Duration::from_secs(10),
+            nats_timeout: Duration::from_secs(5),
+            keep_alive: Duration::from_secs(15),
+            auth: AuthSettings::default(),
+            payment: PaymentSettings::default(),
+            orders_per_second: 5.0,
+            order_burst: 10,
+            cors_origins: vec!["*".into()],
+            dev_mode: false,
+        }
+    }
+}
