@@ -15,13 +15,20 @@
 //! conditional update, as pay's is: whichever commits first wins the row). A missing order
 //! is decided under `pg_advisory_xact_lock(order_sn)`, so a fence and a create's commit for
 //! the same order_sn exclude each other. The five cases of CONTRACT section 5:
-//! - half message younger than both the check delay and the pay window: nak until then,
-//!   without a look at the database (nothing there could be fenced or closed sooner);
-//! - no order, half message younger than the check delay: nak until it is old enough;
-//! - no order, older: fence + rollback `aborted` (via the outbox), ack;
+//! - a half message's first delivery: nak for the check delay, without a look at the
+//!   database;
+//! - no order (at a later delivery, so at least the check delay old): fence + rollback
+//!   `aborted` (via the outbox), ack;
 //! - unpaid before the deadline: wait for it (nak until then, or schedule it and ack);
 //! - unpaid at or after the deadline: close + rollback `closed` + `closed` event, ack;
 //! - paid, cancelled, closed (or already fenced): ack.
+//!
+//! No worker's clock decides a fence. A half message is old enough for "no order" to mean
+//! "never committed" when the server has held it for the check delay, and the server's own
+//! timers say so: its first delivery is always nakked for the check delay, so any later
+//! delivery comes at least that long after the first (a nak that never arrived comes back
+//! after `ack_wait`, which the worker sets to no less than the check delay). A worker whose
+//! clock runs ahead would otherwise judge a live create old and fence it.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -110,9 +117,9 @@ pub async fn run(ctx: Ctx, consumer: PullConsumer, source: Source) {
 struct Look {
     message: jetstream::Message,
     sn: OrderSn,
-    /// Time since the half message was stored; [`Duration::MAX`] for a fired deadline, which
-    /// is past every quiet period.
-    age: Duration,
+    /// Held by the server for at least the check delay, by the server's timers: a half
+    /// message delivered before, or a fired deadline (which comes long after its create).
+    old_enough: bool,
 }
 
 /// Looks at a batch of messages and acks or naks each.
@@ -182,12 +189,17 @@ async fn schedule_waiting(ctx: &Ctx, looks: &[Look], verdicts: &mut [Verdict]) {
 async fn parse(source: Source, message: jetstream::Message) -> Option<Look> {
     let parsed = match source {
         Source::HalfMessages => serde_json::from_slice::<HalfMessage>(&message.payload)
-            .map(|half| (half.order_sn, age(&message))),
-        Source::DueDeadlines => serde_json::from_slice::<PayDeadline>(&message.payload)
-            .map(|due| (due.order_sn, Duration::MAX)),
+            .map(|half| (half.order_sn, delivered_before(&message))),
+        Source::DueDeadlines => {
+            serde_json::from_slice::<PayDeadline>(&message.payload).map(|due| (due.order_sn, true))
+        }
     };
     match parsed {
-        Ok((sn, age)) => Some(Look { message, sn, age }),
+        Ok((sn, old_enough)) => Some(Look {
+            message,
+            sn,
+            old_enough,
+        }),
         Err(error) => {
             tracing::error!(subject = %message.subject, %error, "malformed message; terminated");
             let _ = message.ack_with(AckKind::Term).await;
@@ -196,32 +208,25 @@ async fn parse(source: Source, message: jetstream::Message) -> Option<Look> {
     }
 }
 
-/// Time since JetStream stored `message`.
-fn age(message: &jetstream::Message) -> Duration {
-    let Ok(info) = message.info() else {
-        return Duration::ZERO;
-    };
-    let published = info.published.unix_timestamp_nanos();
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as i128)
-        .unwrap_or(0);
-    Duration::from_nanos((now - published).max(0) as u64)
+/// Whether JetStream delivered `message` before: then its first delivery was nakked for the
+/// check delay (or not answered for `ack_wait`), so the server has held it at least that long.
+fn delivered_before(message: &jetstream::Message) -> bool {
+    message.info().is_ok_and(|info| info.delivered > 1)
 }
 
 /// The verdict on each look, in order.
 ///
-/// Before both the check delay and the pay window have passed, no look at the database can
-/// lead to a fence or a close (an order's deadline is at least `pay_timeout` after its half
-/// message), so those wait without one. The others are read together, without a transaction
-/// or a lock: that decides every order that is resolved or not yet due. The due ones are
-/// closed together ([`close_all_due`]); a missing order takes its lock, one at a time
-/// ([`check`]), because it may be fenced.
+/// A half message at its first delivery waits the check delay without a look at the
+/// database: nothing could be fenced sooner, and an order's deadline is never sooner than
+/// that matters (a pay window shorter than the check delay closes at the check delay). The
+/// others are read together, without a transaction or a lock: that decides every order that
+/// is resolved or not yet due. The due ones are closed together ([`close_all_due`]); a
+/// missing order takes its lock, one at a time ([`check`]), because it may be fenced.
 async fn decide(ctx: &Ctx, looks: &[Look]) -> Result<Vec<Verdict>, OrderError> {
-    let quiet = ctx.settings.check_delay.min(ctx.settings.pay_timeout);
+    let first_wait = ctx.settings.check_delay + MARGIN;
     let old: Vec<OrderSn> = looks
         .iter()
-        .filter(|l| l.age >= quiet)
+        .filter(|l| l.old_enough)
         .map(|l| l.sn)
         .collect();
     let timings = if old.is_empty() {
@@ -234,8 +239,8 @@ async fn decide(ctx: &Ctx, looks: &[Look]) -> Result<Vec<Verdict>, OrderError> {
     // Orders due now: closed together below, in one transaction.
     let mut due = Vec::new();
     for (i, look) in looks.iter().enumerate() {
-        let verdict = if look.age < quiet {
-            Verdict::Later(quiet - look.age + MARGIN)
+        let verdict = if !look.old_enough {
+            Verdict::Later(first_wait)
         } else {
             match timings.get(&look.sn) {
                 Some(timing) if timing.status.is_terminal() => Verdict::Ack,
@@ -244,7 +249,7 @@ async fn decide(ctx: &Ctx, looks: &[Look]) -> Result<Vec<Verdict>, OrderError> {
                     due.push(i);
                     Verdict::Ack
                 }
-                None => check(ctx, look.sn, look.age).await.unwrap_or_else(|error| {
+                None => check(ctx, look.sn).await.unwrap_or_else(|error| {
                     tracing::warn!(order_sn = %look.sn, %error, "checker: check failed; retrying");
                     Verdict::Later(RETRY)
                 }),
@@ -285,19 +290,15 @@ async fn close_all_due(ctx: &Ctx, sns: &[OrderSn]) -> Result<(), OrderError> {
     Ok(())
 }
 
-/// One look under the order_sn's lock at a half message of age `age` whose order is missing
-/// or due: the cases that write.
+/// One look under the order_sn's lock at a message, held by the server at least the check
+/// delay, whose order was missing: the cases that write.
 #[tracing::instrument(skip_all, fields(order_sn = %sn))]
-pub async fn check(ctx: &Ctx, sn: OrderSn, age: Duration) -> Result<Verdict, OrderError> {
-    let delay = ctx.settings.check_delay;
+pub async fn check(ctx: &Ctx, sn: OrderSn) -> Result<Verdict, OrderError> {
     let mut tx = ctx.pool.begin().await?;
     repo::lock_sn(&mut tx, sn).await?;
     let Some(timing) = repo::timing(&mut tx, sn).await? else {
         if repo::is_fenced(&mut tx, sn).await? {
             return Ok(Verdict::Ack);
-        }
-        if age < delay {
-            return Ok(Verdict::Later(delay - age + MARGIN));
         }
         repo::fence(&mut tx, sn).await?;
         outbox_rollback(&mut tx, sn, RollbackReason::Aborted).await?;

@@ -312,7 +312,7 @@ pub async fn create(ctx: &Ctx, req: CreateOrderRequest) -> Result<Order, OrderEr
             std::process::abort();
         }
         Failpoint::CommitAfterFence => wait_for_fence(ctx, sn).await?,
-        Failpoint::None | Failpoint::ClockBehind => {}
+        Failpoint::None | Failpoint::ClockBehind | Failpoint::ClockAhead => {}
     }
 
     // 4. The local commit, exclusive with the checker's fence for this order_sn, in the

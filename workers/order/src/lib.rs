@@ -112,6 +112,9 @@ pub enum Failpoint {
     AfterDeduct,
     /// Make order_sns from a clock one hour behind the real one.
     ClockBehind,
+    /// Run on a clock ten minutes ahead of the real one (order_sns, and anything else the
+    /// worker would read its clock for): no fence may depend on it.
+    ClockAhead,
     /// After the deduct, wait until the checker has fenced the order_sn, then go on to the
     /// commit: a create slower than the check delay, made deterministic.
     CommitAfterFence,

@@ -46,6 +46,11 @@ pub async fn run(
     .await?;
     let mut checker_config = consumer_config("order-txn-checker", ORDER_TXN_CHECKER_JSON)?;
     checker_config.max_ack_pending = settings.max_ack_pending;
+    // A redelivery means "held at least the check delay" (checker.rs): a first delivery whose
+    // nak never arrived must not come back sooner than that.
+    checker_config.ack_wait = checker_config
+        .ack_wait
+        .max(settings.check_delay + std::time::Duration::from_secs(1));
     let checker = ensure_consumer(&txn, checker_config).await?;
     // The closer runs whenever the server can hold schedules, whatever the timer mode: after
     // a switch back to `nak_delay`, deadlines already scheduled must still close their orders.
@@ -65,6 +70,7 @@ pub async fn run(
     let clock = Clock {
         offset_ms: match settings.failpoint {
             Failpoint::ClockBehind => -3_600_000,
+            Failpoint::ClockAhead => 600_000,
             _ => 0,
         },
     };

@@ -1086,3 +1086,83 @@ async fn a_worker_refuses_to_start_on_a_stream_that_contradicts_nats_config() {
         "the error names the stream: {log}"
     );
 }
+
+/// Sends SIGSTOP or SIGCONT to a worker process.
+fn signal(pid: u32, signal: &str) {
+    let sent = std::process::Command::new("kill")
+        .args([signal, &pid.to_string()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(sent, "kill {signal} {pid}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_checker_whose_clock_runs_ahead_does_not_fence_a_live_create() {
+    // The only order worker (so its checker takes the half message) runs ten minutes ahead.
+    // A create stalls in its deduct (the stock worker is stopped) for a moment, far less than
+    // the check delay. Judged by the worker's clock, its half message would look ten
+    // minutes old at its first delivery and be fenced at once, failing a healthy create; the
+    // server's timers say it is seconds old, so the create commits.
+    let mut app = TestApp::start_with_env(&[Worker::Goods, Worker::Stock], &[]).await;
+    let a = goods(&app, 100, 10).await;
+    let ahead = app.spawn_process(
+        Worker::Order,
+        &[
+            ("SHOP_ORDER__FAILPOINT", "clock_ahead"),
+            ("SHOP_ORDER__CHECK_DELAY", "20s"),
+            ("SHOP_ORDER__REQUEST_TIMEOUT", "15s"),
+        ],
+    );
+    app.adopt(ahead);
+    app.wait_for_workers(Worker::Order, 1).await;
+    let stock_pid = app.worker(1).pid();
+    signal(stock_pid, "-STOP");
+    let create = {
+        let client = app.client().clone();
+        let body = serde_json::to_vec(&create_body(1, &[(a, 2)])).unwrap();
+        tokio::spawn(async move {
+            let request = async_nats::Request::new()
+                .payload(body.into())
+                .timeout(Some(Duration::from_secs(30)));
+            client.send_request("order.create", request).await
+        })
+    };
+    // The checker has been handed the half message: the moment a fast clock would fence it.
+    let checker: async_nats::jetstream::consumer::PullConsumer = app
+        .jetstream()
+        .get_consumer_from_stream("order-txn-checker", "ORDER_TXN")
+        .await
+        .unwrap();
+    eventually("the checker to receive the half message", SETTLE, || {
+        let mut checker = checker.clone();
+        async move { (checker.info().await.ok()?.delivered.stream_sequence >= 1).then_some(()) }
+    })
+    .await;
+    // A fast clock's fence comes at once; none may come while the create is stalled. (A
+    // thing that must not happen can only be watched for a while: 3 s, far more than a look
+    // takes and far less than the 20 s check delay.)
+    let orders = app.db(Worker::Order).await;
+    let watch = Instant::now();
+    while watch.elapsed() < Duration::from_secs(3) {
+        let fenced: i64 = sqlx::query_scalar("SELECT count(*) FROM aborted_orders")
+            .fetch_one(&orders)
+            .await
+            .unwrap();
+        assert_eq!(fenced, 0, "the checker fenced a create seconds old");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    signal(stock_pid, "-CONT");
+    let reply = create.await.unwrap().expect("order.create answered");
+    let order: Value = serde_json::from_slice(&reply.payload).unwrap();
+    assert_eq!(
+        order["status"], "unpaid",
+        "a live create was refused: {order}"
+    );
+    let fenced: i64 = sqlx::query_scalar("SELECT count(*) FROM aborted_orders")
+        .fetch_one(&orders)
+        .await
+        .unwrap();
+    assert_eq!(fenced, 0, "the checker fenced a live create");
+    assert_eq!(level(&app, a).await, (8, 2));
+}
