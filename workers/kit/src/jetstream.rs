@@ -3,6 +3,10 @@
 //! The JSON files are the server API's own format, the one `nats stream add --config` reads,
 //! so operators and workers agree on one definition. They are embedded at compile time so a
 //! worker binary needs no files beside it.
+//!
+//! Replicas are the exception: a worker creates a stream (and a KV bucket) with the replicas
+//! of its `nats.replicas` setting, not the files' `num_replicas`, and never changes the
+//! replicas of a stream that exists (see [`ensure_stream`]).
 
 use async_nats::jetstream::{self, consumer, stream};
 use thiserror::Error;
@@ -59,15 +63,40 @@ pub fn consumer_config(
 /// Creates or updates a stream from its definition, then reads it back from the server and
 /// checks the fields the design depends on, so a hand-edited stream cannot silently change
 /// the semantics (a work queue becoming a limits stream, say).
+///
+/// `replicas` (`nats.replicas`) is what a stream gets when this call creates it. A stream
+/// that exists keeps its live `num_replicas`, whatever `replicas` and the definition say:
+/// an operator who scaled a stream (`nats stream edit ORDER_TXN --replicas 3`) is never
+/// undone by the next worker start-up, and a worker started with another setting by mistake
+/// cannot shrink a replicated stream. The read-back checks the replicas held too.
 pub async fn ensure_stream(
     js: &jetstream::Context,
-    config: stream::Config,
+    mut config: stream::Config,
+    replicas: usize,
 ) -> Result<stream::Stream, SetupError> {
     let name = config.name.clone();
     let err = |source: async_nats::Error| SetupError::Stream {
         name: name.clone(),
         source,
     };
+    config.num_replicas = match js.get_stream(&name).await {
+        Ok(live) => {
+            let kept = live.cached_info().config.num_replicas;
+            if kept != replicas {
+                tracing::warn!(
+                    stream = %name,
+                    live = kept,
+                    setting = replicas,
+                    "the stream keeps its replicas; nats.replicas applies only to streams a worker creates"
+                );
+            }
+            kept
+        }
+        Err(e) if is_not_found(&e) => replicas,
+        Err(e) => return Err(err(e.into())),
+    };
+    // A stream created by another worker between the look-up and this call is updated
+    // with the replicas this worker would have created it with: the same setting.
     js.create_or_update_stream(config.clone())
         .await
         .map_err(|e| err(e.into()))?;
@@ -94,7 +123,18 @@ pub async fn ensure_stream(
     if live.max_age != config.max_age {
         return Err(drift("max_age"));
     }
+    if live.num_replicas != config.num_replicas {
+        return Err(drift("num_replicas"));
+    }
     Ok(stream)
+}
+
+fn is_not_found(error: &jetstream::context::GetStreamError) -> bool {
+    matches!(
+        error.kind(),
+        jetstream::context::GetStreamErrorKind::JetStream(e)
+            if e.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND
+    )
 }
 
 /// Creates or updates a durable pull consumer on `stream`.

@@ -38,6 +38,7 @@ impl Locks {
         js: &async_nats::jetstream::Context,
         ttl: Duration,
         wait: Duration,
+        replicas: usize,
     ) -> Result<Locks, async_nats::Error> {
         let config = kv::Config {
             bucket: LOCK_BUCKET.into(),
@@ -45,6 +46,7 @@ impl Locks {
             history: 1,
             max_age: ttl,
             storage: async_nats::jetstream::stream::StorageType::Memory,
+            num_replicas: replicas,
             ..Default::default()
         };
         let kv = match js.create_key_value(config).await {
