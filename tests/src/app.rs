@@ -383,31 +383,7 @@ impl TestApp {
             .send_request(subject.to_owned(), request)
             .await
             .unwrap_or_else(|e| panic!("{subject} did not answer: {e}"));
-        if let Some(headers) = reply.headers.as_ref() {
-            if let Some(status) = headers.get(HEADER_ERROR_CODE) {
-                let message = headers
-                    .get(HEADER_ERROR)
-                    .map(|v| v.to_string())
-                    .unwrap_or_default();
-                let body: ErrorBody = serde_json::from_slice(&reply.payload).unwrap_or_else(|e| {
-                    panic!(
-                        "{subject}: error reply without a contract body ({e}): {:?}",
-                        String::from_utf8_lossy(&reply.payload)
-                    )
-                });
-                return Err(ErrorReply {
-                    status: status.to_string(),
-                    message,
-                    body,
-                });
-            }
-        }
-        Ok(serde_json::from_slice(&reply.payload).unwrap_or_else(|e| {
-            panic!(
-                "{subject}: reply is not JSON ({e}): {:?}",
-                String::from_utf8_lossy(&reply.payload)
-            )
-        }))
+        contract_reply(subject, &reply)
     }
 
     /// Sends a request that must succeed.
@@ -451,6 +427,72 @@ impl TestApp {
 enum OwnNats {
     Server(NatsServer),
     Cluster(NatsCluster),
+}
+
+/// What a caller sees of one request sent while processes may die: a reply (a success body
+/// or a contract error), or no reply.
+#[derive(Debug)]
+pub enum Answer {
+    Reply(Result<Value, ErrorReply>),
+    /// Nobody answered within the timeout.
+    TimedOut,
+    /// The server knew of no subscriber to the subject.
+    NoResponders,
+    /// The request could not be sent (the client's server is down, say).
+    Failed(String),
+}
+
+/// Sends `body` on `client` and waits at most `timeout`; never panics on a missing reply,
+/// so a load can run through kills (a reply that breaks the contract still panics).
+pub async fn ask(
+    client: &async_nats::Client,
+    subject: &str,
+    body: &impl Serialize,
+    timeout: Duration,
+) -> Answer {
+    use async_nats::RequestErrorKind;
+    let payload = serde_json::to_vec(body).expect("encodable request");
+    let request = async_nats::Request::new()
+        .payload(payload.into())
+        .timeout(Some(timeout));
+    match client.send_request(subject.to_owned(), request).await {
+        Ok(reply) => Answer::Reply(contract_reply(subject, &reply)),
+        Err(e) => match e.kind() {
+            RequestErrorKind::TimedOut => Answer::TimedOut,
+            RequestErrorKind::NoResponders => Answer::NoResponders,
+            _ => Answer::Failed(e.to_string()),
+        },
+    }
+}
+
+/// A reply as the contract defines it: `Err` with both error headers and the body, or a
+/// JSON success body. Anything else panics.
+fn contract_reply(subject: &str, reply: &async_nats::Message) -> Result<Value, ErrorReply> {
+    if let Some(headers) = reply.headers.as_ref() {
+        if let Some(status) = headers.get(HEADER_ERROR_CODE) {
+            let message = headers
+                .get(HEADER_ERROR)
+                .map(|v| v.to_string())
+                .unwrap_or_default();
+            let body: ErrorBody = serde_json::from_slice(&reply.payload).unwrap_or_else(|e| {
+                panic!(
+                    "{subject}: error reply without a contract body ({e}): {:?}",
+                    String::from_utf8_lossy(&reply.payload)
+                )
+            });
+            return Err(ErrorReply {
+                status: status.to_string(),
+                message,
+                body,
+            });
+        }
+    }
+    Ok(serde_json::from_slice(&reply.payload).unwrap_or_else(|e| {
+        panic!(
+            "{subject}: reply is not JSON ({e}): {:?}",
+            String::from_utf8_lossy(&reply.payload)
+        )
+    }))
 }
 
 /// The `shop` binary under test.
