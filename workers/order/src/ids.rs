@@ -195,11 +195,9 @@ async fn bucket(
     max_age: Duration,
     replicas: usize,
 ) -> Result<kv::Store, async_nats::Error> {
-    if let Ok(store) = js.get_key_value(name).await {
-        return Ok(store);
-    }
-    Ok(js
-        .create_key_value(kv::Config {
+    Ok(shop_kit::jetstream::ensure_bucket(
+        js,
+        kv::Config {
             bucket: name.into(),
             description: description.into(),
             history: 1,
@@ -207,8 +205,9 @@ async fn bucket(
             storage: jetstream::stream::StorageType::File,
             num_replicas: replicas,
             ..Default::default()
-        })
-        .await?)
+        },
+    )
+    .await?)
 }
 
 /// The high-water mark stored for `node` and its revision; 0 when there is none. Only the

@@ -49,13 +49,8 @@ impl Locks {
             num_replicas: replicas,
             ..Default::default()
         };
-        let kv = match js.create_key_value(config).await {
-            Ok(kv) => kv,
-            // Exists with other settings (another worker's TTL): use it as it is.
-            Err(create) => js.get_key_value(LOCK_BUCKET).await.map_err(|e| {
-                format!("could not create ({create}) or open ({e}) the {LOCK_BUCKET} bucket")
-            })?,
-        };
+        // One that exists (with another worker's TTL, say) is used as it is.
+        let kv = shop_kit::jetstream::ensure_bucket(js, config).await?;
         Ok(Locks { kv, wait })
     }
 
