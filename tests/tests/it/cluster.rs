@@ -21,6 +21,7 @@ const STREAMS: &[&str] = &[
     "ORDER_TXN",
     "STOCK_ROLLBACK",
     "ORDER_EVENTS",
+    "ORDER_TIMERS",
     "KV_order_nodes",
     "KV_order_node_marks",
 ];
