@@ -9,7 +9,7 @@ use serde::Serialize;
 use serde_json::Value;
 use shop_contracts::error::{HEADER_ERROR, HEADER_ERROR_CODE};
 use shop_contracts::ErrorBody;
-use shop_devstack::{free_port, NatsServer, NatsServerSpec};
+use shop_devstack::{cluster_specs, free_port, NatsCluster, NatsServer, NatsServerSpec};
 
 use crate::stack::{self, stack, PASSWORD};
 
@@ -92,8 +92,8 @@ impl Drop for WorkerProcess {
 pub struct TestApp {
     pub account: usize,
     nats_url: String,
-    /// The test's own nats-server, for tests that restart it.
-    own_nats: Option<NatsServer>,
+    /// The test's own nats-server or cluster, for tests that kill and restart servers.
+    own_nats: Option<OwnNats>,
     client: async_nats::Client,
     /// Extra `SHOP_*` settings passed to every worker started from now on.
     pub env: Vec<(String, String)>,
@@ -131,10 +131,49 @@ impl TestApp {
             monitor_port: None,
             store_dir: dir.join("jetstream"),
             log_file: dir.join("nats-server.log"),
+            cluster: None,
         })
         .expect("starting the test's own nats-server");
-        let app = TestApp::connect(account, server.url(), Some(server)).await;
+        let app = TestApp::connect(account, server.url(), Some(OwnNats::Server(server))).await;
         app.with_workers(kinds, env).await
+    }
+
+    /// Like [`TestApp::start_with_env`] but on a JetStream cluster of `nodes` nats-servers of
+    /// the test's own: the workers get every node's URL and create streams and buckets with
+    /// `nodes` replicas (`SHOP_NATS__REPLICAS`); [`TestApp::nats_cluster`] kills and
+    /// restarts nodes.
+    pub async fn start_with_nats_cluster(
+        kinds: &[Worker],
+        env: &[(&str, &str)],
+        nodes: usize,
+    ) -> TestApp {
+        let stack = stack();
+        let account = stack.take_account();
+        let dir = stack.dir.join(format!("own-cluster-{account}"));
+        std::fs::create_dir_all(&dir).expect("creating the test's cluster dir");
+        let config = dir.join("nats.conf");
+        std::fs::write(&config, stack::server_config(stack::ACCOUNTS)).expect("writing nats.conf");
+        let ports: Vec<(u16, u16, u16)> = (0..nodes)
+            .map(|_| {
+                let port = || free_port().expect("a free port");
+                (port(), port(), port())
+            })
+            .collect();
+        let specs = cluster_specs(
+            &stack::nats_server_binary(),
+            |_| config.clone(),
+            "shop",
+            &ports,
+            &dir,
+        );
+        // Started (and restarted) on a runtime thread, as the test's own server is: the
+        // nodes die with that thread (PR_SET_PDEATHSIG), which lives as long as the test.
+        let cluster = NatsCluster::start(specs).expect("starting the test's nats-server cluster");
+        let app = TestApp::connect(account, cluster.url(), Some(OwnNats::Cluster(cluster))).await;
+        let replicas = nodes.to_string();
+        let mut env = env.to_vec();
+        env.push(("SHOP_NATS__REPLICAS", &replicas));
+        app.with_workers(kinds, &env).await
     }
 
     async fn with_workers(mut self, kinds: &[Worker], env: &[(&str, &str)]) -> TestApp {
@@ -148,13 +187,14 @@ impl TestApp {
         self
     }
 
-    async fn connect(account: usize, nats_url: String, own_nats: Option<NatsServer>) -> TestApp {
+    async fn connect(account: usize, nats_url: String, own_nats: Option<OwnNats>) -> TestApp {
         let client = async_nats::ConnectOptions::with_user_and_password(
             format!("a{account}-admin"),
             PASSWORD.into(),
         )
         .max_reconnects(None)
-        .connect(&nats_url)
+        // One URL or the nodes of a cluster, comma-separated as the workers take them.
+        .connect(nats_url.split(',').collect::<Vec<_>>())
         .await
         .expect("connecting the test client");
         TestApp {
@@ -343,31 +383,7 @@ impl TestApp {
             .send_request(subject.to_owned(), request)
             .await
             .unwrap_or_else(|e| panic!("{subject} did not answer: {e}"));
-        if let Some(headers) = reply.headers.as_ref() {
-            if let Some(status) = headers.get(HEADER_ERROR_CODE) {
-                let message = headers
-                    .get(HEADER_ERROR)
-                    .map(|v| v.to_string())
-                    .unwrap_or_default();
-                let body: ErrorBody = serde_json::from_slice(&reply.payload).unwrap_or_else(|e| {
-                    panic!(
-                        "{subject}: error reply without a contract body ({e}): {:?}",
-                        String::from_utf8_lossy(&reply.payload)
-                    )
-                });
-                return Err(ErrorReply {
-                    status: status.to_string(),
-                    message,
-                    body,
-                });
-            }
-        }
-        Ok(serde_json::from_slice(&reply.payload).unwrap_or_else(|e| {
-            panic!(
-                "{subject}: reply is not JSON ({e}): {:?}",
-                String::from_utf8_lossy(&reply.payload)
-            )
-        }))
+        contract_reply(subject, &reply)
     }
 
     /// Sends a request that must succeed.
@@ -391,13 +407,92 @@ impl TestApp {
 
     /// SIGKILLs and restarts the test's own nats-server on the same port and store.
     pub fn restart_nats(&mut self) {
-        let server = self
-            .own_nats
-            .as_mut()
-            .expect("restart_nats needs TestApp::start_with_own_nats");
+        let Some(OwnNats::Server(server)) = self.own_nats.as_mut() else {
+            panic!("restart_nats needs TestApp::start_with_own_nats");
+        };
         server.kill();
         server.restart().expect("restarting nats-server");
     }
+
+    /// The test's own cluster, to kill and restart its nodes.
+    pub fn nats_cluster(&mut self) -> &mut NatsCluster {
+        let Some(OwnNats::Cluster(cluster)) = self.own_nats.as_mut() else {
+            panic!("nats_cluster needs TestApp::start_with_nats_cluster");
+        };
+        cluster
+    }
+}
+
+/// Servers a test started for itself.
+enum OwnNats {
+    Server(NatsServer),
+    Cluster(NatsCluster),
+}
+
+/// What a caller sees of one request sent while processes may die: a reply (a success body
+/// or a contract error), or no reply.
+#[derive(Debug)]
+pub enum Answer {
+    Reply(Result<Value, ErrorReply>),
+    /// Nobody answered within the timeout.
+    TimedOut,
+    /// The server knew of no subscriber to the subject.
+    NoResponders,
+    /// The request could not be sent (the client's server is down, say).
+    Failed(String),
+}
+
+/// Sends `body` on `client` and waits at most `timeout`; never panics on a missing reply,
+/// so a load can run through kills (a reply that breaks the contract still panics).
+pub async fn ask(
+    client: &async_nats::Client,
+    subject: &str,
+    body: &impl Serialize,
+    timeout: Duration,
+) -> Answer {
+    use async_nats::RequestErrorKind;
+    let payload = serde_json::to_vec(body).expect("encodable request");
+    let request = async_nats::Request::new()
+        .payload(payload.into())
+        .timeout(Some(timeout));
+    match client.send_request(subject.to_owned(), request).await {
+        Ok(reply) => Answer::Reply(contract_reply(subject, &reply)),
+        Err(e) => match e.kind() {
+            RequestErrorKind::TimedOut => Answer::TimedOut,
+            RequestErrorKind::NoResponders => Answer::NoResponders,
+            _ => Answer::Failed(e.to_string()),
+        },
+    }
+}
+
+/// A reply as the contract defines it: `Err` with both error headers and the body, or a
+/// JSON success body. Anything else panics.
+fn contract_reply(subject: &str, reply: &async_nats::Message) -> Result<Value, ErrorReply> {
+    if let Some(headers) = reply.headers.as_ref() {
+        if let Some(status) = headers.get(HEADER_ERROR_CODE) {
+            let message = headers
+                .get(HEADER_ERROR)
+                .map(|v| v.to_string())
+                .unwrap_or_default();
+            let body: ErrorBody = serde_json::from_slice(&reply.payload).unwrap_or_else(|e| {
+                panic!(
+                    "{subject}: error reply without a contract body ({e}): {:?}",
+                    String::from_utf8_lossy(&reply.payload)
+                )
+            });
+            return Err(ErrorReply {
+                status: status.to_string(),
+                message,
+                body,
+            });
+        }
+    }
+    Ok(serde_json::from_slice(&reply.payload).unwrap_or_else(|e| {
+        panic!(
+            "{subject}: reply is not JSON ({e}): {:?}",
+            String::from_utf8_lossy(&reply.payload)
+        )
+    }))
 }
 
 /// The `shop` binary under test.

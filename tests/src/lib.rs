@@ -12,6 +12,6 @@ pub mod gateway;
 pub mod stack;
 pub mod wait;
 
-pub use app::{ErrorReply, TestApp, Worker, WorkerProcess};
+pub use app::{ask, Answer, ErrorReply, TestApp, Worker, WorkerProcess};
 pub use gateway::Gateway;
 pub use wait::eventually;

@@ -99,6 +99,7 @@ fn start() -> Result<(Stack, NatsServer, PostgresCluster), String> {
         monitor_port: None,
         store_dir: dir.join("jetstream"),
         log_file: dir.join("nats-server.log"),
+        cluster: None,
     })
     .map_err(|e| e.to_string())?;
     let postgres = PostgresCluster::start(PostgresSpec {

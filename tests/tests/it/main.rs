@@ -3,10 +3,13 @@
 
 mod bench;
 mod cli;
+mod cluster;
 mod gateway;
 mod goods;
+mod mixed;
 mod order;
 mod stock;
+mod workers;
 
 use serde_json::json;
 use shop_tests::TestApp;

@@ -1,4 +1,4 @@
-//! Local server processes: a nats-server and a PostgreSQL cluster, started as children of
+//! Local server processes: a nats-server (or a cluster of them) and a PostgreSQL cluster, started as children of
 //! the calling process, for `shop up` and for the integration-test harness.
 //!
 //! Owns finding the binaries, free ports, data directories, readiness waits, and making
@@ -8,7 +8,7 @@ mod nats;
 mod postgres;
 mod process;
 
-pub use nats::{NatsServer, NatsServerSpec};
+pub use nats::{cluster_specs, ClusterMember, NatsCluster, NatsServer, NatsServerSpec};
 pub use postgres::{find_bin_dir, PostgresCluster, PostgresSpec, SUPERUSER};
 pub use process::{die_with_parent, free_port, wait_for_port};
 

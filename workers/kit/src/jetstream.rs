@@ -3,9 +3,17 @@
 //! The JSON files are the server API's own format, the one `nats stream add --config` reads,
 //! so operators and workers agree on one definition. They are embedded at compile time so a
 //! worker binary needs no files beside it.
+//!
+//! Replicas are the exception: a worker creates a stream (and a KV bucket) with the replicas
+//! of its `nats.replicas` setting, not the files' `num_replicas`, and never changes the
+//! replicas of a stream that exists (see [`ensure_stream`]).
 
-use async_nats::jetstream::{self, consumer, stream};
+use std::future::Future;
+use std::time::Duration;
+
+use async_nats::jetstream::{self, consumer, kv, stream};
 use thiserror::Error;
+use tokio::time::Instant;
 
 pub const ORDER_TXN_STREAM_JSON: &str = include_str!("../../../nats-config/streams/ORDER_TXN.json");
 pub const STOCK_ROLLBACK_STREAM_JSON: &str =
@@ -35,6 +43,11 @@ pub enum SetupError {
     },
     #[error("stream {name} on the server differs from nats-config/ in {field}")]
     Drift { name: String, field: &'static str },
+    #[error("could not open or create KV bucket {name}: {source}")]
+    Bucket {
+        name: String,
+        source: async_nats::Error,
+    },
     #[error("could not create or update consumer {name}: {source}")]
     Consumer {
         name: String,
@@ -56,31 +69,82 @@ pub fn consumer_config(
     serde_json::from_str(json).map_err(|source| SetupError::BadDefinition { what, source })
 }
 
+/// How long start-up keeps retrying a JetStream step that failed for a reason that passes:
+/// a cluster that has just started is still electing its leaders, and when several workers
+/// create one replicated stream at once, some of their requests time out.
+pub const SETUP_PATIENCE: Duration = Duration::from_secs(60);
+const SETUP_RETRY_DELAY: Duration = Duration::from_millis(500);
+
 /// Creates or updates a stream from its definition, then reads it back from the server and
 /// checks the fields the design depends on, so a hand-edited stream cannot silently change
 /// the semantics (a work queue becoming a limits stream, say).
+///
+/// `replicas` (`nats.replicas`) is what a stream gets when this call creates it. A stream
+/// that exists keeps its live `num_replicas`, whatever `replicas` and the definition say:
+/// an operator who scaled a stream (`nats stream edit ORDER_TXN --replicas 3`) is never
+/// undone by the next worker start-up, and a worker started with another setting by mistake
+/// cannot shrink a replicated stream. The read-back checks the replicas held too.
+///
+/// A step that times out or finds the cluster not ready is tried again, from the look-up,
+/// for up to [`SETUP_PATIENCE`]; a refusal (a definition the server rejects) or a drift is
+/// final at once.
 pub async fn ensure_stream(
     js: &jetstream::Context,
     config: stream::Config,
+    replicas: usize,
 ) -> Result<stream::Stream, SetupError> {
     let name = config.name.clone();
-    let err = |source: async_nats::Error| SetupError::Stream {
-        name: name.clone(),
-        source,
+    patiently(&name, || try_ensure_stream(js, config.clone(), replicas)).await
+}
+
+async fn try_ensure_stream(
+    js: &jetstream::Context,
+    mut config: stream::Config,
+    replicas: usize,
+) -> Result<stream::Stream, Attempt> {
+    let name = config.name.clone();
+    let err = |transient: bool, source: async_nats::Error| Attempt {
+        error: SetupError::Stream {
+            name: name.clone(),
+            source,
+        },
+        transient,
     };
-    js.create_or_update_stream(config.clone())
+    config.num_replicas = match js.get_stream(&name).await {
+        Ok(live) => {
+            let kept = live.cached_info().config.num_replicas;
+            if kept != replicas {
+                tracing::warn!(
+                    stream = %name,
+                    live = kept,
+                    setting = replicas,
+                    "the stream keeps its replicas; nats.replicas applies only to streams a worker creates"
+                );
+            }
+            kept
+        }
+        Err(e) if is_not_found(&e) => replicas,
+        Err(e) => return Err(err(get_stream_passes(&e), e.into())),
+    };
+    // A stream created by another worker between the look-up and this call is updated
+    // with the replicas this worker would have created it with: the same setting.
+    if let Err(e) = js.create_or_update_stream(config.clone()).await {
+        return Err(err(create_stream_passes(&e), e.into()));
+    }
+    let mut stream = js
+        .get_stream(&name)
         .await
-        .map_err(|e| err(e.into()))?;
-    let mut stream = js.get_stream(&name).await.map_err(|e| err(e.into()))?;
-    let live = stream
-        .info()
-        .await
-        .map_err(|e| err(e.into()))?
-        .config
-        .clone();
-    let drift = |field| SetupError::Drift {
-        name: name.clone(),
-        field,
+        .map_err(|e| err(get_stream_passes(&e), e.into()))?;
+    let live = match stream.info().await {
+        Ok(info) => info.config.clone(),
+        Err(e) => return Err(err(request_passes(e.kind()), e.into())),
+    };
+    let drift = |field| Attempt {
+        error: SetupError::Drift {
+            name: name.clone(),
+            field,
+        },
+        transient: false,
     };
     if live.subjects != config.subjects {
         return Err(drift("subjects"));
@@ -94,22 +158,140 @@ pub async fn ensure_stream(
     if live.max_age != config.max_age {
         return Err(drift("max_age"));
     }
+    if live.num_replicas != config.num_replicas {
+        return Err(drift("num_replicas"));
+    }
     Ok(stream)
 }
 
-/// Creates or updates a durable pull consumer on `stream`.
+/// Opens a KV bucket, creating it from `config` when absent. `config.num_replicas`
+/// (`nats.replicas`) applies only to a bucket this call creates: one that exists is used as
+/// it is, its replicas and TTL included. A create that fails is tried again, looking for the
+/// bucket first (another worker may have created it meanwhile), for up to
+/// [`SETUP_PATIENCE`].
+pub async fn ensure_bucket(
+    js: &jetstream::Context,
+    config: kv::Config,
+) -> Result<kv::Store, SetupError> {
+    let name = config.bucket.clone();
+    patiently(&name, || async {
+        if let Ok(store) = js.get_key_value(&name).await {
+            return Ok(store);
+        }
+        js.create_key_value(config.clone())
+            .await
+            .map_err(|source| Attempt {
+                error: SetupError::Bucket {
+                    name: name.clone(),
+                    source: source.into(),
+                },
+                // Nothing exists to contradict (the look-up found no bucket): whatever
+                // failed can only be the cluster not being ready yet.
+                transient: true,
+            })
+    })
+    .await
+}
+
+/// Creates or updates a durable pull consumer on `stream`, trying again for up to
+/// [`SETUP_PATIENCE`] while it times out (a new replicated stream elects its leader first).
 pub async fn ensure_consumer(
     stream: &stream::Stream,
     config: consumer::pull::Config,
 ) -> Result<consumer::PullConsumer, SetupError> {
     let name = config.durable_name.clone().unwrap_or_default();
-    stream
-        .create_consumer(config)
-        .await
-        .map_err(|e| SetupError::Consumer {
-            name,
-            source: e.into(),
-        })
+    patiently(&name, || async {
+        stream
+            .create_consumer(config.clone())
+            .await
+            .map_err(|e| Attempt {
+                transient: consumer_passes(&e),
+                error: SetupError::Consumer {
+                    name: name.clone(),
+                    source: e.into(),
+                },
+            })
+    })
+    .await
+}
+
+/// One try of a start-up step, and whether its failure may pass.
+struct Attempt {
+    error: SetupError,
+    transient: bool,
+}
+
+async fn patiently<T, F, Fut>(what: &str, mut step: F) -> Result<T, SetupError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, Attempt>>,
+{
+    let deadline = Instant::now() + SETUP_PATIENCE;
+    loop {
+        match step().await {
+            Ok(done) => return Ok(done),
+            Err(Attempt {
+                error,
+                transient: true,
+            }) if Instant::now() + SETUP_RETRY_DELAY < deadline => {
+                tracing::warn!(%what, %error, "JetStream set-up step failed; trying again");
+                tokio::time::sleep(SETUP_RETRY_DELAY).await;
+            }
+            Err(Attempt { error, .. }) => return Err(error),
+        }
+    }
+}
+
+/// Server answers that say "not now" rather than "no": the cluster has no meta leader, not
+/// enough peers are known yet, or the request reached a server that is not the leader.
+fn code_passes(error: &jetstream::Error) -> bool {
+    use jetstream::ErrorCode;
+    [
+        ErrorCode::CLUSTER_NOT_AVAILABLE,
+        ErrorCode::INSUFFICIENT_RESOURCES,
+        ErrorCode::CLUSTER_NOT_LEADER,
+    ]
+    .contains(&error.error_code())
+}
+
+fn get_stream_passes(error: &jetstream::context::GetStreamError) -> bool {
+    use jetstream::context::GetStreamErrorKind as Kind;
+    match error.kind() {
+        Kind::Request => true,
+        Kind::JetStream(e) => code_passes(&e),
+        _ => false,
+    }
+}
+
+fn create_stream_passes(error: &jetstream::context::CreateStreamError) -> bool {
+    use jetstream::context::CreateStreamErrorKind as Kind;
+    match error.kind() {
+        Kind::TimedOut | Kind::JetStreamUnavailable => true,
+        Kind::JetStream(e) => code_passes(&e),
+        _ => false,
+    }
+}
+
+fn request_passes(kind: jetstream::context::RequestErrorKind) -> bool {
+    use jetstream::context::RequestErrorKind as Kind;
+    matches!(kind, Kind::TimedOut | Kind::NoResponders)
+}
+
+fn consumer_passes(error: &jetstream::stream::ConsumerError) -> bool {
+    use jetstream::stream::ConsumerErrorKind as Kind;
+    match error.kind() {
+        Kind::TimedOut | Kind::Request => true,
+        Kind::JetStream(e) => code_passes(&e),
+        _ => false,
+    }
+}
+
+fn is_not_found(error: &jetstream::context::GetStreamError) -> bool {
+    matches!(
+        error.kind(),
+        jetstream::context::GetStreamErrorKind::JetStream(e)
+            if e.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND
+    )
 }
 
 #[cfg(test)]

@@ -23,6 +23,8 @@ pub enum ServerError {
 /// Where and as whom to connect.
 #[derive(Debug, Clone)]
 pub struct NatsTarget {
+    /// One server URL, or several separated by commas (the nodes of a cluster): the client
+    /// connects to one of them and fails over to the others.
     pub url: String,
     pub user: Option<String>,
     pub password: Option<String>,
@@ -45,7 +47,7 @@ pub async fn connect(target: &NatsTarget) -> Result<async_nats::Client, ServerEr
         options = options.custom_inbox_prefix(prefix);
     }
     let client = options
-        .connect(&target.url)
+        .connect(server_urls(&target.url))
         .await
         .map_err(|source| ServerError::Connect {
             url: target.url.clone(),
@@ -58,6 +60,14 @@ pub async fn connect(target: &NatsTarget) -> Result<async_nats::Client, ServerEr
         return Err(ServerError::NoJetStream);
     }
     Ok(client)
+}
+
+/// The URLs of a comma-separated server list (async-nats parses one URL per string).
+pub fn server_urls(urls: &str) -> Vec<&str> {
+    urls.split(',')
+        .map(str::trim)
+        .filter(|url| !url.is_empty())
+        .collect()
 }
 
 /// Accepts `major.minor[.patch][-pre]` at or above [`MIN_SERVER_VERSION`].
@@ -84,5 +94,14 @@ mod tests {
         assert!(check_version("3.0.0").is_ok());
         assert!(check_version("2.9.25").is_err());
         assert!(check_version("").is_err());
+    }
+
+    #[test]
+    fn a_server_list_is_split_on_commas() {
+        assert_eq!(server_urls("nats://a:1"), vec!["nats://a:1"]);
+        assert_eq!(
+            server_urls("nats://a:1, nats://b:2,,nats://c:3"),
+            vec!["nats://a:1", "nats://b:2", "nats://c:3"]
+        );
     }
 }

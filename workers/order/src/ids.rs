@@ -146,14 +146,23 @@ impl Ids {
         js: &jetstream::Context,
         ttl: Duration,
         clock: Clock,
+        replicas: usize,
     ) -> Result<Ids, async_nats::Error> {
         let buckets = Buckets {
-            leases: bucket(js, BUCKET, "snowflake node-id leases of order workers", ttl).await?,
+            leases: bucket(
+                js,
+                BUCKET,
+                "snowflake node-id leases of order workers",
+                ttl,
+                replicas,
+            )
+            .await?,
             marks: bucket(
                 js,
                 MARKS_BUCKET,
                 "per node id, the millisecond no order_sn of that node has passed",
                 Duration::ZERO,
+                replicas,
             )
             .await?,
         };
@@ -177,26 +186,28 @@ impl Ids {
     }
 }
 
-/// Opens a KV bucket, creating it when absent; `max_age` zero keeps entries forever.
+/// Opens a KV bucket, creating it with `replicas` when absent (an existing bucket keeps its
+/// replicas); `max_age` zero keeps entries forever.
 async fn bucket(
     js: &jetstream::Context,
     name: &str,
     description: &str,
     max_age: Duration,
+    replicas: usize,
 ) -> Result<kv::Store, async_nats::Error> {
-    if let Ok(store) = js.get_key_value(name).await {
-        return Ok(store);
-    }
-    Ok(js
-        .create_key_value(kv::Config {
+    Ok(shop_kit::jetstream::ensure_bucket(
+        js,
+        kv::Config {
             bucket: name.into(),
             description: description.into(),
             history: 1,
             max_age,
             storage: jetstream::stream::StorageType::File,
+            num_replicas: replicas,
             ..Default::default()
-        })
-        .await?)
+        },
+    )
+    .await?)
 }
 
 /// The high-water mark stored for `node` and its revision; 0 when there is none. Only the

@@ -27,21 +27,31 @@ use crate::ids::{Clock, Ids};
 use crate::{checker, outbox, timers, Failpoint, OrderError, Settings, TimerMode, SERVICE_VERSION};
 
 /// Starts the `order` service on `client` and serves until the connection closes.
+/// `replicas` (`nats.replicas`) is what the streams and buckets it creates get; existing
+/// ones keep theirs.
 pub async fn run(
     client: async_nats::Client,
     pool: PgPool,
     settings: Settings,
+    replicas: usize,
 ) -> Result<(), async_nats::Error> {
     let js = jetstream::new(client.clone());
-    let txn = ensure_stream(&js, stream_config("ORDER_TXN", ORDER_TXN_STREAM_JSON)?).await?;
+    let txn = ensure_stream(
+        &js,
+        stream_config("ORDER_TXN", ORDER_TXN_STREAM_JSON)?,
+        replicas,
+    )
+    .await?;
     ensure_stream(
         &js,
         stream_config("STOCK_ROLLBACK", STOCK_ROLLBACK_STREAM_JSON)?,
+        replicas,
     )
     .await?;
     ensure_stream(
         &js,
         stream_config("ORDER_EVENTS", ORDER_EVENTS_STREAM_JSON)?,
+        replicas,
     )
     .await?;
     let mut checker_config = consumer_config("order-txn-checker", ORDER_TXN_CHECKER_JSON)?;
@@ -56,7 +66,7 @@ pub async fn run(
     // a switch back to `nak_delay`, deadlines already scheduled must still close their orders.
     let server_version = client.server_info().version;
     let closer = if timers::server_has_schedules(&server_version) {
-        Some(timers::setup(&js).await?)
+        Some(timers::setup(&js, replicas).await?)
     } else if settings.timer == TimerMode::Schedule {
         return Err(format!(
             "order.timer = \"schedule\" needs nats-server 2.12 or newer (message schedules); \
@@ -74,7 +84,7 @@ pub async fn run(
             _ => 0,
         },
     };
-    let ids = Ids::start(&js, settings.node_lease_ttl, clock).await?;
+    let ids = Ids::start(&js, settings.node_lease_ttl, clock, replicas).await?;
     let outbox = Arc::new(Notify::new());
     let ctx = Ctx {
         committer: Committer::start(pool.clone(), outbox.clone()),

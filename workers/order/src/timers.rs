@@ -46,10 +46,15 @@ pub fn server_has_schedules(version: &str) -> bool {
     }
 }
 
-/// Creates or updates `ORDER_TIMERS` and the closer's durable consumer.
-pub async fn setup(js: &jetstream::Context) -> Result<PullConsumer, SetupError> {
-    let stream =
-        ensure_stream(js, stream_config("ORDER_TIMERS", ORDER_TIMERS_STREAM_JSON)?).await?;
+/// Creates or updates `ORDER_TIMERS` (with `replicas` if it is new) and the closer's
+/// durable consumer.
+pub async fn setup(js: &jetstream::Context, replicas: usize) -> Result<PullConsumer, SetupError> {
+    let stream = ensure_stream(
+        js,
+        stream_config("ORDER_TIMERS", ORDER_TIMERS_STREAM_JSON)?,
+        replicas,
+    )
+    .await?;
     ensure_consumer(
         &stream,
         consumer_config("order-timer-closer", ORDER_TIMER_CLOSER_JSON)?,

@@ -59,6 +59,13 @@ pub enum Command {
         /// Worker processes of each kind.
         #[arg(long, default_value_t = 1)]
         workers: usize,
+        /// nats-servers: 1 (dev.conf) or a 3-node JetStream cluster (nats-config/cluster/).
+        #[arg(long, default_value_t = 1, value_parser = nats_nodes)]
+        nats_nodes: usize,
+        /// Replicas of the streams and KV buckets the workers create (nats.replicas); default:
+        /// the number of nats-servers. Streams that exist keep theirs.
+        #[arg(long)]
+        nats_replicas: Option<usize>,
         /// Project directory holding nats-config/ (default: the current directory).
         #[arg(long, default_value = ".")]
         root: PathBuf,
@@ -282,6 +289,16 @@ fn at_least_one(text: &str) -> Result<usize, String> {
     match text.parse::<usize>() {
         Ok(n) if n >= 1 => Ok(n),
         _ => Err(format!("{text:?} is not a whole number of at least 1")),
+    }
+}
+
+fn nats_nodes(text: &str) -> Result<usize, String> {
+    match text {
+        "1" => Ok(1),
+        "3" => Ok(3),
+        _ => Err(format!(
+            "{text:?}: 1 (one server) or 3 (the cluster of nats-config/cluster/)"
+        )),
     }
 }
 

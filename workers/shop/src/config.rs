@@ -27,10 +27,14 @@ pub const DEV_SECRETS_FILE: &str = "gateway-dev-secrets.toml";
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct NatsConfig {
+    /// One server, or the nodes of a cluster separated by commas.
     pub url: String,
     /// Each worker connects as its own least-privilege user (nats-config/permissions.conf).
     pub user: Option<String>,
     pub password: Option<String>,
+    /// Replicas of the streams and KV buckets a worker creates (3 on a 3-node cluster).
+    /// A stream or bucket that exists keeps its own: start-up never changes replicas.
+    pub replicas: usize,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -68,6 +72,8 @@ pub struct DevConfig {
     pub data_dir: PathBuf,
     pub nats_server_bin: PathBuf,
     pub nats_config: PathBuf,
+    /// `shop up --nats-nodes 3`: the directory of the nodes' configs, `node-<n>.conf`.
+    pub nats_cluster_dir: PathBuf,
     pub postgres_port: u16,
     pub nats_port: u16,
 }
@@ -89,6 +95,7 @@ impl Default for Config {
                 url: "nats://127.0.0.1:4222".into(),
                 user: None,
                 password: None,
+                replicas: 1,
             },
             log: LogConfig {
                 format: LogFormat::Human,
@@ -102,6 +109,7 @@ impl Default for Config {
                 data_dir: ".data".into(),
                 nats_server_bin: ".tools/venv/bin/nats-server".into(),
                 nats_config: "nats-config/dev.conf".into(),
+                nats_cluster_dir: "nats-config/cluster".into(),
                 postgres_port: 5544,
                 nats_port: 4222,
             },
@@ -155,9 +163,11 @@ mod tests {
             jail.set_env("SHOP_NATS__URL", "nats://10.0.0.1:4222");
             jail.set_env("SHOP_GOODS__MAX_CONNECTIONS", "7");
             jail.set_env("SHOP_GOODS__ACQUIRE_TIMEOUT", "250ms");
+            jail.set_env("SHOP_NATS__REPLICAS", "3");
             let config = Config::load().map_err(|e| *e)?;
             assert_eq!(config.nats.url, "nats://10.0.0.1:4222");
             assert_eq!(config.goods.max_connections, 7);
+            assert_eq!(config.nats.replicas, 3);
             assert_eq!(config.goods.acquire_timeout, Duration::from_millis(250));
             Ok(())
         });

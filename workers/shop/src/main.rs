@@ -37,7 +37,18 @@ async fn main() -> anyhow::Result<()> {
         Command::Token { user, admin, ttl } => commands::token::run(&config, user, admin, ttl),
         Command::Migrate => commands::migrate::run(&config).await,
         Command::Seed { room_id, stock } => commands::seed::run(&config, room_id, stock).await,
-        Command::Up { workers, root } => commands::up::run(config, workers, root).await,
+        Command::Up {
+            workers,
+            nats_nodes,
+            nats_replicas,
+            root,
+        } => {
+            let nats = commands::up::NatsLayout {
+                nodes: nats_nodes,
+                replicas: nats_replicas.unwrap_or(nats_nodes),
+            };
+            commands::up::run(config, workers, nats, root).await
+        }
         Command::Audit { grace, json } => commands::audit::run(&config, grace, json).await,
         Command::Bench { target } => commands::bench::run(&config, target).await,
         Command::Req {

@@ -22,10 +22,11 @@ use crate::changes::Changes;
 use crate::repo;
 
 /// Creates or updates the stream and the consumer from `nats-config/`.
-pub async fn setup(js: &jetstream::Context) -> Result<PullConsumer, SetupError> {
+pub async fn setup(js: &jetstream::Context, replicas: usize) -> Result<PullConsumer, SetupError> {
     let stream = ensure_stream(
         js,
         stream_config("STOCK_ROLLBACK", STOCK_ROLLBACK_STREAM_JSON)?,
+        replicas,
     )
     .await?;
     ensure_consumer(

@@ -17,15 +17,17 @@ use crate::strategies::Deducter;
 use crate::{repo, rollback, Settings, StockError, SERVICE_VERSION};
 
 /// Starts the `stock` service and the `stock-rollback` consumer on `client`, and serves until
-/// the connection closes.
+/// the connection closes. `replicas` (`nats.replicas`) is what the stream and bucket it
+/// creates get; existing ones keep theirs.
 pub async fn run(
     client: async_nats::Client,
     pool: PgPool,
     settings: Settings,
+    replicas: usize,
 ) -> Result<(), async_nats::Error> {
     let js = async_nats::jetstream::new(client.clone());
-    let consumer = rollback::setup(&js).await?;
-    let (deducter, background) = Deducter::start(&js, pool.clone(), &settings).await?;
+    let consumer = rollback::setup(&js, replicas).await?;
+    let (deducter, background) = Deducter::start(&js, pool.clone(), &settings, replicas).await?;
     let (changes, _notifying) = Changes::start(client.clone(), pool.clone());
 
     let service = client

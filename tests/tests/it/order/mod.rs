@@ -24,14 +24,14 @@ const FAST: &[(&str, &str)] = &[
     ("SHOP_ORDER__CHECK_DELAY", "3s"),
     ("SHOP_ORDER__REQUEST_TIMEOUT", "2s"),
 ];
-const SETTLE: Duration = Duration::from_secs(60);
+pub(crate) const SETTLE: Duration = Duration::from_secs(60);
 
 async fn start() -> TestApp {
     TestApp::start_with_env(ALL, FAST).await
 }
 
 /// A goods on sale at `price_cents` with `available` units in stock.
-async fn goods(app: &TestApp, price_cents: i64, available: i64) -> i64 {
+pub(crate) async fn goods(app: &TestApp, price_cents: i64, available: i64) -> i64 {
     let g = app
         .ok(
             "goods.upsert",
@@ -45,7 +45,7 @@ async fn goods(app: &TestApp, price_cents: i64, available: i64) -> i64 {
     id
 }
 
-fn create_body(user: i64, items: &[(i64, i64)]) -> Value {
+pub(crate) fn create_body(user: i64, items: &[(i64, i64)]) -> Value {
     json!({
         "user_id": user,
         "items": items.iter().map(|(g, q)| json!({"goods_id": g, "quantity": q})).collect::<Vec<_>>(),
@@ -64,7 +64,7 @@ async fn off_sale_goods(app: &TestApp) -> i64 {
         .unwrap()
 }
 
-fn sn_of(order: &Value) -> String {
+pub(crate) fn sn_of(order: &Value) -> String {
     order["order_sn"].as_str().unwrap().to_owned()
 }
 
@@ -217,7 +217,7 @@ async fn invariants(app: &TestApp) -> Result<(), String> {
 }
 
 /// Waits until the invariants hold (the checker and the rollback consumer have settled).
-async fn check_invariants(app: &TestApp) {
+pub(crate) async fn check_invariants(app: &TestApp) {
     let deadline = Instant::now() + SETTLE;
     loop {
         match invariants(app).await {

@@ -1,17 +1,20 @@
 //! `shop up`: the whole local stack in one process tree.
 //!
-//! Starts nats-server (nats-config/dev.conf) and a PostgreSQL cluster whose data lives in
-//! `.data/`, applies migrations, runs the workers and the HTTP gateway as child processes
-//! (each as its own NATS user; the gateway with the random dev secrets this command keeps in
-//! the data directory), seeds demo data, and waits. Ctrl-C stops everything it started; the next run
-//! reuses the data. Every child dies with this process even if it is SIGKILLed.
+//! Starts nats-server (nats-config/dev.conf, or with `--nats-nodes 3` the 3-node cluster of
+//! nats-config/cluster/) and a PostgreSQL cluster whose data lives in `.data/`, applies
+//! migrations, runs the workers and the HTTP gateway as child processes (each as its own NATS
+//! user; the gateway with the random dev secrets this command keeps in the data directory),
+//! seeds demo data, and waits. Ctrl-C stops everything it started; the next run reuses the
+//! data. Every child dies with this process even if it is SIGKILLed.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use shop_devstack::{NatsServer, NatsServerSpec, PostgresCluster, PostgresSpec};
+use shop_devstack::{
+    cluster_specs, NatsCluster, NatsServer, NatsServerSpec, PostgresCluster, PostgresSpec,
+};
 use tokio::process::{Child, Command};
 
 use crate::config::{Config, DEV_SECRETS_FILE};
@@ -23,7 +26,41 @@ const WORKERS: [(&str, &str); 3] = [
     ("order", "order-dev"),
 ];
 
-pub async fn run(mut config: Config, per_kind: usize, root: PathBuf) -> anyhow::Result<()> {
+/// How many nats-servers, and the replicas of what the workers create on them.
+#[derive(Debug, Clone, Copy)]
+pub struct NatsLayout {
+    pub nodes: usize,
+    pub replicas: usize,
+}
+
+/// The NATS side of the stack.
+enum Nats {
+    Single(NatsServer),
+    Cluster(NatsCluster),
+}
+
+impl Nats {
+    fn url(&self) -> String {
+        match self {
+            Nats::Single(server) => server.url(),
+            Nats::Cluster(cluster) => cluster.url(),
+        }
+    }
+}
+
+pub async fn run(
+    mut config: Config,
+    per_kind: usize,
+    layout: NatsLayout,
+    root: PathBuf,
+) -> anyhow::Result<()> {
+    if layout.replicas == 0 || layout.replicas > layout.nodes {
+        bail!(
+            "--nats-replicas {} on {} nats-server(s): replicas must be between 1 and the servers",
+            layout.replicas,
+            layout.nodes
+        );
+    }
     let started = Instant::now();
     let root = root
         .canonicalize()
@@ -40,16 +77,24 @@ pub async fn run(mut config: Config, per_kind: usize, root: PathBuf) -> anyhow::
 
     // These blocking calls run on the main thread on purpose: the servers are bound to the
     // life of the thread that spawns them (PR_SET_PDEATHSIG), and this one lives longest.
-    let nats = NatsServer::start(NatsServerSpec {
-        binary: root.join(&config.dev.nats_server_bin),
-        config: nats_config,
-        port: config.dev.nats_port,
-        // 8222 for the usual 4222: a second stack on another port (the bench's) gets its own.
-        monitor_port: Some(config.dev.nats_port.wrapping_add(4000)),
-        store_dir: data.join("nats"),
-        log_file: logs.join("nats-server.log"),
-    })
-    .context("starting nats-server")?;
+    let nats = if layout.nodes == 1 {
+        Nats::Single(
+            NatsServer::start(NatsServerSpec {
+                binary: root.join(&config.dev.nats_server_bin),
+                config: nats_config,
+                port: config.dev.nats_port,
+                // 8222 for the usual 4222: a second stack on another port (the bench's) gets
+                // its own.
+                monitor_port: Some(config.dev.nats_port.wrapping_add(4000)),
+                store_dir: data.join("nats"),
+                log_file: logs.join("nats-server.log"),
+                cluster: None,
+            })
+            .context("starting nats-server")?,
+        )
+    } else {
+        Nats::Cluster(start_cluster(&config, &root, &data, layout.nodes)?)
+    };
     let postgres = PostgresCluster::start(PostgresSpec {
         bin_dir: None,
         data_dir: data.join("pg"),
@@ -61,6 +106,7 @@ pub async fn run(mut config: Config, per_kind: usize, root: PathBuf) -> anyhow::
     tracing::info!(nats = %nats.url(), postgres_port = postgres.port(), "servers up");
 
     config.nats.url = nats.url();
+    config.nats.replicas = layout.replicas;
     config.goods.database_url = postgres.url("shop_goods");
     config.stock.database_url = postgres.url("shop_stock");
     config.order.database_url = postgres.url("shop_order");
@@ -91,7 +137,7 @@ pub async fn run(mut config: Config, per_kind: usize, root: PathBuf) -> anyhow::
     let http = format!("http://{}", config.gateway.listen);
 
     eprintln!(
-        "\nshop is up in {:.1}s: NATS {} (JetStream), PostgreSQL 127.0.0.1:{}, {} worker(s) of each kind.\n\
+        "\nshop is up in {:.1}s: NATS {} (JetStream, streams at {} replica(s)), PostgreSQL 127.0.0.1:{}, {} worker(s) of each kind.\n\
          HTTP gateway {http}: live room {http}/rooms/1, API docs {http}/docs\n\
          Try:  nats req goods.room.list '{{\"room_id\":1}}'\n\
          \x20     curl {http}/v1/rooms/1\n\
@@ -99,6 +145,7 @@ pub async fn run(mut config: Config, per_kind: usize, root: PathBuf) -> anyhow::
          Logs of the servers: {}\nCtrl-C stops everything.\n",
         started.elapsed().as_secs_f64(),
         nats.url(),
+        layout.replicas,
         postgres.port(),
         per_kind,
         logs.display(),
@@ -200,12 +247,46 @@ async fn wait_for_port(addr: std::net::SocketAddr, within: Duration) -> anyhow::
     Ok(())
 }
 
+/// The cluster of nats-config/cluster/node-<n>.conf on consecutive ports from `nats_port`:
+/// clients on 4222, 4223, 4224, routes on 6222.., monitoring on 8222.. for the usual 4222,
+/// each node's store and log in `.data/nats-cluster/shop-<n>/`.
+fn start_cluster(
+    config: &Config,
+    root: &Path,
+    data: &Path,
+    nodes: usize,
+) -> anyhow::Result<NatsCluster> {
+    let base = config.dev.nats_port;
+    let ports: Vec<(u16, u16, u16)> = (0..nodes as u16)
+        .map(|i| {
+            let client = base.wrapping_add(i);
+            (client, client.wrapping_add(2000), client.wrapping_add(4000))
+        })
+        .collect();
+    let dir = root.join(&config.dev.nats_cluster_dir);
+    for n in 1..=nodes {
+        let file = dir.join(format!("node-{n}.conf"));
+        if !file.exists() {
+            bail!("{} not found", file.display());
+        }
+    }
+    let specs = cluster_specs(
+        &root.join(&config.dev.nats_server_bin),
+        |i| dir.join(format!("node-{}.conf", i + 1)),
+        "shop",
+        &ports,
+        &data.join("nats-cluster"),
+    );
+    NatsCluster::start(specs).context("starting the nats-server cluster")
+}
+
 fn spawn_worker(config: &Config, kind: &str, password: &str) -> anyhow::Result<Child> {
     let exe = std::env::current_exe().context("locating the shop binary")?;
     let mut command = std::process::Command::new(exe);
     command
         .arg(kind)
         .env("SHOP_NATS__URL", &config.nats.url)
+        .env("SHOP_NATS__REPLICAS", config.nats.replicas.to_string())
         .env("SHOP_NATS__USER", kind)
         .env("SHOP_NATS__PASSWORD", password)
         .env("SHOP_GOODS__DATABASE_URL", &config.goods.database_url)

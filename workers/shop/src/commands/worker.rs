@@ -16,7 +16,12 @@ pub async fn stock(config: &Config) -> anyhow::Result<()> {
     let (client, pool) = connect(config, "stock", &config.stock, &shop_stock::MIGRATOR).await?;
     serve_until_stopped(
         "stock",
-        shop_stock::run(client, pool, config.stock.settings.clone()),
+        shop_stock::run(
+            client,
+            pool,
+            config.stock.settings.clone(),
+            config.nats.replicas,
+        ),
     )
     .await
 }
@@ -25,7 +30,12 @@ pub async fn order(config: &Config) -> anyhow::Result<()> {
     let (client, pool) = connect(config, "order", &config.order, &shop_order::MIGRATOR).await?;
     serve_until_stopped(
         "order",
-        shop_order::run(client, pool, config.order.settings.clone()),
+        shop_order::run(
+            client,
+            pool,
+            config.order.settings.clone(),
+            config.nats.replicas,
+        ),
     )
     .await
 }

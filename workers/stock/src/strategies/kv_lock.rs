@@ -38,6 +38,7 @@ impl Locks {
         js: &async_nats::jetstream::Context,
         ttl: Duration,
         wait: Duration,
+        replicas: usize,
     ) -> Result<Locks, async_nats::Error> {
         let config = kv::Config {
             bucket: LOCK_BUCKET.into(),
@@ -45,15 +46,11 @@ impl Locks {
             history: 1,
             max_age: ttl,
             storage: async_nats::jetstream::stream::StorageType::Memory,
+            num_replicas: replicas,
             ..Default::default()
         };
-        let kv = match js.create_key_value(config).await {
-            Ok(kv) => kv,
-            // Exists with other settings (another worker's TTL): use it as it is.
-            Err(create) => js.get_key_value(LOCK_BUCKET).await.map_err(|e| {
-                format!("could not create ({create}) or open ({e}) the {LOCK_BUCKET} bucket")
-            })?,
-        };
+        // One that exists (with another worker's TTL, say) is used as it is.
+        let kv = shop_kit::jetstream::ensure_bucket(js, config).await?;
         Ok(Locks { kv, wait })
     }
 

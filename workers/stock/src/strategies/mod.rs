@@ -115,11 +115,12 @@ impl Deducter {
         js: &async_nats::jetstream::Context,
         pool: PgPool,
         settings: &Settings,
+        replicas: usize,
     ) -> Result<(Self, Background), async_nats::Error> {
         let locks = match settings.strategy {
-            Strategy::KvLock => {
-                Some(kv_lock::Locks::open(js, settings.lock_ttl, settings.lock_wait).await?)
-            }
+            Strategy::KvLock => Some(
+                kv_lock::Locks::open(js, settings.lock_ttl, settings.lock_wait, replicas).await?,
+            ),
             _ => None,
         };
         let (batcher, writer) = match settings.strategy {

@@ -6,11 +6,12 @@
 //! conventions that vary with how it was started: the binary may be a copy with another
 //! name (`shop-v6`) or read `shop (deleted)` after a rebuild, and `shop up`, the test suite
 //! and scripts each spell their settings their own way. So:
-//! - the nats-server is the one whose `-p` is the port of the bench's NATS URL;
+//! - the nats-servers are those whose `-p` is the port of one of the bench's NATS URLs (a
+//!   cluster's nodes are summed as one component);
 //! - the postmaster is the `postgres` whose `-p` is the port of the bench's database URLs,
 //!   and its children are the rest of the cluster;
 //! - a worker is a process whose first argument is `goods`, `stock` or `order` and whose
-//!   environment has `SHOP_NATS__URL` on the bench's NATS port (`shop up` and the test
+//!   environment has `SHOP_NATS__URL` on one of the bench's NATS ports (`shop up` and the test
 //!   suite pass it to every worker). Several stacks can share one nats-server (the test
 //!   suite runs one account per test), so a worker whose environment names a database for
 //!   its kind counts only when that is the bench's database for the kind.
@@ -28,7 +29,7 @@ pub const KINDS: [&str; 3] = ["order", "stock", "goods"];
 /// What the bench's configuration says about where its stack listens.
 #[derive(Debug, Clone)]
 pub struct Stack {
-    nats_port: u16,
+    nats_ports: BTreeSet<u16>,
     postgres_ports: BTreeSet<u16>,
     /// Each worker kind with the port and name of its database.
     databases: Vec<(&'static str, u16, String)>,
@@ -49,7 +50,7 @@ impl Stack {
             })
             .collect();
         Stack {
-            nats_port: nats_port(&config.nats.url).unwrap_or(4222),
+            nats_ports: nats_ports(&config.nats.url),
             postgres_ports: databases.iter().map(|(_, port, _)| *port).collect(),
             databases,
         }
@@ -153,7 +154,9 @@ pub fn scan(stack: &Stack) -> Vec<Process> {
                     Some(db) if databases.contains(&db) => Component::Database(db.to_owned()),
                     _ => Component::PostgresOther,
                 }
-            } else if program_is(&args, "nats-server") && port_arg(&args) == Some(stack.nats_port) {
+            } else if program_is(&args, "nats-server")
+                && port_arg(&args).is_some_and(|p| stack.nats_ports.contains(&p))
+            {
                 Component::Nats
             } else {
                 let kind = args.get(1).filter(|kind| KINDS.contains(&kind.as_str()))?;
@@ -189,7 +192,7 @@ fn is_our_worker(stack: &Stack, pid: u32, kind: &str) -> bool {
     // Without the variable the worker uses the default URL (or shop.toml's, which this
     // cannot see): the best guess there is.
     let nats = var("SHOP_NATS__URL").unwrap_or_else(|| Config::default().nats.url);
-    if nats_port(&nats) != Some(stack.nats_port) {
+    if !nats_port(&nats).is_some_and(|p| stack.nats_ports.contains(&p)) {
         return false;
     }
     let setting = format!("SHOP_{}__DATABASE_URL", kind.to_uppercase());
@@ -226,6 +229,16 @@ fn port_arg(args: &[String]) -> Option<u16> {
         }
     }
     None
+}
+
+/// The ports of a comma-separated list of NATS URLs (4222 when none parses).
+fn nats_ports(urls: &str) -> BTreeSet<u16> {
+    let ports: BTreeSet<u16> = urls.split(',').filter_map(nats_port).collect();
+    if ports.is_empty() {
+        BTreeSet::from([4222])
+    } else {
+        ports
+    }
 }
 
 /// The port of a NATS URL (the first of a comma-separated list).
@@ -321,6 +334,10 @@ mod tests {
             Some(4555)
         );
         assert_eq!(nats_port("nats://127.0.0.1"), Some(4222));
+        assert_eq!(
+            nats_ports("nats://127.0.0.1:4655,nats://127.0.0.1:4656"),
+            BTreeSet::from([4655, 4656])
+        );
         assert_eq!(
             database_of("postgres://shop@127.0.0.1:5566/shop_goods"),
             Some((5566, "shop_goods".to_owned()))
