@@ -9,10 +9,12 @@
 //! - [`client`]: calling another service and telling a refusal from no answer.
 //! - [`db`]: pools that time out instead of hanging, database creation and migration.
 //! - [`server`]: connecting, and refusing a nats-server older than the contract requires.
+//! - [`crash`]: named crash points for fault tests (off unless armed).
 //!
 //! It owns no business rules and no database access.
 
 pub mod client;
+pub mod crash;
 pub mod db;
 pub mod decode;
 pub mod endpoint;

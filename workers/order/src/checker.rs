@@ -40,6 +40,7 @@ use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use shop_contracts::txn::{HalfMessage, OrderEventKind, PayDeadline, RollbackReason};
 use shop_contracts::OrderSn;
+use shop_kit::crash;
 use tokio::sync::Semaphore;
 
 use crate::domain::{event_entry, outbox_event, outbox_rollback, rollback_entry, Ctx};
@@ -141,6 +142,7 @@ async fn look_at(ctx: &Ctx, source: Source, batch: Vec<Result<jetstream::Message
     if source == Source::HalfMessages && ctx.settings.timer == TimerMode::Schedule {
         schedule_waiting(ctx, &looks, &mut verdicts).await;
     }
+    crash::point("order.checker.before_ack");
     for (look, verdict) in looks.iter().zip(verdicts) {
         let sent = match verdict {
             Verdict::Ack => look.message.ack().await,
@@ -286,6 +288,7 @@ async fn close_all_due(ctx: &Ctx, sns: &[OrderSn]) -> Result<(), OrderError> {
     repo::outbox_add_many(&mut tx, &outbox).await?;
     tx.commit().await?;
     ctx.outbox.notify_one();
+    crash::point("order.checker.after_close");
     tracing::info!(orders = closed.len(), "pay deadline passed: closed");
     Ok(())
 }
@@ -304,6 +307,7 @@ pub async fn check(ctx: &Ctx, sn: OrderSn) -> Result<Verdict, OrderError> {
         outbox_rollback(&mut tx, sn, RollbackReason::Aborted).await?;
         tx.commit().await?;
         ctx.outbox.notify_one();
+        crash::point("order.checker.after_fence");
         tracing::info!("order never committed: fenced and rolled back");
         return Ok(Verdict::Ack);
     };
@@ -321,6 +325,7 @@ pub async fn check(ctx: &Ctx, sn: OrderSn) -> Result<Verdict, OrderError> {
         outbox_event(&mut tx, &order, OrderEventKind::Closed).await?;
         tx.commit().await?;
         ctx.outbox.notify_one();
+        crash::point("order.checker.after_close");
         tracing::info!("pay deadline passed: closed");
     }
     Ok(Verdict::Ack)

@@ -17,6 +17,7 @@ use shop_contracts::txn::{
 };
 use shop_contracts::{Cents, ErrorCode, ErrorDetail, ItemList, OrderSn, UserId};
 use shop_kit::client::{call, CallError};
+use shop_kit::crash;
 use sqlx::{PgConnection, PgPool};
 use tokio::sync::Notify;
 
@@ -274,6 +275,7 @@ pub async fn create(ctx: &Ctx, req: CreateOrderRequest) -> Result<Order, OrderEr
         publish_half_message(ctx, sn, &deduct_lines)
     );
     published?;
+    crash::point("order.create.after_half_message");
     let (items, total) = match priced.and_then(|items| Ok((total(&items)?, items))) {
         Ok((total, items)) => (items, total),
         Err(error) => {
@@ -306,6 +308,7 @@ pub async fn create(ctx: &Ctx, req: CreateOrderRequest) -> Result<Order, OrderEr
 
     // 3. The deduct.
     deduct(ctx, sn, deduct_lines).await?;
+    crash::point("order.create.after_deduct");
     match ctx.settings.failpoint {
         Failpoint::AfterDeduct => {
             tracing::error!("failpoint after_deduct: aborting");
@@ -332,7 +335,10 @@ pub async fn create(ctx: &Ctx, req: CreateOrderRequest) -> Result<Order, OrderEr
         })
         .await?;
     match committed {
-        Commit::Committed(order) => Ok(order),
+        Commit::Committed(order) => {
+            crash::point("order.create.after_commit");
+            Ok(order)
+        }
         Commit::Fenced => Err(OrderError::Unavailable(
             "the order took too long and was rolled back; nothing was ordered".into(),
         )),
@@ -448,6 +454,7 @@ pub async fn pay(ctx: &Ctx, req: PayRequest) -> Result<Order, OrderError> {
         outbox_event(&mut tx, &order, OrderEventKind::Paid).await?;
         tx.commit().await?;
         ctx.outbox.notify_one();
+        crash::point("order.pay.after_commit");
         return Ok(order);
     }
     let order = repo::get(&mut tx, sn).await?.ok_or_else(|| not_found(sn))?;
@@ -496,6 +503,7 @@ pub async fn cancel(ctx: &Ctx, req: CancelRequest) -> Result<Order, OrderError> 
         outbox_event(&mut tx, &order, OrderEventKind::Cancelled).await?;
         tx.commit().await?;
         ctx.outbox.notify_one();
+        crash::point("order.cancel.after_commit");
         return Ok(order);
     }
     let order = repo::get(&mut tx, sn).await?.ok_or_else(|| not_found(sn))?;

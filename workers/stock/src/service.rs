@@ -117,6 +117,7 @@ async fn deduct(
 ) -> Result<DeductReply, StockError> {
     let lines = NormalizedLines::new(req.items.iter());
     let items = deducter.deduct(req.order_sn, &lines).await?;
+    shop_kit::crash::point("stock.deduct.after_commit");
     changes.goods(items.iter().map(|line| line.goods_id));
     Ok(DeductReply {
         order_sn: req.order_sn,

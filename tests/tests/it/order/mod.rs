@@ -11,6 +11,7 @@ use futures::future::join_all;
 use serde_json::{json, Value};
 use shop_tests::{eventually, TestApp, Worker};
 
+mod crash;
 mod timers;
 
 const ALL: &[Worker] = &[Worker::Goods, Worker::Stock, Worker::Order];

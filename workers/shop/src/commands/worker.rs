@@ -46,6 +46,7 @@ async fn connect<S>(
     worker: &WorkerConfig<S>,
     migrator: &sqlx::migrate::Migrator,
 ) -> anyhow::Result<(async_nats::Client, PgPool)> {
+    shop_kit::crash::arm(config.crash_at.as_deref())?;
     let client =
         shop_kit::server::connect(&config.nats_target(&format!("shop-{name}"), Some(name)))
             .await
