@@ -9,7 +9,10 @@ use serde::Serialize;
 use serde_json::Value;
 use shop_contracts::error::{HEADER_ERROR, HEADER_ERROR_CODE};
 use shop_contracts::ErrorBody;
-use shop_devstack::{cluster_specs, free_port, NatsCluster, NatsServer, NatsServerSpec};
+use shop_devstack::{
+    cluster_specs, free_port, NatsCluster, NatsServer, NatsServerSpec, PostgresCluster,
+    PostgresSpec,
+};
 
 use crate::stack::{self, stack, PASSWORD};
 
@@ -94,6 +97,8 @@ pub struct TestApp {
     nats_url: String,
     /// The test's own nats-server or cluster, for tests that kill and restart servers.
     own_nats: Option<OwnNats>,
+    /// The test's own PostgreSQL server, for tests that stop and restart it.
+    own_postgres: Option<std::sync::Mutex<PostgresCluster>>,
     client: async_nats::Client,
     /// Extra `SHOP_*` settings passed to every worker started from now on.
     pub env: Vec<(String, String)>,
@@ -201,6 +206,7 @@ impl TestApp {
             account,
             nats_url,
             own_nats,
+            own_postgres: None,
             client,
             env: Vec::new(),
             workers: Vec::new(),
@@ -223,7 +229,56 @@ impl TestApp {
 
     /// The database URL of a worker kind for this test.
     pub fn database_url(&self, kind: Worker) -> String {
-        stack().postgres_url(&format!("t{}_{}", self.account, kind.name()))
+        let name = format!("t{}_{}", self.account, kind.name());
+        match &self.own_postgres {
+            Some(cluster) => cluster.lock().expect("the test's postgres").url(&name),
+            None => stack().postgres_url(&name),
+        }
+    }
+
+    /// Like [`TestApp::start_with_env`] but with a PostgreSQL server of the test's own, which
+    /// [`TestApp::restart_postgres`] stops and starts again.
+    pub async fn start_with_own_postgres(kinds: &[Worker], env: &[(&str, &str)]) -> TestApp {
+        let stack = stack();
+        let mut app = TestApp::connect(stack.take_account(), stack.nats_url.clone(), None).await;
+        let dir = stack.dir.join(format!("own-postgres-{}", app.account));
+        let cluster = PostgresCluster::start(PostgresSpec {
+            bin_dir: None,
+            data_dir: dir.join("data"),
+            port: free_port().expect("a free port"),
+            log_file: dir.join("postgres.log"),
+            throwaway: true,
+        })
+        .expect("starting the test's own postgres");
+        app.own_postgres = Some(std::sync::Mutex::new(cluster));
+        app.with_workers(kinds, env).await
+    }
+
+    /// Stops the test's own PostgreSQL server (a fast or an immediate shutdown), runs
+    /// `while_down`, and starts it again on the same data.
+    pub async fn restart_postgres<F: std::future::Future<Output = ()>>(
+        &self,
+        fast: bool,
+        while_down: F,
+    ) {
+        let cluster = self
+            .own_postgres
+            .as_ref()
+            .expect("a test with its own postgres");
+        {
+            let mut cluster = cluster.lock().expect("the test's postgres");
+            if fast {
+                cluster.stop_fast();
+            } else {
+                cluster.stop();
+            }
+        }
+        while_down.await;
+        cluster
+            .lock()
+            .expect("the test's postgres")
+            .restart()
+            .expect("restarting the test's postgres");
     }
 
     /// A pool on a worker's database, for checking invariants directly.

@@ -191,6 +191,14 @@ impl PostgresCluster {
         })
     }
 
+    /// Fast shutdown (SIGINT: sessions are ended and a checkpoint written), then reap.
+    pub fn stop_fast(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            signal(child.id(), libc::SIGINT);
+            let _ = child.wait();
+        }
+    }
+
     /// Immediate shutdown (SIGQUIT), then reap. Committed transactions survive.
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {

@@ -16,7 +16,15 @@ pub fn is_unavailable(error: &sqlx::Error) -> bool {
             | sqlx::Error::PoolClosed
             | sqlx::Error::Io(_)
             | sqlx::Error::Tls(_)
-    ) || matches!(error, sqlx::Error::Database(db) if db.code().is_some_and(|c| c.starts_with("57P") || c.starts_with("08")))
+    ) || matches!(error, sqlx::Error::Database(db) if db.code().is_some_and(|c| server_away(&c)))
+}
+
+/// SQLSTATEs of a server that is there but will not serve now: 08 connection exceptions,
+/// 53 insufficient resources (too many connections, disk full), 57P operator intervention
+/// (shutting down, starting up, sessions terminated by an administrator), and 55000, which a
+/// database that does not accept connections (`ALLOW_CONNECTIONS false`) answers at connect.
+fn server_away(code: &str) -> bool {
+    code.starts_with("08") || code.starts_with("53") || code.starts_with("57P") || code == "55000"
 }
 
 /// A pool whose `acquire` gives up after `acquire_timeout`, so a dead database turns into

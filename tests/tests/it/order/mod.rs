@@ -12,6 +12,7 @@ use serde_json::{json, Value};
 use shop_tests::{eventually, TestApp, Worker};
 
 mod crash;
+mod db_faults;
 mod timers;
 
 const ALL: &[Worker] = &[Worker::Goods, Worker::Stock, Worker::Order];
