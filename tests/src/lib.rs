@@ -9,9 +9,11 @@
 
 pub mod app;
 pub mod gateway;
+pub mod proxy;
 pub mod stack;
 pub mod wait;
 
 pub use app::{ask, Answer, ErrorReply, TestApp, Worker, WorkerProcess};
 pub use gateway::Gateway;
+pub use proxy::Proxy;
 pub use wait::eventually;

@@ -99,31 +99,7 @@ async fn crash_at(point: &'static str, kind: &str) -> String {
     })
     .await;
     drop(audit);
-    // Every order has the events of its life, once: created, then how it ended.
-    let orders = app.db(Worker::Order).await;
-    let all: Vec<(i64, String)> = sqlx::query_as("SELECT order_sn, status FROM orders")
-        .fetch_all(&orders)
-        .await
-        .unwrap();
-    for (sn, status) in &all {
-        let sn = sn.to_string();
-        let want: &[&str] = match status.as_str() {
-            "unpaid" => &["created"],
-            "paid" => &["created", "paid"],
-            "closed" => &["created", "closed"],
-            "cancelled" => &["created", "cancelled"],
-            other => panic!("{point}: order {sn} is {other}"),
-        };
-        let events = eventually(&format!("{point}: the events of {sn}"), SETTLE, || {
-            let (app, sn) = (&app, &sn);
-            async move {
-                let events = events_of(app, sn).await;
-                (events == want).then_some(events)
-            }
-        })
-        .await;
-        assert_eq!(events, want, "{point}: events of order {sn}");
-    }
+    let all = every_order_has_its_events(&app, point).await;
     format!(
         "{point}: died as armed; {} orders answered created, {} in the database; settled and audited in {:.1?}",
         created.len(),

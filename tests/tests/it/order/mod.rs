@@ -13,6 +13,7 @@ use shop_tests::{eventually, TestApp, Worker};
 
 mod crash;
 mod db_faults;
+mod network;
 mod timers;
 
 const ALL: &[Worker] = &[Worker::Goods, Worker::Stock, Worker::Order];
@@ -1167,4 +1168,38 @@ async fn a_checker_whose_clock_runs_ahead_does_not_fence_a_live_create() {
         .unwrap();
     assert_eq!(fenced, 0, "the checker fenced a live create");
     assert_eq!(level(&app, a).await, (8, 2));
+}
+
+/// Waits until every order in the database has exactly the events of its life in
+/// ORDER_EVENTS (created, then how it ended, read with its status each time: an order may
+/// close meanwhile), and returns the orders; `what` names the test step in a failure.
+pub(crate) async fn every_order_has_its_events(app: &TestApp, what: &str) -> Vec<i64> {
+    let orders = app.db(Worker::Order).await;
+    let all: Vec<i64> = sqlx::query_scalar("SELECT order_sn FROM orders")
+        .fetch_all(&orders)
+        .await
+        .unwrap();
+    for sn in &all {
+        eventually(&format!("{what}: the events of {sn}"), SETTLE, || {
+            let orders = &orders;
+            async move {
+                let status: String =
+                    sqlx::query_scalar("SELECT status FROM orders WHERE order_sn = $1")
+                        .bind(sn)
+                        .fetch_one(orders)
+                        .await
+                        .ok()?;
+                let want: &[&str] = match status.as_str() {
+                    "unpaid" => &["created"],
+                    "paid" => &["created", "paid"],
+                    "closed" => &["created", "closed"],
+                    "cancelled" => &["created", "cancelled"],
+                    other => panic!("{what}: order {sn} is {other}"),
+                };
+                (events_of(app, &sn.to_string()).await == want).then_some(())
+            }
+        })
+        .await;
+    }
+    all
 }
