@@ -8,6 +8,7 @@ mod gateway;
 mod goods;
 mod mixed;
 mod order;
+mod soak;
 mod stock;
 mod workers;
 

@@ -70,6 +70,11 @@ pub enum Command {
         #[arg(long, default_value = ".")]
         root: PathBuf,
     },
+    /// A mixed load with faults on a stack of its own, audited as it goes: a random worker
+    /// SIGKILLed and replaced every few seconds, nats-server restarted now and then, `shop
+    /// audit` every minute; at the end the system settles and the audit must be clean. Uses
+    /// the dev ports (dev.nats_port, dev.postgres_port) and <dev.data_dir>/soak (wiped).
+    Soak(SoakArgs),
     /// Send one request and print the reply, like `nats req` (for machines without the
     /// nats CLI). Exits 1 with the contract error on stderr when the service refuses.
     Req {
@@ -215,6 +220,32 @@ pub struct TimersArgs {
     /// A name for the setup measured, added to the file name.
     #[arg(long, value_parser = file_name_part)]
     pub label: Option<String>,
+}
+
+/// `shop soak`: how long, and how hard the faults come.
+#[derive(Debug, clap::Args)]
+pub struct SoakArgs {
+    /// How long the load runs (fractions allowed: 0.5 is 30 s).
+    #[arg(long, default_value_t = 30.0)]
+    pub minutes: f64,
+    /// Concurrent buyers.
+    #[arg(long, default_value_t = 8, value_parser = at_least_one)]
+    pub clients: usize,
+    /// A random worker is SIGKILLed and replaced this often.
+    #[arg(long, default_value = "5s", value_parser = humantime_serde::re::humantime::parse_duration)]
+    pub kill_every: std::time::Duration,
+    /// nats-server is restarted this often.
+    #[arg(long, default_value = "90s", value_parser = humantime_serde::re::humantime::parse_duration)]
+    pub nats_restart_every: std::time::Duration,
+    /// `shop audit` runs this often (work younger than a minute counts as in flight).
+    #[arg(long, default_value = "60s", value_parser = humantime_serde::re::humantime::parse_duration)]
+    pub audit_every: std::time::Duration,
+    /// Directory for the JSON summary.
+    #[arg(long, default_value = "bench-results")]
+    pub out: PathBuf,
+    /// Project directory holding nats-config/ (default: the current directory).
+    #[arg(long, default_value = ".")]
+    pub root: PathBuf,
 }
 
 /// `shop bench retention`: what retained orders cost nats-server.

@@ -22,7 +22,7 @@ async fn main() -> anyhow::Result<()> {
     // A one-shot request or an audit prints a report; connection chatter would only bury it.
     if matches!(
         cli.command,
-        Command::Req { .. } | Command::Audit { .. } | Command::Token { .. }
+        Command::Req { .. } | Command::Audit { .. } | Command::Token { .. } | Command::Soak(_)
     ) && config.log.filter == "info"
     {
         config.log.filter = "warn".into();
@@ -36,6 +36,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Gateway => commands::gateway::run(&config).await,
         Command::Token { user, admin, ttl } => commands::token::run(&config, user, admin, ttl),
         Command::Migrate => commands::migrate::run(&config).await,
+        Command::Soak(args) => commands::soak::run(config, args).await,
         Command::Seed { room_id, stock } => commands::seed::run(&config, room_id, stock).await,
         Command::Up {
             workers,

@@ -6,6 +6,7 @@ pub mod gateway;
 pub mod migrate;
 pub mod req;
 pub mod seed;
+pub mod soak;
 pub mod token;
 pub mod up;
 pub mod worker;

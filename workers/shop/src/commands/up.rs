@@ -20,7 +20,7 @@ use tokio::process::{Child, Command};
 use crate::config::{Config, DEV_SECRETS_FILE};
 
 /// Worker kinds with their NATS user and dev password (nats-config/dev.conf).
-const WORKERS: [(&str, &str); 3] = [
+pub(super) const WORKERS: [(&str, &str); 3] = [
     ("goods", "goods-dev"),
     ("stock", "stock-dev"),
     ("order", "order-dev"),
@@ -280,9 +280,20 @@ fn start_cluster(
     NatsCluster::start(specs).context("starting the nats-server cluster")
 }
 
-fn spawn_worker(config: &Config, kind: &str, password: &str) -> anyhow::Result<Child> {
+pub(super) fn spawn_worker(config: &Config, kind: &str, password: &str) -> anyhow::Result<Child> {
+    spawn_worker_with(config, kind, password, &[])
+}
+
+/// [`spawn_worker`] with extra `SHOP_*` settings for the worker.
+pub(super) fn spawn_worker_with(
+    config: &Config,
+    kind: &str,
+    password: &str,
+    extra_env: &[(&str, &str)],
+) -> anyhow::Result<Child> {
     let exe = std::env::current_exe().context("locating the shop binary")?;
     let mut command = std::process::Command::new(exe);
+    command.envs(extra_env.iter().copied());
     command
         .arg(kind)
         .env("SHOP_NATS__URL", &config.nats.url)
@@ -310,7 +321,7 @@ const fn libc_sigterm() -> i32 {
 }
 
 /// Waits until `$SRV.PING.<service>` is answered, or fails after `within`.
-async fn wait_for_service(
+pub(super) async fn wait_for_service(
     client: &async_nats::Client,
     service: &str,
     within: Duration,
@@ -347,7 +358,7 @@ async fn wait_any(children: &mut [(String, Child)]) -> (String, String) {
     futures::future::select_all(waits).await.0
 }
 
-async fn stop(child: &mut Child) {
+pub(super) async fn stop(child: &mut Child) {
     if let Some(pid) = child.id() {
         let _ = std::process::Command::new("kill")
             .arg("-TERM")
