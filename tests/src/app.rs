@@ -92,9 +92,26 @@ impl Drop for WorkerProcess {
     }
 }
 
+/// PEM files of a test PKI for a TLS nats-server: the CA, the server's certificate (for
+/// 127.0.0.1 and localhost) and a client certificate, all signed by the CA. The test makes
+/// them at run time; nothing secret is committed.
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    pub ca: PathBuf,
+    pub server_cert: PathBuf,
+    pub server_key: PathBuf,
+    pub client_cert: PathBuf,
+    pub client_key: PathBuf,
+}
+
 pub struct TestApp {
     pub account: usize,
     nats_url: String,
+    /// Password of every user of the account.
+    password: String,
+    /// Set: the nats-server requires TLS with client certificates, and every client of the
+    /// test (its own, the workers, `shop` commands) connects with these files.
+    tls: Option<TlsFiles>,
     /// The test's own nats-server or cluster, for tests that kill and restart servers.
     own_nats: Option<OwnNats>,
     /// The test's own PostgreSQL server, for tests that stop and restart it.
@@ -115,7 +132,7 @@ impl TestApp {
     pub async fn start_with_env(kinds: &[Worker], env: &[(&str, &str)]) -> TestApp {
         let stack = stack();
         let account = stack.take_account();
-        let app = TestApp::connect(account, stack.nats_url.clone(), None).await;
+        let app = TestApp::connect(account, stack.nats_url.clone(), None, PASSWORD, None).await;
         app.with_workers(kinds, env).await
     }
 
@@ -139,7 +156,58 @@ impl TestApp {
             cluster: None,
         })
         .expect("starting the test's own nats-server");
-        let app = TestApp::connect(account, server.url(), Some(OwnNats::Server(server))).await;
+        let app = TestApp::connect(
+            account,
+            server.url(),
+            Some(OwnNats::Server(server)),
+            PASSWORD,
+            None,
+        )
+        .await;
+        app.with_workers(kinds, env).await
+    }
+
+    /// Like [`TestApp::start_with_own_nats`], on a nats-server that requires TLS and
+    /// verifies client certificates (`tls` from the test's PKI), with `password` for every
+    /// user. Workers connect to `tls://` with `nats.tls_ca`, `nats.tls_cert`, `nats.tls_key`.
+    pub async fn start_with_own_tls_nats(
+        kinds: &[Worker],
+        env: &[(&str, &str)],
+        tls: &TlsFiles,
+        password: &str,
+    ) -> TestApp {
+        let stack = stack();
+        let account = stack.take_account();
+        let dir = stack.dir.join(format!("own-nats-{account}"));
+        std::fs::create_dir_all(&dir).expect("creating the test's nats dir");
+        let config = dir.join("nats.conf");
+        let conf = format!(
+            "{}\ntls {{\n  cert_file: \"{}\"\n  key_file: \"{}\"\n  ca_file: \"{}\"\n  verify: true\n  timeout: 5\n}}\n",
+            stack::server_config_with_password(stack::ACCOUNTS, password),
+            tls.server_cert.display(),
+            tls.server_key.display(),
+            tls.ca.display(),
+        );
+        std::fs::write(&config, conf).expect("writing nats.conf");
+        let server = NatsServer::start(NatsServerSpec {
+            binary: stack::nats_server_binary(),
+            config,
+            port: free_port().expect("a free port"),
+            monitor_port: None,
+            store_dir: dir.join("jetstream"),
+            log_file: dir.join("nats-server.log"),
+            cluster: None,
+        })
+        .expect("starting the test's own nats-server");
+        let url = format!("tls://127.0.0.1:{}", server.port());
+        let app = TestApp::connect(
+            account,
+            url,
+            Some(OwnNats::Server(server)),
+            password,
+            Some(tls.clone()),
+        )
+        .await;
         app.with_workers(kinds, env).await
     }
 
@@ -174,7 +242,14 @@ impl TestApp {
         // Started (and restarted) on a runtime thread, as the test's own server is: the
         // nodes die with that thread (PR_SET_PDEATHSIG), which lives as long as the test.
         let cluster = NatsCluster::start(specs).expect("starting the test's nats-server cluster");
-        let app = TestApp::connect(account, cluster.url(), Some(OwnNats::Cluster(cluster))).await;
+        let app = TestApp::connect(
+            account,
+            cluster.url(),
+            Some(OwnNats::Cluster(cluster)),
+            PASSWORD,
+            None,
+        )
+        .await;
         let replicas = nodes.to_string();
         let mut env = env.to_vec();
         env.push(("SHOP_NATS__REPLICAS", &replicas));
@@ -192,19 +267,34 @@ impl TestApp {
         self
     }
 
-    async fn connect(account: usize, nats_url: String, own_nats: Option<OwnNats>) -> TestApp {
-        let client = async_nats::ConnectOptions::with_user_and_password(
+    async fn connect(
+        account: usize,
+        nats_url: String,
+        own_nats: Option<OwnNats>,
+        password: &str,
+        tls: Option<TlsFiles>,
+    ) -> TestApp {
+        let mut options = async_nats::ConnectOptions::with_user_and_password(
             format!("a{account}-admin"),
-            PASSWORD.into(),
+            password.into(),
         )
-        .max_reconnects(None)
-        // One URL or the nodes of a cluster, comma-separated as the workers take them.
-        .connect(nats_url.split(',').collect::<Vec<_>>())
-        .await
-        .expect("connecting the test client");
+        .max_reconnects(None);
+        if let Some(tls) = &tls {
+            options = options
+                .require_tls(true)
+                .add_root_certificates(tls.ca.clone())
+                .add_client_certificate(tls.client_cert.clone(), tls.client_key.clone());
+        }
+        let client = options
+            // One URL or the nodes of a cluster, comma-separated as the workers take them.
+            .connect(nats_url.split(',').collect::<Vec<_>>())
+            .await
+            .expect("connecting the test client");
         TestApp {
             account,
             nats_url,
+            password: password.to_owned(),
+            tls,
             own_nats,
             own_postgres: None,
             client,
@@ -240,7 +330,14 @@ impl TestApp {
     /// [`TestApp::restart_postgres`] stops and starts again.
     pub async fn start_with_own_postgres(kinds: &[Worker], env: &[(&str, &str)]) -> TestApp {
         let stack = stack();
-        let mut app = TestApp::connect(stack.take_account(), stack.nats_url.clone(), None).await;
+        let mut app = TestApp::connect(
+            stack.take_account(),
+            stack.nats_url.clone(),
+            None,
+            PASSWORD,
+            None,
+        )
+        .await;
         let dir = stack.dir.join(format!("own-postgres-{}", app.account));
         let cluster = PostgresCluster::start(PostgresSpec {
             bin_dir: None,
@@ -305,6 +402,20 @@ impl TestApp {
         self.workers.len() - 1
     }
 
+    /// The `SHOP_NATS__*` TLS settings of this test's clients (none without TLS).
+    fn tls_env(&self) -> Vec<(&'static str, PathBuf)> {
+        self.tls
+            .iter()
+            .flat_map(|tls| {
+                [
+                    ("SHOP_NATS__TLS_CA", tls.ca.clone()),
+                    ("SHOP_NATS__TLS_CERT", tls.client_cert.clone()),
+                    ("SHOP_NATS__TLS_KEY", tls.client_key.clone()),
+                ]
+            })
+            .collect()
+    }
+
     /// Starts a worker process without waiting for it, with extra environment.
     pub fn spawn_process(&self, kind: Worker, extra_env: &[(&str, &str)]) -> WorkerProcess {
         let log = stack().dir.join(format!(
@@ -322,7 +433,8 @@ impl TestApp {
                 "SHOP_NATS__USER",
                 format!("a{}-{}", self.account, kind.name()),
             )
-            .env("SHOP_NATS__PASSWORD", PASSWORD)
+            .env("SHOP_NATS__PASSWORD", &self.password)
+            .envs(self.tls_env())
             .env("SHOP_GOODS__DATABASE_URL", self.database_url(Worker::Goods))
             .env("SHOP_STOCK__DATABASE_URL", self.database_url(Worker::Stock))
             .env("SHOP_ORDER__DATABASE_URL", self.database_url(Worker::Order))
@@ -355,7 +467,8 @@ impl TestApp {
             .args(args)
             .env("SHOP_NATS__URL", &self.nats_url)
             .env("SHOP_NATS__USER", format!("a{}-admin", self.account))
-            .env("SHOP_NATS__PASSWORD", PASSWORD)
+            .env("SHOP_NATS__PASSWORD", &self.password)
+            .envs(self.tls_env())
             .env("SHOP_GOODS__DATABASE_URL", self.database_url(Worker::Goods))
             .env("SHOP_STOCK__DATABASE_URL", self.database_url(Worker::Stock))
             .env("SHOP_ORDER__DATABASE_URL", self.database_url(Worker::Order))

@@ -13,7 +13,7 @@ pub mod proxy;
 pub mod stack;
 pub mod wait;
 
-pub use app::{ask, Answer, ErrorReply, TestApp, Worker, WorkerProcess};
+pub use app::{ask, Answer, ErrorReply, TestApp, TlsFiles, Worker, WorkerProcess};
 pub use gateway::Gateway;
 pub use proxy::Proxy;
 pub use wait::eventually;

@@ -123,6 +123,12 @@ fn start() -> Result<(Stack, NatsServer, PostgresCluster), String> {
 /// `a<n>-goods|stock|order|gateway` (the permission sets of nats-config/permissions.conf) and an
 /// all-powerful `a<n>-admin` for the test itself.
 pub fn server_config(accounts: usize) -> String {
+    server_config_with_password(accounts, PASSWORD)
+}
+
+/// [`server_config`] with another password for every user (the secrets test uses a
+/// distinctive one, to look for it in logs).
+pub fn server_config_with_password(accounts: usize, password: &str) -> String {
     // Inlined rather than `include`d: include paths are relative to the including file,
     // which lives in a temporary directory.
     let path = project_root().join("nats-config/permissions.conf");
@@ -135,11 +141,11 @@ pub fn server_config(accounts: usize) -> String {
         let _ = writeln!(
             conf,
             "  A{n}: {{ jetstream: enabled, users: [\n\
-             \x20   {{ user: a{n}-goods, password: {PASSWORD}, permissions: $GOODS_PERMISSIONS }}\n\
-             \x20   {{ user: a{n}-stock, password: {PASSWORD}, permissions: $STOCK_PERMISSIONS }}\n\
-             \x20   {{ user: a{n}-order, password: {PASSWORD}, permissions: $ORDER_PERMISSIONS }}\n\
-             \x20   {{ user: a{n}-gateway, password: {PASSWORD}, permissions: $GATEWAY_PERMISSIONS }}\n\
-             \x20   {{ user: a{n}-admin, password: {PASSWORD}, permissions: $ADMIN_PERMISSIONS }}\n  ] }}"
+             \x20   {{ user: a{n}-goods, password: \"{password}\", permissions: $GOODS_PERMISSIONS }}\n\
+             \x20   {{ user: a{n}-stock, password: \"{password}\", permissions: $STOCK_PERMISSIONS }}\n\
+             \x20   {{ user: a{n}-order, password: \"{password}\", permissions: $ORDER_PERMISSIONS }}\n\
+             \x20   {{ user: a{n}-gateway, password: \"{password}\", permissions: $GATEWAY_PERMISSIONS }}\n\
+             \x20   {{ user: a{n}-admin, password: \"{password}\", permissions: $ADMIN_PERMISSIONS }}\n  ] }}"
         );
     }
     conf.push_str("}\n");

@@ -237,8 +237,9 @@ async fn audit_passes_a_settled_shop_and_names_what_is_broken() {
 #[test]
 fn every_server_config_in_nats_config_is_valid() {
     // `nats-server -t` parses a config (includes, variables, permissions) and exits. The
-    // production config takes its names and passwords from the environment.
+    // production config takes its names, passwords and TLS files from the environment.
     let dir = shop_tests::stack::project_root().join("nats-config");
+    let tls = crate::tls::pki(&shop_tests::stack::stack().dir.join("pki-config-check"));
     for config in ["dev.conf", "production.conf"] {
         let out = Command::new(shop_tests::stack::nats_server_binary())
             .args(["-t", "-c", config])
@@ -249,6 +250,9 @@ fn every_server_config_in_nats_config_is_valid() {
             .env("SHOP_ORDER_NATS_PASSWORD", "o")
             .env("SHOP_GATEWAY_NATS_PASSWORD", "w")
             .env("SHOP_ADMIN_NATS_PASSWORD", "a")
+            .env("SHOP_NATS_TLS_CERT", &tls.server_cert)
+            .env("SHOP_NATS_TLS_KEY", &tls.server_key)
+            .env("SHOP_NATS_TLS_CA", &tls.ca)
             .output()
             .expect("running nats-server -t");
         assert!(

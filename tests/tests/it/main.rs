@@ -10,6 +10,7 @@ mod mixed;
 mod order;
 mod soak;
 mod stock;
+mod tls;
 mod workers;
 
 use serde_json::json;

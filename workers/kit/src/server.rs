@@ -1,5 +1,8 @@
-//! Connecting to NATS and checking the server is new enough for the contract.
+//! Connecting to NATS (as whom, over TLS with which CA) and checking the server is new
+//! enough for the contract. Credentials never reach a log line or an error message from here:
+//! [`NatsTarget`]'s `Debug` hides the password and errors name the URL without its userinfo.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use thiserror::Error;
@@ -9,10 +12,17 @@ pub const MIN_SERVER_VERSION: (u64, u64) = (2, 11);
 
 #[derive(Debug, Error)]
 pub enum ServerError {
+    /// `url` is [`redact_url`]ed: a `nats://user:password@host` URL must not leak.
     #[error("could not connect to NATS at {url}: {source}")]
     Connect {
         url: String,
         source: async_nats::ConnectError,
+    },
+    #[error("TLS file {what} ({}) is not readable: {source}", path.display())]
+    TlsFile {
+        what: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
     },
     #[error("nats-server {found} is too old: shop needs {}.{} or newer", MIN_SERVER_VERSION.0, MIN_SERVER_VERSION.1)]
     TooOld { found: String },
@@ -21,7 +31,7 @@ pub enum ServerError {
 }
 
 /// Where and as whom to connect.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct NatsTarget {
     /// One server URL, or several separated by commas (the nodes of a cluster): the client
     /// connects to one of them and fails over to the others.
@@ -32,6 +42,51 @@ pub struct NatsTarget {
     /// Replies to this connection's requests arrive under `<prefix>.`; a worker uses
     /// `_INBOX.<worker>` because its user may subscribe only there.
     pub inbox_prefix: Option<String>,
+    /// `Some`: the connection must be TLS, and the server's certificate must chain to this CA.
+    pub tls: Option<Tls>,
+}
+
+/// TLS to nats-server: the CA that signed the server's certificate (instead of the
+/// system's roots: a private deployment has its own CA), and a client certificate for
+/// servers that verify clients (`verify: true`).
+#[derive(Debug, Clone)]
+pub struct Tls {
+    pub ca: PathBuf,
+    pub client: Option<ClientCert>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ClientCert {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+// By hand: a derived Debug would print the password.
+impl std::fmt::Debug for NatsTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NatsTarget")
+            .field("url", &redact_url(&self.url))
+            .field("user", &self.user)
+            .field("password", &self.password.as_ref().map(|_| ".."))
+            .field("name", &self.name)
+            .field("inbox_prefix", &self.inbox_prefix)
+            .field("tls", &self.tls)
+            .finish()
+    }
+}
+
+/// The URL(s) without credentials: `nats://u:p@h:4222,nats://h2` → `nats://h:4222,nats://h2`.
+pub fn redact_url(url: &str) -> String {
+    url.split(',')
+        .map(|one| match (one.find("://"), one.rfind('@')) {
+            (Some(scheme), Some(at)) if at > scheme => {
+                format!("{}{}", &one[..scheme + 3], &one[at + 1..])
+            }
+            (None, Some(at)) => one[at + 1..].to_owned(),
+            _ => one.to_owned(),
+        })
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// Connects (retrying while the server is not up yet) and checks the server version.
@@ -46,11 +101,24 @@ pub async fn connect(target: &NatsTarget) -> Result<async_nats::Client, ServerEr
     if let Some(prefix) = &target.inbox_prefix {
         options = options.custom_inbox_prefix(prefix);
     }
+    if let Some(tls) = &target.tls {
+        // async-nats reads the files only during the handshake and then reports a bare
+        // "TLS error"; checking them first names the file that is missing.
+        readable("tls_ca", &tls.ca)?;
+        options = options
+            .require_tls(true)
+            .add_root_certificates(tls.ca.clone());
+        if let Some(client) = &tls.client {
+            readable("tls_cert", &client.cert)?;
+            readable("tls_key", &client.key)?;
+            options = options.add_client_certificate(client.cert.clone(), client.key.clone());
+        }
+    }
     let client = options
         .connect(server_urls(&target.url))
         .await
         .map_err(|source| ServerError::Connect {
-            url: target.url.clone(),
+            url: redact_url(&target.url),
             source,
         })?;
     // `connect` returns after the handshake, so the server's INFO is here already.
@@ -68,6 +136,16 @@ pub fn server_urls(urls: &str) -> Vec<&str> {
         .map(str::trim)
         .filter(|url| !url.is_empty())
         .collect()
+}
+
+fn readable(what: &'static str, path: &std::path::Path) -> Result<(), ServerError> {
+    std::fs::File::open(path)
+        .map(drop)
+        .map_err(|source| ServerError::TlsFile {
+            what,
+            path: path.to_owned(),
+            source,
+        })
 }
 
 /// Accepts `major.minor[.patch][-pre]` at or above [`MIN_SERVER_VERSION`].
@@ -103,5 +181,30 @@ mod tests {
             server_urls("nats://a:1, nats://b:2,,nats://c:3"),
             vec!["nats://a:1", "nats://b:2", "nats://c:3"]
         );
+    }
+
+    #[test]
+    fn urls_lose_their_credentials() {
+        assert_eq!(redact_url("nats://u:s3cret@h:4222"), "nats://h:4222");
+        assert_eq!(redact_url("tls://tok@h"), "tls://h");
+        assert_eq!(redact_url("u:p@h:4222"), "h:4222");
+        assert_eq!(
+            redact_url("nats://a:b@h1,nats://h2:4222"),
+            "nats://h1,nats://h2:4222"
+        );
+        assert_eq!(redact_url("nats://127.0.0.1:4222"), "nats://127.0.0.1:4222");
+    }
+
+    #[test]
+    fn debug_hides_the_password() {
+        let target = NatsTarget {
+            url: "nats://order:s3cret@h".into(),
+            user: Some("order".into()),
+            password: Some("s3cret".into()),
+            name: "shop-order".into(),
+            inbox_prefix: None,
+            tls: None,
+        };
+        assert!(!format!("{target:?}").contains("s3cret"));
     }
 }

@@ -1,5 +1,9 @@
 //! Configuration: defaults in code, then `shop.toml` if present, then `SHOP_*` environment
 //! variables (`SHOP_ORDER__PAY_TIMEOUT=5s` sets `order.pay_timeout`).
+//!
+//! It also owns the production switch (`mode = "production"`, `SHOP_MODE=production`):
+//! [`Config::production_problems`] lists what a process must not start with there (no TLS
+//! to NATS, a development password), naming keys and never their values.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -10,6 +14,8 @@ use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Config {
+    /// `development` (the default) or `production`; see [`Config::production_problems`].
+    pub mode: Mode,
     pub nats: NatsConfig,
     pub log: LogConfig,
     pub goods: WorkerConfig<shop_goods::Settings>,
@@ -28,7 +34,15 @@ pub struct Config {
 /// `shop.toml`, so `shop token` and a hand-started `shop gateway` agree with the stack.
 pub const DEV_SECRETS_FILE: &str = "gateway-dev-secrets.toml";
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    Development,
+    /// Workers and the gateway refuse to start without TLS to NATS or with a dev password.
+    Production,
+}
+
+#[derive(Clone, Serialize, Deserialize)]
 pub struct NatsConfig {
     /// One server, or the nodes of a cluster separated by commas.
     pub url: String,
@@ -38,7 +52,69 @@ pub struct NatsConfig {
     /// Replicas of the streams and KV buckets a worker creates (3 on a 3-node cluster).
     /// A stream or bucket that exists keeps its own: start-up never changes replicas.
     pub replicas: usize,
+    /// PEM file of the CA that signed nats-server's certificate. Set: the connection must be
+    /// TLS (whatever the URL's scheme) and the server is verified against this CA only.
+    pub tls_ca: Option<PathBuf>,
+    /// PEM client certificate and key, for a server that verifies clients (`verify: true`).
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
 }
+
+// By hand: a derived Debug would print the password (and a URL's userinfo).
+impl std::fmt::Debug for NatsConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NatsConfig")
+            .field("url", &shop_kit::server::redact_url(&self.url))
+            .field("user", &self.user)
+            .field("password", &self.password.as_ref().map(|_| ".."))
+            .field("tls_ca", &self.tls_ca)
+            .field("tls_cert", &self.tls_cert)
+            .field("tls_key", &self.tls_key)
+            .field("replicas", &self.replicas)
+            .finish()
+    }
+}
+
+/// Every password of the dev server's users (the `password: X` entries of
+/// `nats-config/dev-accounts.conf`, which `dev.conf` includes), read at build time so the
+/// list cannot drift from the file: production refuses each of them.
+fn dev_passwords() -> Vec<&'static str> {
+    [
+        include_str!("../../../nats-config/dev.conf"),
+        include_str!("../../../nats-config/dev-accounts.conf"),
+    ]
+    .into_iter()
+    .flat_map(str::lines)
+        .filter(|line| !line.trim_start().starts_with('#'))
+        .flat_map(|line| line.split(['{', '}', ',']))
+        .filter_map(|field| field.trim().strip_prefix("password:"))
+        .map(str::trim)
+        .collect()
+}
+
+/// The password in a `postgres://user:password@host/db` URL, if any.
+fn database_password(url: &str) -> Option<&str> {
+    let rest = url.split_once("://")?.1;
+    let userinfo = rest.split_once('@')?.0;
+    let password = userinfo.split_once(':')?.1;
+    (!password.is_empty()).then_some(password)
+}
+
+/// Why production start-up was refused: the problems, naming config keys, never values.
+#[derive(Debug)]
+pub struct NotProductionReady(pub Vec<String>);
+
+impl std::fmt::Display for NotProductionReady {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "refusing to start in production mode (mode = \"production\"): {}",
+            self.0.join("; ")
+        )
+    }
+}
+
+impl std::error::Error for NotProductionReady {}
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct LogConfig {
@@ -56,7 +132,7 @@ pub enum LogFormat {
 }
 
 /// A worker's database plus its own settings (defined by the worker crate).
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize)]
 pub struct WorkerConfig<S> {
     pub database_url: String,
     pub max_connections: u32,
@@ -67,6 +143,22 @@ pub struct WorkerConfig<S> {
     pub migrate_on_start: bool,
     #[serde(flatten)]
     pub settings: S,
+}
+
+// By hand: the database URL may carry a password.
+impl<S: std::fmt::Debug> std::fmt::Debug for WorkerConfig<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WorkerConfig")
+            .field(
+                "database_url",
+                &shop_kit::server::redact_url(&self.database_url),
+            )
+            .field("max_connections", &self.max_connections)
+            .field("acquire_timeout", &self.acquire_timeout)
+            .field("migrate_on_start", &self.migrate_on_start)
+            .field("settings", &self.settings)
+            .finish()
+    }
 }
 
 /// `shop up`: where the local stack keeps its data and finds its servers.
@@ -94,11 +186,15 @@ fn worker<S>(database: &str, settings: S) -> WorkerConfig<S> {
 impl Default for Config {
     fn default() -> Self {
         Config {
+            mode: Mode::Development,
             nats: NatsConfig {
                 url: "nats://127.0.0.1:4222".into(),
                 user: None,
                 password: None,
                 replicas: 1,
+                tls_ca: None,
+                tls_cert: None,
+                tls_key: None,
             },
             log: LogConfig {
                 format: LogFormat::Human,
@@ -137,9 +233,76 @@ impl Config {
         // The dev secrets live in the data directory, which is itself configurable: find
         // it first, then load again with the secrets under shop.toml and the environment.
         let first: Config = layers(None).extract().map_err(Box::new)?;
-        layers(Some(first.dev.data_dir.join(DEV_SECRETS_FILE)))
+        let mut config: Config = layers(Some(first.dev.data_dir.join(DEV_SECRETS_FILE)))
             .extract()
-            .map_err(Box::new)
+            .map_err(Box::new)?;
+        // An empty value unsets a path (`SHOP_NATS__TLS_CA=` overrides a shop.toml entry).
+        for path in [
+            &mut config.nats.tls_ca,
+            &mut config.nats.tls_cert,
+            &mut config.nats.tls_key,
+        ] {
+            if path.as_ref().is_some_and(|p| p.as_os_str().is_empty()) {
+                *path = None;
+            }
+        }
+        if config.nats.tls_cert.is_some() != config.nats.tls_key.is_some() {
+            return Err(Box::new(figment::Error::from(
+                "nats.tls_cert and nats.tls_key go together: set both or neither".to_owned(),
+            )));
+        }
+        Ok(config)
+    }
+
+    /// In production mode, what forbids a NATS client (a worker, the gateway) from
+    /// starting: NATS without TLS (no `nats.tls_ca`), no NATS credentials, a password from
+    /// `nats-config/dev.conf`, and `database_url` (the one the process uses, if any) left at
+    /// the development default or carrying a development password. `Ok` in development.
+    pub fn production_problems(
+        &self,
+        database_url: Option<&str>,
+    ) -> Result<(), NotProductionReady> {
+        if self.mode != Mode::Production {
+            return Ok(());
+        }
+        let dev = dev_passwords();
+        let mut problems = Vec::new();
+        if self.nats.tls_ca.is_none() {
+            problems.push(
+                "nats.tls_ca is not set: NATS must be TLS, verified against the deployment's CA"
+                    .to_owned(),
+            );
+        }
+        match &self.nats.password {
+            None => problems.push("nats.user and nats.password are not set".to_owned()),
+            Some(password) if dev.contains(&password.as_str()) => problems.push(
+                "nats.password is a development password from nats-config/dev.conf".to_owned(),
+            ),
+            Some(_) => {}
+        }
+        if let Some(url) = database_url {
+            let default = Config::default();
+            let dev_urls = [
+                default.goods.database_url,
+                default.stock.database_url,
+                default.order.database_url,
+            ];
+            if dev_urls.iter().any(|d| d == url) {
+                problems.push("the database_url is the development default".to_owned());
+            }
+            // The dev cluster's role is `shop` and trusts loopback; a password that is a dev
+            // NATS password or the role's name is a copied dev setting.
+            if let Some(password) = database_password(url) {
+                if dev.contains(&password) || password == shop_devstack::SUPERUSER {
+                    problems.push("the database_url carries a development password".to_owned());
+                }
+            }
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(NotProductionReady(problems))
+        }
     }
 
     /// Where a client connects. `worker` names the worker kind whose permissions apply
@@ -151,6 +314,15 @@ impl Config {
             password: self.nats.password.clone(),
             name: name.to_owned(),
             inbox_prefix: worker.map(|w| format!("_INBOX.{w}")),
+            tls: self.nats.tls_ca.clone().map(|ca| shop_kit::server::Tls {
+                ca,
+                client: self
+                    .nats
+                    .tls_cert
+                    .clone()
+                    .zip(self.nats.tls_key.clone())
+                    .map(|(cert, key)| shop_kit::server::ClientCert { cert, key }),
+            }),
         }
     }
 }
@@ -175,6 +347,91 @@ mod tests {
             assert_eq!(config.goods.acquire_timeout, Duration::from_millis(250));
             Ok(())
         });
+    }
+
+    #[test]
+    fn dev_passwords_come_from_dev_conf() {
+        let dev = dev_passwords();
+        for password in [
+            "goods-dev",
+            "stock-dev",
+            "order-dev",
+            "gateway-dev",
+            "admin-dev",
+        ] {
+            assert!(dev.contains(&password), "{password} missing from {dev:?}");
+        }
+    }
+
+    /// One check per problem production refuses, each naming a key and never a value.
+    #[test]
+    fn production_refuses_missing_tls_and_dev_passwords() {
+        let ready = || {
+            let mut config = Config {
+                mode: Mode::Production,
+                ..Config::default()
+            };
+            config.nats.user = Some("order".into());
+            config.nats.password = Some("pw-from-a-vault".into());
+            config.nats.tls_ca = Some("/etc/shop/tls/ca.pem".into());
+            config
+        };
+        let db = "postgres://shop_order:db-from-a-vault@db.internal/shop_order";
+        assert!(ready().production_problems(Some(db)).is_ok());
+        let check = |config: Config, url: &str, expect: &str| {
+            let error = config
+                .production_problems(Some(url))
+                .unwrap_err()
+                .to_string();
+            assert!(error.contains(expect), "{error}");
+            assert!(
+                !error.contains("vault") && !error.contains("order-dev"),
+                "{error}"
+            );
+        };
+        let mut no_tls = ready();
+        no_tls.nats.tls_ca = None;
+        check(no_tls, db, "nats.tls_ca is not set");
+        let mut dev_password = ready();
+        dev_password.nats.password = Some("order-dev".into());
+        check(
+            dev_password,
+            db,
+            "development password from nats-config/dev.conf",
+        );
+        let mut anonymous = ready();
+        anonymous.nats.password = None;
+        check(anonymous, db, "nats.password are not set");
+        check(
+            ready(),
+            &Config::default().order.database_url,
+            "development default",
+        );
+        check(
+            ready(),
+            "postgres://shop:admin-dev@db.internal/shop_order",
+            "development password",
+        );
+        check(
+            ready(),
+            "postgres://shop:shop@db.internal/shop_order",
+            "development password",
+        );
+        // Development mode checks nothing.
+        let mut dev = ready();
+        dev.mode = Mode::Development;
+        dev.nats.tls_ca = None;
+        assert!(dev.production_problems(Some(db)).is_ok());
+    }
+
+    #[test]
+    fn debug_shows_no_password() {
+        let mut config = Config::default();
+        config.nats.password = Some("nats-pw-123".into());
+        config.nats.url = "nats://u:url-pw-123@h:4222".into();
+        config.stock.database_url = "postgres://shop:db-pw-123@h/shop_stock".into();
+        let printed = format!("{config:?}");
+        assert!(!printed.contains("pw-123"), "{printed}");
     }
 
     #[test]

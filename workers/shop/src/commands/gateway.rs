@@ -5,6 +5,7 @@ use anyhow::Context;
 use crate::config::Config;
 
 pub async fn run(config: &Config) -> anyhow::Result<()> {
+    config.production_problems(None)?;
     let client = shop_kit::server::connect(&config.nats_target("shop-gateway", Some("gateway")))
         .await
         .context("connecting to NATS")?;

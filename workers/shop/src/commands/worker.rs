@@ -47,6 +47,7 @@ async fn connect<S>(
     migrator: &sqlx::migrate::Migrator,
 ) -> anyhow::Result<(async_nats::Client, PgPool)> {
     shop_kit::crash::arm(config.crash_at.as_deref())?;
+    config.production_problems(Some(&worker.database_url))?;
     let client =
         shop_kit::server::connect(&config.nats_target(&format!("shop-{name}"), Some(name)))
             .await
