@@ -4,12 +4,14 @@
 mod bench;
 mod cli;
 mod cluster;
+mod fuzz;
 mod gateway;
 mod goods;
 mod mixed;
 mod order;
 mod soak;
 mod stock;
+mod stock_model;
 mod tls;
 mod workers;
 
