@@ -85,11 +85,11 @@ fn dev_passwords() -> Vec<&'static str> {
     ]
     .into_iter()
     .flat_map(str::lines)
-        .filter(|line| !line.trim_start().starts_with('#'))
-        .flat_map(|line| line.split(['{', '}', ',']))
-        .filter_map(|field| field.trim().strip_prefix("password:"))
-        .map(str::trim)
-        .collect()
+    .filter(|line| !line.trim_start().starts_with('#'))
+    .flat_map(|line| line.split(['{', '}', ',']))
+    .filter_map(|field| field.trim().strip_prefix("password:"))
+    .map(str::trim)
+    .collect()
 }
 
 /// The password in a `postgres://user:password@host/db` URL, if any.
