@@ -344,7 +344,9 @@ impl TestApp {
             data_dir: dir.join("data"),
             port: free_port().expect("a free port"),
             log_file: dir.join("postgres.log"),
-            throwaway: true,
+            // Durable: its tests shut it down immediately, and a commit acknowledged with
+            // synchronous_commit off may still be in shared memory when that happens.
+            throwaway: false,
         })
         .expect("starting the test's own postgres");
         app.own_postgres = Some(std::sync::Mutex::new(cluster));

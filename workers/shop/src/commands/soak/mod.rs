@@ -54,7 +54,8 @@ pub async fn run(mut config: Config, args: SoakArgs) -> anyhow::Result<()> {
         binary: root.join(&config.dev.nats_server_bin),
         config: root.join(&config.dev.nats_config),
         port: config.dev.nats_port,
-        monitor_port: None,
+        // Any free port: dev.conf's own (8222) may belong to a `shop up` running beside it.
+        monitor_port: Some(shop_devstack::free_port().context("a port for monitoring")?),
         store_dir: data.join("nats"),
         log_file: logs.join("nats-server.log"),
         cluster: None,
