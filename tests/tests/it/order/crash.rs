@@ -88,17 +88,7 @@ async fn crash_at(point: &'static str, kind: &str) -> String {
     app.wait_for_workers(armed_kind, 1).await;
     created.extend(load(&app, a, b, 24..36).await);
 
-    check_invariants(&app).await;
-    wait_outbox_drained(&app).await;
-    let audit = eventually(&format!("{point}: shop audit to pass"), SETTLE, || {
-        let app = &app;
-        async move {
-            let out = app.run_shop(&["audit", "--grace", "0s"]);
-            out.status.success().then_some(out)
-        }
-    })
-    .await;
-    drop(audit);
+    settled_and_audited(&app, point).await;
     let all = every_order_has_its_events(&app, point).await;
     format!(
         "{point}: died as armed; {} orders answered created, {} in the database; settled and audited in {:.1?}",

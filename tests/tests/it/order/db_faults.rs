@@ -3,60 +3,11 @@
 //! load. The workers keep running, answer `unavailable` while their database is away,
 //! recover by themselves, and the books are exact after settling.
 
-use shop_tests::{ask, Answer};
-
 use super::*;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-/// Runs `order.create`s of one unit of `goods` until `stop` is set, counting successes in
-/// `ok`; returns how many succeeded and how many answered each error code (a missing answer
-/// counts as "timeout").
-fn creates_until(
-    app: &TestApp,
-    goods: i64,
-    stop: Arc<AtomicBool>,
-    ok: Arc<AtomicU64>,
-) -> tokio::task::JoinHandle<(u64, BTreeMap<String, u64>)> {
-    let client = app.client().clone();
-    tokio::spawn(async move {
-        let mut errors: BTreeMap<String, u64> = BTreeMap::new();
-        let mut user = 0;
-        while !stop.load(Ordering::Relaxed) {
-            user += 1;
-            let body = create_body(user, &[(goods, 1)]);
-            match ask(&client, "order.create", &body, Duration::from_secs(10)).await {
-                Answer::Reply(Ok(_)) => {
-                    ok.fetch_add(1, Ordering::Relaxed);
-                }
-                Answer::Reply(Err(e)) => *errors.entry(e.code().to_owned()).or_default() += 1,
-                _ => *errors.entry("timeout".to_owned()).or_default() += 1,
-            }
-        }
-        (ok.load(Ordering::Relaxed), errors)
-    })
-}
-
-/// Waits until `ok` has grown by `more`.
-async fn progress(ok: &AtomicU64, more: u64, what: &str) {
-    let from = ok.load(Ordering::Relaxed);
-    eventually(what, SETTLE, || async move {
-        (ok.load(Ordering::Relaxed) >= from + more).then_some(())
-    })
-    .await;
-}
-
-/// Only `unavailable` and no answer are allowed while a database is away.
-fn only_unavailable(errors: &BTreeMap<String, u64>) {
-    let unexpected: Vec<_> = errors
-        .keys()
-        .filter(|code| !["unavailable", "timeout"].contains(&code.as_str()))
-        .collect();
-    assert!(
-        unexpected.is_empty(),
-        "answers other than unavailable: {errors:?}"
-    );
-}
+use super::fault_load::{creates_until, only_unavailable, progress};
 
 /// Sets `ALLOW_CONNECTIONS` of the order database and, when refusing, ends its sessions.
 async fn order_database_accepts(app: &TestApp, accept: bool) {
@@ -158,16 +109,6 @@ async fn workers_ride_out_postgres_restarts_fast_and_immediate_under_load() {
             "a worker died with its database"
         );
     }
-    check_invariants(&app).await;
-    let audit = eventually("shop audit to pass", SETTLE, || {
-        let app = &app;
-        async move {
-            app.run_shop(&["audit", "--grace", "0s"])
-                .status
-                .success()
-                .then_some(())
-        }
-    });
-    audit.await;
+    settled_and_audited(&app, "postgres restarts").await;
     eprintln!("postgres restarts: {ok} creates, errors {errors:?}");
 }

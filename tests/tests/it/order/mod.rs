@@ -13,6 +13,7 @@ use shop_tests::{eventually, TestApp, Worker};
 
 mod crash;
 mod db_faults;
+mod fault_load;
 mod network;
 mod timers;
 
@@ -1202,4 +1203,18 @@ pub(crate) async fn every_order_has_its_events(app: &TestApp, what: &str) -> Vec
         .await;
     }
     all
+}
+
+/// After a fault test: waits until the invariants hold, the outbox is drained and `shop
+/// audit --grace 0s` passes; `what` names the test in a failure.
+pub(crate) async fn settled_and_audited(app: &TestApp, what: &str) {
+    check_invariants(app).await;
+    wait_outbox_drained(app).await;
+    eventually(&format!("{what}: shop audit to pass"), SETTLE, || async {
+        app.run_shop(&["audit", "--grace", "0s"])
+            .status
+            .success()
+            .then_some(())
+    })
+    .await;
 }

@@ -7,7 +7,9 @@
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-use shop_tests::{ask, Answer, Proxy};
+use shop_tests::Proxy;
+
+use super::fault_load::{creates_until, only_unavailable, progress};
 
 use super::*;
 
@@ -27,36 +29,8 @@ async fn the_order_worker_rides_out_a_cut_a_stalled_and_a_slow_link() {
 
     let stop = Arc::new(AtomicBool::new(false));
     let ok = Arc::new(AtomicU64::new(0));
-    let load = {
-        let (client, stop, ok) = (app.client().clone(), stop.clone(), ok.clone());
-        tokio::spawn(async move {
-            let mut errors: BTreeMap<String, u64> = BTreeMap::new();
-            let mut user = 0;
-            while !stop.load(Ordering::Relaxed) {
-                user += 1;
-                let body = create_body(user, &[(a, 1)]);
-                match ask(&client, "order.create", &body, Duration::from_secs(5)).await {
-                    Answer::Reply(Ok(_)) => {
-                        ok.fetch_add(1, Ordering::Relaxed);
-                    }
-                    Answer::Reply(Err(e)) => *errors.entry(e.code().to_owned()).or_default() += 1,
-                    _ => *errors.entry("no answer".to_owned()).or_default() += 1,
-                }
-            }
-            errors
-        })
-    };
-    let progress = |what: String| {
-        let ok = ok.clone();
-        async move {
-            let from = ok.load(Ordering::Relaxed);
-            eventually(&what, SETTLE, || async {
-                (ok.load(Ordering::Relaxed) >= from + 5).then_some(())
-            })
-            .await;
-        }
-    };
-    progress("creates before the faults".into()).await;
+    let load = creates_until(&app, a, stop.clone(), ok.clone());
+    progress(&ok, 5, "creates before the faults").await;
     for fault in ["cut", "stall", "slow"] {
         match fault {
             "cut" => proxy.cut(),
@@ -66,36 +40,18 @@ async fn the_order_worker_rides_out_a_cut_a_stalled_and_a_slow_link() {
         // The fault itself lasts a while: that is the scenario, not a wait for something.
         tokio::time::sleep(FAULT).await;
         proxy.heal();
-        progress(format!("creates after the {fault}")).await;
+        progress(&ok, 5, &format!("creates after the {fault}")).await;
     }
     stop.store(true, Ordering::Relaxed);
-    let errors = load.await.unwrap();
-    let unexpected: Vec<_> = errors
-        .keys()
-        .filter(|code| !["unavailable", "no answer"].contains(&code.as_str()))
-        .collect();
-    assert!(
-        unexpected.is_empty(),
-        "answers other than unavailable: {errors:?}"
-    );
+    let (created, errors) = load.await.unwrap();
+    only_unavailable(&errors);
     assert!(!app.worker(order).has_exited(), "the order worker died");
 
-    check_invariants(&app).await;
-    wait_outbox_drained(&app).await;
-    eventually("shop audit to pass", SETTLE, || {
-        let app = &app;
-        async move {
-            app.run_shop(&["audit", "--grace", "0s"])
-                .status
-                .success()
-                .then_some(())
-        }
-    })
-    .await;
+    settled_and_audited(&app, "network faults").await;
     let all = every_order_has_its_events(&app, "network faults").await;
     eprintln!(
         "network faults: {} creates answered, {} orders, other answers {errors:?}",
-        ok.load(Ordering::Relaxed),
+        created,
         all.len()
     );
 }
