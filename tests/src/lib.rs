@@ -8,12 +8,14 @@
 //! `nats-config/permissions.conf`.
 
 pub mod app;
+pub mod browser;
 pub mod gateway;
 pub mod proxy;
 pub mod stack;
 pub mod wait;
 
 pub use app::{ask, Answer, ErrorReply, TestApp, TlsFiles, Worker, WorkerProcess};
+pub use browser::Browser;
 pub use gateway::Gateway;
 pub use proxy::Proxy;
 pub use wait::eventually;

@@ -6,6 +6,7 @@ mod cli;
 mod cluster;
 mod fuzz;
 mod gateway;
+mod gateway_browser;
 mod goods;
 mod mixed;
 mod order;
