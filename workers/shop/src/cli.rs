@@ -145,6 +145,11 @@ pub enum BenchTarget {
         /// Measure the system only, without the three ceilings.
         #[arg(long)]
         no_ceilings: bool,
+        /// `http`: after the creates over NATS, the same creates (same goods, same load)
+        /// through the HTTP gateway (`POST /v1/orders` at `gateway.listen`, a token per
+        /// user), and the ratio of the two.
+        #[arg(long, value_enum, default_value_t = Via::Nats)]
+        via: Via,
         #[command(flatten)]
         settle: SettleArgs,
     },
@@ -267,6 +272,15 @@ pub struct RetentionArgs {
     /// A name for the setup measured, added to the file name.
     #[arg(long, value_parser = file_name_part)]
     pub label: Option<String>,
+}
+
+/// How `shop bench order` sends its creates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Via {
+    /// `order.create` over NATS only.
+    Nats,
+    /// Over NATS, then through the HTTP gateway, side by side.
+    Http,
 }
 
 /// How hard a benchmark loads the system.

@@ -123,10 +123,14 @@ pub fn summary(cpu: Option<&CpuPerCreate>) -> String {
     )
 }
 
-/// The components in the order they are reported: workers along a create's path, then
+/// The components in the order they are reported: the gateway and the workers along a
+/// create's path, then
 /// nats-server, PostgreSQL by database in the same order, the rest of it, the bench.
 fn keys(stack: &Stack) -> Vec<String> {
-    let mut keys: Vec<String> = procs::KINDS.iter().map(|kind| (*kind).to_owned()).collect();
+    let mut keys: Vec<String> = std::iter::once(procs::GATEWAY)
+        .chain(procs::KINDS)
+        .map(str::to_owned)
+        .collect();
     keys.push(key(&Component::Nats));
     keys.extend(
         stack
@@ -247,7 +251,7 @@ mod tests {
         close("bench", 10.0);
         close("goods", 0.0);
         assert!((cpu.total - 54.0 * tick_ms / 10.0).abs() < 1e-9);
-        assert!(summary(Some(&cpu)).starts_with("cpu ms/create: order "));
+        assert!(summary(Some(&cpu)).starts_with("cpu ms/create: gateway 0.00, order "));
         assert!(CpuPerCreate::between(&stack, &before, &after, 0).is_none());
     }
 }

@@ -7,7 +7,7 @@ use std::ops::Range;
 use serde_json::{json, Value};
 
 /// Users the creates are spread over.
-const USERS: u64 = 1000;
+pub const USERS: u64 = 1000;
 
 #[derive(Debug, Clone, Copy)]
 pub struct Creates {

@@ -4,14 +4,16 @@
 //! Scenarios, one per subcommand:
 //! - [`stock`]: `shop bench stock`, deducts straight to the stock workers.
 //! - [`order`]: `shop bench order`, whole creates through all three workers, then the
-//!   [`ceilings`] of the same work, the [`settle`] wait and the audit.
+//!   [`ceilings`] of the same work, the [`settle`] wait and the audit; with `--via http`
+//!   the same creates through the HTTP gateway too.
 //! - [`overload`]: `shop bench overload`, a peak run then an overload run.
 //! - [`timers`]: `shop bench timers`, pay deadlines with many orders waiting.
 //! - [`retention`]: `shop bench retention`, what retained orders cost nats-server.
 //!
 //! Their parts:
 //! - [`drive`]: closed and open loops over an operation, with a progress display.
-//! - [`request`]: a NATS request as an operation; [`outcome`]: how a reply is classified.
+//! - [`request`]: a NATS request as an operation; [`http`]: a create through the gateway as
+//!   one; [`outcome`]: how a reply is classified.
 //! - [`record`]: HdrHistograms, in total and per second, and the figures.
 //! - [`create`]: what one bench create is; [`fixture`]: the bench goods and their stock.
 //! - [`system`]: one run of creates, and the stock check right after it.
@@ -24,6 +26,7 @@ mod cpu;
 mod create;
 mod drive;
 mod fixture;
+mod http;
 mod order;
 mod outcome;
 mod overload;
@@ -44,7 +47,7 @@ use anyhow::Context;
 use self::create::Creates;
 use self::drive::Mode;
 use self::settle::Settle;
-use crate::cli::{BenchTarget, LoadArgs, SettleArgs};
+use crate::cli::{BenchTarget, LoadArgs, SettleArgs, Via};
 use crate::config::Config;
 
 pub async fn run(config: &Config, target: BenchTarget) -> anyhow::Result<()> {
@@ -63,6 +66,7 @@ pub async fn run(config: &Config, target: BenchTarget) -> anyhow::Result<()> {
             first_goods_id,
             load,
             no_ceilings,
+            via,
             settle,
         } => {
             let creates = Creates {
@@ -70,7 +74,11 @@ pub async fn run(config: &Config, target: BenchTarget) -> anyhow::Result<()> {
                 goods: *goods,
             };
             let settle = settle_of(config, settle);
-            order::run(config, &client, creates, load, !no_ceilings, &settle).await
+            let options = order::Options {
+                with_ceilings: !no_ceilings,
+                via_http: *via == Via::Http,
+            };
+            order::run(config, &client, creates, load, options, &settle).await
         }
         BenchTarget::Overload {
             goods,

@@ -4,12 +4,15 @@
 //! of the same work, the settle wait and the audit. The orders are left unpaid; the
 //! checker closes them at their deadline.
 
+use std::sync::Arc;
+
 use anyhow::bail;
 use serde_json::json;
 
 use super::ceilings::{self, Ceilings};
 use super::create::Creates;
 use super::drive::Mode;
+use super::http::HttpCreate;
 use super::record::Figures;
 use super::settle::{self, Settle};
 use super::system::{self, SystemRun, Verdict};
@@ -17,12 +20,21 @@ use super::{cpu, fixture, plot, report, rss};
 use crate::cli::LoadArgs;
 use crate::config::Config;
 
+/// What `shop bench order` measures besides the creates over NATS.
+#[derive(Debug, Clone, Copy)]
+pub struct Options {
+    /// The three ceilings of the same work.
+    pub with_ceilings: bool,
+    /// The same creates through the HTTP gateway, right after the NATS run.
+    pub via_http: bool,
+}
+
 pub async fn run(
     config: &Config,
     client: &async_nats::Client,
     creates: Creates,
     load: &LoadArgs,
-    with_ceilings: bool,
+    options: Options,
     settle: &Settle,
 ) -> anyhow::Result<()> {
     fixture::upsert_goods(client, creates.goods_ids()).await?;
@@ -39,15 +51,39 @@ pub async fn run(
 
     let system = system::run(config, client, creates, mode, window, "system").await?;
     print_system(&title, &system);
-    let audit = settle::settle_then_audit(config, client, system.ended, settle).await;
+    // The same creates (same goods, users and load) through the gateway, right after: the
+    // gateway's overhead is the ratio of the two runs.
+    let http_title = format!("{title} via http");
+    let http = if options.via_http {
+        let operation = Arc::new(HttpCreate::new(config, creates, load.concurrency)?);
+        eprintln!("through the gateway at {}", operation.url());
+        let run =
+            system::run_with(config, client, creates, operation, mode, window, "http").await?;
+        print_system(&http_title, &run);
+        Some(run)
+    } else {
+        None
+    };
+    let ended = http.as_ref().map_or(system.ended, |run| run.ended);
+    let audit = settle::settle_then_audit(config, client, ended, settle).await;
 
-    let ceilings = if with_ceilings {
+    let ceilings = if options.with_ceilings {
         Some(ceilings::measure(config, client, creates, load.concurrency, window).await?)
     } else {
         None
     };
     let ratios = ceilings.as_ref().map(|c| Ratios::of(&system.figures, c));
     println!("{}", result_line(&title, mode, &system, ceilings.as_ref()));
+    let http_ratio = http
+        .as_ref()
+        .map(|run| run.figures.ok_per_second / system.figures.ok_per_second.max(f64::MIN_POSITIVE));
+    if let (Some(run), Some(ratio)) = (&http, http_ratio) {
+        println!(
+            "{}; {ratio:.2} of the {:.0} creates/s over NATS",
+            result_line(&http_title, mode, run, None),
+            system.figures.ok_per_second
+        );
+    }
 
     let document = report::document(
         report::header("order", label),
@@ -63,6 +99,13 @@ pub async fn run(
             "cpu_ms_per_create": system.cpu,
             "ceilings": ceilings,
             "ratios": ratios,
+            "via_http": http.as_ref().map(|run| json!({
+                "system": run.figures,
+                "sold_check": run.sold,
+                "workers_rss": run.memory,
+                "cpu_ms_per_create": run.cpu,
+                "ratio_to_nats": http_ratio,
+            })),
             "audit": if audit.is_ok() { "passed" } else { "failed" },
         }),
     );
@@ -81,22 +124,31 @@ pub async fn run(
             ]
         })
         .unwrap_or_default();
+    let mut runs = vec![plot::Run {
+        name: "system",
+        figures: &system.figures,
+    }];
+    if let Some(run) = &http {
+        runs.push(plot::Run {
+            name: "via http",
+            figures: &run.figures,
+        });
+    }
     report::save(
         &load.run.out,
         &name,
         &document,
         &title,
         "creates",
-        &[plot::Run {
-            name: "system",
-            figures: &system.figures,
-        }],
+        &runs,
         &ceiling_lines,
     )?;
 
     audit?;
-    if system.sold.verdict == Verdict::RefusalsDeducted {
-        bail!("refused creates took stock: {}", system.sold.summary());
+    for run in std::iter::once(&system).chain(&http) {
+        if run.sold.verdict == Verdict::RefusalsDeducted {
+            bail!("refused creates took stock: {}", run.sold.summary());
+        }
     }
     Ok(())
 }

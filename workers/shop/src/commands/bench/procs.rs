@@ -10,8 +10,9 @@
 //!   cluster's nodes are summed as one component);
 //! - the postmaster is the `postgres` whose `-p` is the port of the bench's database URLs,
 //!   and its children are the rest of the cluster;
-//! - a worker is a process whose first argument is `goods`, `stock` or `order` and whose
-//!   environment has `SHOP_NATS__URL` on one of the bench's NATS ports (`shop up` and the test
+//! - a worker is a process whose first argument is `goods`, `stock`, `order` or `gateway`
+//!   (the HTTP gateway counts as one, with no database) and whose environment has
+//!   `SHOP_NATS__URL` on one of the bench's NATS ports (`shop up` and the test
 //!   suite pass it to every worker). Several stacks can share one nats-server (the test
 //!   suite runs one account per test), so a worker whose environment names a database for
 //!   its kind counts only when that is the bench's database for the kind.
@@ -25,6 +26,10 @@ use crate::config::Config;
 /// The worker kinds, in the order the bench reports them (the order of a create's path,
 /// from the worker that answers it).
 pub const KINDS: [&str; 3] = ["order", "stock", "goods"];
+
+/// The HTTP gateway: a process of the stack like a worker, in front of them, without a
+/// database.
+pub const GATEWAY: &str = "gateway";
 
 /// What the bench's configuration says about where its stack listens.
 #[derive(Debug, Clone)]
@@ -159,7 +164,9 @@ pub fn scan(stack: &Stack) -> Vec<Process> {
             {
                 Component::Nats
             } else {
-                let kind = args.get(1).filter(|kind| KINDS.contains(&kind.as_str()))?;
+                let kind = args
+                    .get(1)
+                    .filter(|kind| KINDS.contains(&kind.as_str()) || *kind == GATEWAY)?;
                 if !is_our_worker(stack, pid, kind) {
                     return None;
                 }

@@ -11,7 +11,7 @@ use shop_contracts::subjects::order as order_subject;
 
 use super::cpu::{self, CpuPerCreate};
 use super::create::Creates;
-use super::drive::{self, Mode};
+use super::drive::{self, Mode, Operation};
 use super::fixture;
 use super::procs::Stack;
 use super::record::Figures;
@@ -29,7 +29,7 @@ pub struct SystemRun {
     pub ended: Instant,
 }
 
-/// Runs creates in `mode` for `window`.
+/// Runs creates over NATS (`order.create`) in `mode` for `window`.
 pub async fn run(
     config: &Config,
     client: &async_nats::Client,
@@ -38,12 +38,27 @@ pub async fn run(
     window: Duration,
     title: &str,
 ) -> anyhow::Result<SystemRun> {
-    let sold_before = fixture::sold(client, creates.goods_ids()).await?;
     let request = Arc::new(NatsRequest {
         client: client.clone(),
         subject: order_subject::CREATE.to_owned(),
         body: creates.body(),
     });
+    run_with(config, client, creates, request, mode, window, title).await
+}
+
+/// Runs `operation`, which makes the creates of `creates` (over NATS, through the gateway),
+/// in `mode` for `window`.
+pub async fn run_with<O: Operation>(
+    config: &Config,
+    client: &async_nats::Client,
+    creates: Creates,
+    operation: Arc<O>,
+    mode: Mode,
+    window: Duration,
+    title: &str,
+) -> anyhow::Result<SystemRun> {
+    let sold_before = fixture::sold(client, creates.goods_ids()).await?;
+    let request = operation;
     let stack = Stack::of(config);
     // Sampled as close to the run as can be, so that the CPU counted is the run's: the
     // in-flight tail is inside (its successes count in `figures.ok`), the checks are not.
