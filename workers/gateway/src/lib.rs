@@ -34,6 +34,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::DefaultBodyLimit;
+use axum::serve::ListenerExt;
 use axum::http::{header, HeaderName, Method, StatusCode};
 use axum::Router;
 use thiserror::Error;
@@ -143,6 +144,13 @@ pub async fn run(
             source,
         })?;
     let addr = listener.local_addr().map_err(GatewayError::Serve)?;
+    // Responses go out as soon as they are written: with Nagle's algorithm a response that
+    // leaves in two writes waits for the client's delayed ACK (up to 40 ms) before its end.
+    let listener = listener.tap_io(|tcp| {
+        if let Err(error) = tcp.set_nodelay(true) {
+            tracing::debug!(%error, "could not set TCP_NODELAY");
+        }
+    });
     let state = AppState {
         nats: Nats {
             client,
