@@ -465,8 +465,14 @@ impl TestApp {
 
     /// Runs `shop <args>` to the end as this test's admin user, against its databases.
     pub fn run_shop(&self, args: &[&str]) -> std::process::Output {
+        self.run_shop_with(args, &[])
+    }
+
+    /// [`TestApp::run_shop`] with more `SHOP_*` settings.
+    pub fn run_shop_with(&self, args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
         Command::new(shop_binary())
             .args(args)
+            .envs(env.iter().copied())
             .env("SHOP_NATS__URL", &self.nats_url)
             .env("SHOP_NATS__USER", format!("a{}-admin", self.account))
             .env("SHOP_NATS__PASSWORD", &self.password)

@@ -7,11 +7,17 @@ use std::process::Command;
 
 use serde_json::Value;
 use shop_tests::app::shop_binary;
+use shop_tests::gateway::TOKEN_SECRET;
 use shop_tests::{TestApp, Worker};
 
 /// Runs `shop <args>` for `app` and returns its JSON result `<out>/<name>.json`, after
 /// checking that it succeeded and wrote the SVG beside it.
 fn bench(app: &TestApp, args: &[&str], name: &str) -> Value {
+    bench_with(app, args, name, &[])
+}
+
+/// [`bench`] with more `SHOP_*` settings for the bench process.
+fn bench_with(app: &TestApp, args: &[&str], name: &str, env: &[(&str, &str)]) -> Value {
     let out = std::env::temp_dir().join(format!(
         "shop-it-bench-{}-{}",
         std::process::id(),
@@ -20,7 +26,7 @@ fn bench(app: &TestApp, args: &[&str], name: &str) -> Value {
     let out_arg = out.to_str().expect("a UTF-8 temp dir");
     let mut all = args.to_vec();
     all.extend(["--out", out_arg]);
-    let run = app.run_shop(&all);
+    let run = app.run_shop_with(&all, env);
     assert!(
         run.status.success(),
         "shop {all:?} failed:\n{}\n{}",
@@ -86,6 +92,57 @@ async fn a_short_order_bench_measures_its_ceilings_and_passes_the_audit() {
         BTreeSet::from(["goods", "order", "stock"]),
         "{result}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_order_bench_via_http_runs_the_same_creates_through_the_gateway() {
+    let app = TestApp::start_with_env(
+        &[Worker::Goods, Worker::Stock, Worker::Order],
+        &[("SHOP_ORDER__CHECK_DELAY", "2s")],
+    )
+    .await;
+    let gateway = app.spawn_gateway(&[]).await;
+    let listen = gateway.url.trim_start_matches("http://");
+    let result = bench_with(
+        &app,
+        &[
+            "bench",
+            "order",
+            "--via",
+            "http",
+            "--goods",
+            "3",
+            "--concurrency",
+            "4",
+            "--seconds",
+            "2",
+            "--no-ceilings",
+            "--check-delay",
+            "2s",
+        ],
+        "order-3-c4",
+        &[
+            ("SHOP_GATEWAY__LISTEN", listen),
+            ("SHOP_GATEWAY__AUTH__HS256_SECRET", TOKEN_SECRET),
+        ],
+    );
+    assert_eq!(result["audit"], "passed", "{result}");
+    let http = &result["via_http"];
+    // Every create through the gateway succeeded: the bench's tokens were accepted, its
+    // bodies valid, and no user went over the gateway's rate limit.
+    let system = &http["system"];
+    assert!(system["ok"].as_u64().is_some_and(|ok| ok > 0), "{http}");
+    assert_eq!(system["sent"], system["ok"], "{http}");
+    assert_eq!(http["sold_check"]["verdict"], "exact", "{http}");
+    assert!(http["ratio_to_nats"].is_number(), "{http}");
+    assert!(http["cpu_ms_per_create"]["gateway"].is_number(), "{http}");
+    let kinds: BTreeSet<&str> = http["workers_rss"]
+        .as_array()
+        .expect("workers_rss")
+        .iter()
+        .map(|w| w["kind"].as_str().expect("a kind"))
+        .collect();
+    assert!(kinds.contains("gateway"), "{http}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -11,7 +11,8 @@
 //! - the postmaster is the `postgres` whose `-p` is the port of the bench's database URLs,
 //!   and its children are the rest of the cluster;
 //! - a worker is a process whose first argument is `goods`, `stock`, `order` or `gateway`
-//!   (the HTTP gateway counts as one, with no database) and whose environment has
+//!   (the HTTP gateway counts as one: the one whose `SHOP_GATEWAY__LISTEN` is the bench's
+//!   `gateway.listen`) and whose environment has
 //!   `SHOP_NATS__URL` on one of the bench's NATS ports (`shop up` and the test
 //!   suite pass it to every worker). Several stacks can share one nats-server (the test
 //!   suite runs one account per test), so a worker whose environment names a database for
@@ -38,6 +39,9 @@ pub struct Stack {
     postgres_ports: BTreeSet<u16>,
     /// Each worker kind with the port and name of its database.
     databases: Vec<(&'static str, u16, String)>,
+    /// Where the bench's gateway listens: of the gateways on the bench's NATS (the test
+    /// suite runs many, one per account), the one that listens there is the stack's.
+    gateway_listen: std::net::SocketAddr,
 }
 
 impl Stack {
@@ -58,6 +62,7 @@ impl Stack {
             nats_ports: nats_ports(&config.nats.url),
             postgres_ports: databases.iter().map(|(_, port, _)| *port).collect(),
             databases,
+            gateway_listen: config.gateway.listen,
         }
     }
 
@@ -201,6 +206,14 @@ fn is_our_worker(stack: &Stack, pid: u32, kind: &str) -> bool {
     let nats = var("SHOP_NATS__URL").unwrap_or_else(|| Config::default().nats.url);
     if !nats_port(&nats).is_some_and(|p| stack.nats_ports.contains(&p)) {
         return false;
+    }
+    if kind == GATEWAY {
+        // No database to tell gateways apart: the address it serves (the default when the
+        // variable is absent) says which is the stack's.
+        let listen = var("SHOP_GATEWAY__LISTEN")
+            .and_then(|addr| addr.parse().ok())
+            .unwrap_or_else(|| Config::default().gateway.listen);
+        return listen == stack.gateway_listen;
     }
     let setting = format!("SHOP_{}__DATABASE_URL", kind.to_uppercase());
     match var(&setting) {
