@@ -34,8 +34,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::DefaultBodyLimit;
-use axum::serve::ListenerExt;
 use axum::http::{header, HeaderName, Method, StatusCode};
+use axum::serve::ListenerExt;
 use axum::Router;
 use thiserror::Error;
 use tokio::sync::watch;
