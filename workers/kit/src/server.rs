@@ -89,6 +89,9 @@ pub fn redact_url(url: &str) -> String {
         .join(",")
 }
 
+/// How long a worker starting beside a nats-server that is (re)starting waits for it.
+const INITIAL_CONNECT_PATIENCE: Duration = Duration::from_secs(30);
+
 /// Connects (retrying while the server is not up yet) and checks the server version.
 pub async fn connect(target: &NatsTarget) -> Result<async_nats::Client, ServerError> {
     let mut options = async_nats::ConnectOptions::new()
@@ -114,13 +117,29 @@ pub async fn connect(target: &NatsTarget) -> Result<async_nats::Client, ServerEr
             options = options.add_client_certificate(client.cert.clone(), client.key.clone());
         }
     }
-    let client = options
-        .connect(server_urls(&target.url))
-        .await
-        .map_err(|source| ServerError::Connect {
-            url: redact_url(&target.url),
-            source,
-        })?;
+    // A server that is restarting (refused, reset, timed out) is waited for; one that
+    // refuses the credentials or the TLS set-up is not: waiting would not change its answer.
+    let give_up = std::time::Instant::now() + INITIAL_CONNECT_PATIENCE;
+    let client = loop {
+        match options.clone().connect(server_urls(&target.url)).await {
+            Ok(client) => break client,
+            Err(source)
+                if matches!(
+                    source.kind(),
+                    async_nats::ConnectErrorKind::Io | async_nats::ConnectErrorKind::TimedOut
+                ) && std::time::Instant::now() < give_up =>
+            {
+                tracing::warn!(error = %source, "nats-server not reachable yet; retrying");
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+            Err(source) => {
+                return Err(ServerError::Connect {
+                    url: redact_url(&target.url),
+                    source,
+                })
+            }
+        }
+    };
     // `connect` returns after the handshake, so the server's INFO is here already.
     let info = client.server_info();
     check_version(&info.version)?;
