@@ -13,6 +13,7 @@ mod order;
 mod soak;
 mod stock;
 mod stock_model;
+mod telemetry;
 mod tls;
 mod workers;
 

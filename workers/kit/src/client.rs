@@ -1,4 +1,5 @@
-//! Calling another service: request with a deadline, decode the reply or the contract error.
+//! Calling another service: request with a deadline and the caller's trace context, decode
+//! the reply or the contract error.
 
 use std::time::Duration;
 
@@ -43,9 +44,14 @@ pub async fn call_raw<Rep: DeserializeOwned>(
     payload: Vec<u8>,
     timeout: Duration,
 ) -> Result<Rep, CallError> {
-    let request = async_nats::Request::new()
+    let mut request = async_nats::Request::new()
         .payload(payload.into())
         .timeout(Some(timeout));
+    // The callee's span becomes a child of ours (W3C `traceparent`).
+    let mut headers = async_nats::HeaderMap::new();
+    if crate::trace::inject(&mut headers) {
+        request = request.headers(headers);
+    }
     let message = client
         .send_request(subject.to_owned(), request)
         .await

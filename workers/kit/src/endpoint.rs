@@ -1,4 +1,6 @@
-//! Running a micro-service endpoint: every request in its own task, decoded, handled, answered.
+//! Running a micro-service endpoint: every request in its own task, decoded, handled, answered,
+//! counted and timed ([`crate::metrics`]), in a span that continues the caller's trace
+//! ([`crate::trace`]).
 
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -12,8 +14,9 @@ use serde::Serialize;
 use shop_contracts::{ErrorCode, ErrorDetail};
 use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
+use tracing::Instrument;
 
-use crate::{decode, reply};
+use crate::{decode, metrics, reply, trace};
 
 /// What a worker's error enum gives the plumbing: the contract error to send.
 /// Implemented by each worker's `thiserror` enum; `Internal`/`Unavailable` are logged here
@@ -181,9 +184,11 @@ where
     Fut: Future<Output = Result<Rep, Err>> + Send + 'static,
 {
     let mut endpoint = service.endpoint(subject).await?;
+    let metrics = metrics::global().endpoint(subject);
     let handler = Arc::new(handler);
     Ok(tokio::spawn(async move {
         while let Some(request) = endpoint.next().await {
+            let arrived = Instant::now();
             let slot = match &admission {
                 None => None,
                 Some(admission) => match admission.slots.clone().try_acquire_owned() {
@@ -193,8 +198,10 @@ where
                     }
                     Err(_) => {
                         let refusal = admission.refusal();
+                        let metrics = metrics.clone();
                         tokio::spawn(async move {
                             reply::respond::<()>(&request, Err(refusal)).await;
+                            metrics.answered(Some(ErrorCode::Unavailable), arrived.elapsed());
                         });
                         continue;
                     }
@@ -202,22 +209,44 @@ where
             };
             let handler = handler.clone();
             let state = state.clone();
-            tokio::spawn(async move {
-                let result = match decode::<Req>(&request.message.payload) {
-                    Ok(body) => handler(state, body).await.map_err(|e| {
-                        let contract = e.to_contract();
-                        if matches!(contract.code, ErrorCode::Internal | ErrorCode::Unavailable) {
-                            tracing::error!(subject, error = %e, "request failed");
-                        }
-                        contract
-                    }),
-                    Err(bad) => Err(bad),
-                };
-                // Free the slot before the reply goes out: a client that sends its next
-                // request as soon as it has the answer must find the slot free.
-                drop(slot);
-                reply::respond(&request, result).await;
-            });
+            let metrics = metrics.clone();
+            // The request's span: a child of the caller's span when the request carries a
+            // `traceparent`, so its logs and the calls it makes belong to the caller's trace.
+            let span = tracing::info_span!(
+                "request",
+                endpoint = subject,
+                trace_id = tracing::field::Empty
+            );
+            trace::continue_from(&span, request.message.headers.as_ref());
+            metrics.started();
+            tokio::spawn(
+                async move {
+                    let result = match decode::<Req>(&request.message.payload) {
+                        Ok(body) => handler(state, body).await.map_err(|e| {
+                            let contract = e.to_contract();
+                            if matches!(contract.code, ErrorCode::Internal | ErrorCode::Unavailable)
+                            {
+                                tracing::error!(subject, error = %e, "request failed");
+                            }
+                            contract
+                        }),
+                        Err(bad) => Err(bad),
+                    };
+                    // Free the slot before the reply goes out: a client that sends its next
+                    // request as soon as it has the answer must find the slot free.
+                    drop(slot);
+                    let code = result.as_ref().err().map(|e| e.code);
+                    reply::respond(&request, result).await;
+                    let took = arrived.elapsed();
+                    metrics.finished(code, took);
+                    tracing::debug!(
+                        code = code.map_or("ok", ErrorCode::as_str),
+                        ms = took.as_secs_f64() * 1e3,
+                        "answered"
+                    );
+                }
+                .instrument(span),
+            );
         }
     }))
 }

@@ -7,6 +7,10 @@
 //! - [`jetstream`]: the stream and consumer definitions of `nats-config/`, created or updated
 //!   at start-up and read back.
 //! - [`client`]: calling another service and telling a refusal from no answer.
+//! - [`metrics`]: the process's Prometheus registry, per-endpoint counts and latencies,
+//!   gauges, and `GET /metrics`.
+//! - [`trace`]: W3C `traceparent` in NATS headers, so a request's span continues its caller's
+//!   trace.
 //! - [`db`]: pools that time out instead of hanging, database creation and migration.
 //! - [`server`]: connecting, and refusing a nats-server older than the contract requires.
 //! - [`crash`]: named crash points for fault tests (off unless armed).
@@ -19,8 +23,10 @@ pub mod db;
 pub mod decode;
 pub mod endpoint;
 pub mod jetstream;
+pub mod metrics;
 pub mod reply;
 pub mod server;
+pub mod trace;
 
 pub use decode::decode;
 pub use endpoint::{serve, serve_admitted, Admission, ServiceError};

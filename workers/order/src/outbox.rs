@@ -27,6 +27,27 @@ pub async fn relay_forever(pool: PgPool, js: jetstream::Context, wake: Arc<Notif
     }
 }
 
+/// Sets the `shop_outbox_backlog` gauge every few seconds: rows committed and not yet
+/// published. It stays near zero while NATS answers; a growing backlog means the relay is
+/// stuck. The relay deletes what it publishes, so the count reads a small table.
+pub async fn measure_backlog_forever(pool: PgPool) {
+    const EVERY: Duration = Duration::from_secs(5);
+    let backlog = shop_kit::metrics::global().gauge(
+        "outbox_backlog",
+        "Outbox rows committed and not yet published to JetStream",
+    );
+    loop {
+        match repo::outbox_backlog(&pool).await {
+            Ok(rows) => {
+                backlog.set(rows);
+            }
+            // The last figure stays: a failed read says nothing about the backlog.
+            Err(error) => tracing::debug!(%error, "could not count the outbox"),
+        }
+        tokio::time::sleep(EVERY).await;
+    }
+}
+
 /// Publishes one batch; returns how many rows it published.
 async fn relay_once(pool: &PgPool, js: &jetstream::Context) -> Result<usize, OrderError> {
     let mut tx = pool.begin().await?;

@@ -516,6 +516,13 @@ pub struct OutboxRow {
 }
 
 /// Claims up to `limit` outbox rows (skipping rows another relay holds).
+/// Rows waiting in the outbox (locked ones too).
+pub async fn outbox_backlog(pool: &PgPool) -> Result<i64, OrderError> {
+    Ok(sqlx::query_scalar("SELECT count(*) FROM outbox")
+        .fetch_one(pool)
+        .await?)
+}
+
 pub async fn outbox_claim(
     tx: &mut Transaction<'_, Postgres>,
     limit: i64,

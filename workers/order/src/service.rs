@@ -106,6 +106,8 @@ pub async fn run(
         Source::HalfMessages,
     ));
     let waiting = Arc::new(WaitingTimers::default());
+    waiting.export_metrics();
+    tokio::spawn(outbox::measure_backlog_forever(ctx.pool.clone()));
     tokio::spawn(
         waiting
             .clone()
@@ -187,6 +189,8 @@ struct WaitingTimers {
     checker_pending: AtomicU64,
     /// Messages in `ORDER_TIMERS`: deadlines scheduled and not yet closed on.
     scheduled: AtomicU64,
+    /// Half messages on `order-txn-checker` not yet delivered (for the metrics only).
+    checker_undelivered: AtomicU64,
 }
 
 impl WaitingTimers {
@@ -201,6 +205,8 @@ impl WaitingTimers {
             if let Ok(info) = checker.info().await {
                 self.checker_pending
                     .store(info.num_ack_pending as u64, Ordering::Relaxed);
+                self.checker_undelivered
+                    .store(info.num_pending, Ordering::Relaxed);
             }
             if let Some(js) = &timers {
                 if let Ok(mut stream) = js.get_stream(ORDER_TIMERS_STREAM).await {
@@ -211,6 +217,28 @@ impl WaitingTimers {
             }
             tokio::time::sleep(Self::EVERY).await;
         }
+    }
+
+    /// The same figures as Prometheus gauges, read from the last probe at each scrape.
+    fn export_metrics(self: &Arc<Self>) {
+        let metrics = shop_kit::metrics::global();
+        let checker = metrics.consumer("order-txn-checker");
+        let pending = metrics.gauge(
+            "checker_pending_timers",
+            "Half messages ack-pending on order-txn-checker (with timer = nak_delay: every unpaid order)",
+        );
+        let scheduled = metrics.gauge(
+            "scheduled_timers",
+            "Pay deadlines stored as message schedules in ORDER_TIMERS",
+        );
+        let waiting = self.clone();
+        metrics.on_scrape(move || {
+            let ack_pending = waiting.checker_pending.load(Ordering::Relaxed);
+            let undelivered = waiting.checker_undelivered.load(Ordering::Relaxed);
+            checker.set_counts(undelivered, ack_pending);
+            pending.set(ack_pending as i64);
+            scheduled.set(waiting.scheduled.load(Ordering::Relaxed) as i64);
+        });
     }
 
     fn to_json(&self) -> serde_json::Value {

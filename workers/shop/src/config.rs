@@ -18,6 +18,8 @@ pub struct Config {
     pub mode: Mode,
     pub nats: NatsConfig,
     pub log: LogConfig,
+    pub metrics: MetricsConfig,
+    pub trace: TraceConfig,
     pub goods: WorkerConfig<shop_goods::Settings>,
     pub stock: WorkerConfig<shop_stock::Settings>,
     pub order: WorkerConfig<shop_order::Settings>,
@@ -124,6 +126,24 @@ pub struct LogConfig {
     pub filter: String,
 }
 
+/// A worker's Prometheus endpoint.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct MetricsConfig {
+    /// Where a worker answers `GET /metrics` (e.g. `127.0.0.1:9464`); unset: no endpoint.
+    pub listen: Option<std::net::SocketAddr>,
+}
+
+/// Traces: ids are always made and passed on (W3C `traceparent` in NATS headers, `trace_id`
+/// in the logs); spans leave the process only when an OTLP endpoint is set.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TraceConfig {
+    /// OTLP over HTTP/protobuf, e.g. `http://127.0.0.1:4318/v1/traces`; unset: no export.
+    pub otlp_endpoint: Option<String>,
+    /// Share of new traces exported (0.0 to 1.0); a request whose caller sampled its trace
+    /// follows the caller.
+    pub sample_ratio: f64,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum LogFormat {
@@ -199,6 +219,11 @@ impl Default for Config {
             log: LogConfig {
                 format: LogFormat::Human,
                 filter: "info".into(),
+            },
+            metrics: MetricsConfig::default(),
+            trace: TraceConfig {
+                otlp_endpoint: None,
+                sample_ratio: 1.0,
             },
             goods: worker("shop_goods", shop_goods::Settings::default()),
             stock: worker("shop_stock", shop_stock::Settings::default()),
@@ -432,6 +457,32 @@ mod tests {
         config.stock.database_url = "postgres://shop:db-pw-123@h/shop_stock".into();
         let printed = format!("{config:?}");
         assert!(!printed.contains("pw-123"), "{printed}");
+    }
+
+    #[test]
+    fn metrics_and_traces_are_off_unless_set() {
+        figment::Jail::expect_with(|jail| {
+            let config = Config::load().map_err(|e| *e)?;
+            assert!(config.metrics.listen.is_none());
+            assert!(config.trace.otlp_endpoint.is_none());
+            jail.set_env("SHOP_METRICS__LISTEN", "127.0.0.1:9464");
+            jail.set_env(
+                "SHOP_TRACE__OTLP_ENDPOINT",
+                "http://127.0.0.1:4318/v1/traces",
+            );
+            jail.set_env("SHOP_TRACE__SAMPLE_RATIO", "0.25");
+            let config = Config::load().map_err(|e| *e)?;
+            assert_eq!(
+                config.metrics.listen,
+                Some("127.0.0.1:9464".parse().unwrap())
+            );
+            assert_eq!(
+                config.trace.otlp_endpoint.as_deref(),
+                Some("http://127.0.0.1:4318/v1/traces")
+            );
+            assert_eq!(config.trace.sample_ratio, 0.25);
+            Ok(())
+        });
     }
 
     #[test]

@@ -27,7 +27,15 @@ async fn main() -> anyhow::Result<()> {
     {
         config.log.filter = "warn".into();
     }
-    telemetry::init(&config.log);
+    // Processes that serve requests pass their trace on (and export it when configured).
+    let service = match cli.command {
+        Command::Goods => Some("goods"),
+        Command::Stock => Some("stock"),
+        Command::Order => Some("order"),
+        Command::Gateway => Some("gateway"),
+        _ => None,
+    };
+    let _telemetry = telemetry::init(&config.log, service.map(|s| (s, &config.trace)))?;
 
     match cli.command {
         Command::Goods => commands::worker::goods(&config).await,

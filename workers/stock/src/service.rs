@@ -68,6 +68,12 @@ pub async fn run(
         .await?,
         serve(&service, subject::SELL_DETAIL, pool.clone(), sell_detail).await?,
     ];
+    // `shop_consumer_pending` / `shop_consumer_ack_pending` of stock-rollback: returns waiting.
+    tokio::spawn(
+        shop_kit::metrics::global()
+            .consumer("stock-rollback")
+            .watch_forever(consumer.clone(), std::time::Duration::from_secs(5)),
+    );
     let consuming = tokio::spawn(rollback::run(
         consumer,
         pool,

@@ -114,12 +114,21 @@ pub async fn run(
 
     dev_secrets(&mut config, &data)?;
     let mut children = Vec::new();
+    // Each worker serves /metrics on a port of its own, after NATS's by 5000 like the
+    // monitor port after it by 4000, so a second stack (the bench's) gets its own too.
+    let mut metrics = Vec::new();
     for (kind, password) in WORKERS {
         for i in 0..per_kind {
-            children.push((
-                format!("{kind}-{i}"),
-                spawn_worker(&config, kind, password)?,
-            ));
+            let name = format!("{kind}-{i}");
+            let port = config
+                .dev
+                .nats_port
+                .wrapping_add(5000)
+                .wrapping_add(children.len() as u16);
+            metrics.push(format!("{name} http://127.0.0.1:{port}/metrics"));
+            let listen = format!("127.0.0.1:{port}");
+            let env = [("SHOP_METRICS__LISTEN", listen.as_str())];
+            children.push((name, spawn_worker_with(&config, kind, password, &env)?));
         }
     }
 
@@ -142,12 +151,14 @@ pub async fn run(
          Try:  nats req goods.room.list '{{\"room_id\":1}}'\n\
          \x20     curl {http}/v1/rooms/1\n\
          \x20     TOKEN=$(target/debug/shop token --user 7); curl -H \"Authorization: Bearer $TOKEN\" {http}/v1/orders\n\
+         Metrics: {}\n\
          Logs of the servers: {}\nCtrl-C stops everything.\n",
         started.elapsed().as_secs_f64(),
         nats.url(),
         layout.replicas,
         postgres.port(),
         per_kind,
+        metrics.join(", "),
         logs.display(),
     );
 
@@ -280,11 +291,7 @@ fn start_cluster(
     NatsCluster::start(specs).context("starting the nats-server cluster")
 }
 
-pub(super) fn spawn_worker(config: &Config, kind: &str, password: &str) -> anyhow::Result<Child> {
-    spawn_worker_with(config, kind, password, &[])
-}
-
-/// [`spawn_worker`] with extra `SHOP_*` settings for the worker.
+/// Starts a worker of `kind` as its own NATS user, with extra `SHOP_*` settings.
 pub(super) fn spawn_worker_with(
     config: &Config,
     kind: &str,

@@ -1,4 +1,5 @@
-//! `shop goods|stock|order`: connect, migrate, serve until a stop signal or a fatal error.
+//! `shop goods|stock|order`: connect, migrate, serve (and `GET /metrics` when `metrics.listen`
+//! is set) until a stop signal or a fatal error.
 
 use std::future::Future;
 
@@ -42,7 +43,7 @@ pub async fn order(config: &Config) -> anyhow::Result<()> {
 
 async fn connect<S>(
     config: &Config,
-    name: &str,
+    name: &'static str,
     worker: &WorkerConfig<S>,
     migrator: &sqlx::migrate::Migrator,
 ) -> anyhow::Result<(async_nats::Client, PgPool)> {
@@ -63,6 +64,13 @@ async fn connect<S>(
         worker.acquire_timeout,
     )
     .with_context(|| format!("connecting to the {name} database"))?;
+    shop_kit::metrics::global().watch_pool(name, pool.clone());
+    if let Some(listen) = config.metrics.listen {
+        let bound = shop_kit::metrics::serve_http(listen)
+            .await
+            .with_context(|| format!("serving metrics on {listen} (metrics.listen)"))?;
+        tracing::info!("metrics on http://{bound}/metrics");
+    }
     Ok((client, pool))
 }
 
