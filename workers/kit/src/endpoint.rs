@@ -217,10 +217,10 @@ where
                 endpoint = subject,
                 trace_id = tracing::field::Empty
             );
-            trace::continue_from(&span, request.message.headers.as_ref());
+            let ids = trace::continue_from(&span, request.message.headers.as_ref());
             metrics.started();
             tokio::spawn(
-                async move {
+                trace::scope(ids, async move {
                     let result = match decode::<Req>(&request.message.payload) {
                         Ok(body) => handler(state, body).await.map_err(|e| {
                             let contract = e.to_contract();
@@ -244,7 +244,7 @@ where
                         ms = took.as_secs_f64() * 1e3,
                         "answered"
                     );
-                }
+                })
                 .instrument(span),
             );
         }
