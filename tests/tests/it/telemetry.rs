@@ -339,3 +339,109 @@ async fn one_create_shares_one_trace_id_across_goods_stock_and_order() {
         .await;
     }
 }
+
+/// A stand-in OTLP/HTTP collector on a free port: answers every POST with an empty
+/// (valid) protobuf response and hands each request body to the test.
+async fn collector() -> (u16, tokio::sync::mpsc::UnboundedReceiver<Vec<u8>>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (bodies, received) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let bodies = bodies.clone();
+            tokio::spawn(async move {
+                let mut buffer = Vec::new();
+                let mut chunk = [0u8; 8192];
+                // Requests on a kept-alive connection, one after another.
+                loop {
+                    let Some(end) = buffer.windows(4).position(|w| w == b"\r\n\r\n") else {
+                        match stream.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buffer.extend_from_slice(&chunk[..n]),
+                        }
+                        continue;
+                    };
+                    let head = String::from_utf8_lossy(&buffer[..end]).to_lowercase();
+                    let length: usize = head
+                        .lines()
+                        .find_map(|l| l.strip_prefix("content-length:"))
+                        .and_then(|v| v.trim().parse().ok())
+                        .unwrap_or(0);
+                    while buffer.len() < end + 4 + length {
+                        match stream.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buffer.extend_from_slice(&chunk[..n]),
+                        }
+                    }
+                    let _ = bodies.send(buffer[end + 4..end + 4 + length].to_vec());
+                    buffer.drain(..end + 4 + length);
+                    let reply = "HTTP/1.1 200 OK\r\ncontent-type: application/x-protobuf\r\ncontent-length: 0\r\n\r\n";
+                    if stream.write_all(reply.as_bytes()).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (port, received)
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+#[tokio::test]
+async fn with_an_otlp_endpoint_the_three_workers_export_one_creates_spans() {
+    let (port, mut received) = collector().await;
+    let endpoint = format!("http://127.0.0.1:{port}/v1/traces");
+    let env = [
+        ("SHOP_TRACE__OTLP_ENDPOINT", endpoint.as_str()),
+        // The batch exporter's delay: spans arrive within a second, not five.
+        ("OTEL_BSP_SCHEDULE_DELAY", "200"),
+    ];
+    let mut app = TestApp::start(&[]).await;
+    for kind in [Worker::Goods, Worker::Stock, Worker::Order] {
+        let process = app.spawn_process(kind, &env);
+        app.adopt(process);
+        app.wait_for_workers(kind, 1).await;
+    }
+    let goods = app
+        .ok(
+            "goods.upsert",
+            json!({"category_id": 1, "title": "tea", "price_cents": 100}),
+        )
+        .await["goods_id"]
+        .as_i64()
+        .unwrap();
+    app.ok("stock.set", json!({"goods_id": goods, "available": 10}))
+        .await;
+    let trace = "5bf92f3577b34da6a3ce929d0e0e4736";
+    let mut headers = async_nats::HeaderMap::new();
+    // Sampled by the caller: every worker records and exports its spans of this trace.
+    headers.insert(
+        "traceparent",
+        format!("00-{trace}-00f067aa0ba902b7-01").as_str(),
+    );
+    create_with_headers(&app, goods, headers).await;
+
+    // OTLP/protobuf carries the trace id as its 16 raw bytes and the service name as text.
+    let trace_bytes: Vec<u8> = (0..16)
+        .map(|i| u8::from_str_radix(&trace[2 * i..2 * i + 2], 16).unwrap())
+        .collect();
+    let mut services = BTreeSet::new();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while services.len() < 3 {
+        let body = tokio::time::timeout_at(deadline, received.recv())
+            .await
+            .unwrap_or_else(|_| panic!("spans of {trace} from only {services:?} within {WAIT:?}"))
+            .expect("the collector runs");
+        if contains(&body, &trace_bytes) {
+            for service in ["shop-goods", "shop-stock", "shop-order"] {
+                if contains(&body, service.as_bytes()) {
+                    services.insert(service);
+                }
+            }
+        }
+    }
+}
