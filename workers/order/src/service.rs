@@ -11,7 +11,6 @@ use shop_contracts::order::{
     PayRequest,
 };
 use shop_contracts::subjects::{order as subject, QUEUE_GROUP};
-use shop_contracts::txn::ORDER_TIMERS_STREAM;
 use shop_kit::jetstream::{
     consumer_config, ensure_consumer, ensure_stream, stream_config, ORDER_EVENTS_STREAM_JSON,
     ORDER_TXN_CHECKER_JSON, ORDER_TXN_STREAM_JSON, STOCK_ROLLBACK_STREAM_JSON,
@@ -111,9 +110,9 @@ pub async fn run(
     tokio::spawn(
         waiting
             .clone()
-            .probe_forever(checker, closer.is_some().then(|| ctx.js.clone())),
+            .probe_forever(checker, closer.as_ref().map(|(timers, _)| timers.clone())),
     );
-    if let Some(closer) = closer {
+    if let Some((_, closer)) = closer {
         tokio::spawn(checker::run(ctx.clone(), closer, Source::DueDeadlines));
     }
 
@@ -199,7 +198,7 @@ impl WaitingTimers {
     async fn probe_forever(
         self: Arc<Self>,
         mut checker: jetstream::consumer::PullConsumer,
-        timers: Option<jetstream::Context>,
+        mut timers: Option<jetstream::stream::Stream>,
     ) {
         loop {
             if let Ok(info) = checker.info().await {
@@ -208,11 +207,9 @@ impl WaitingTimers {
                 self.checker_undelivered
                     .store(info.num_pending, Ordering::Relaxed);
             }
-            if let Some(js) = &timers {
-                if let Ok(mut stream) = js.get_stream(ORDER_TIMERS_STREAM).await {
-                    if let Ok(info) = stream.info().await {
-                        self.scheduled.store(info.state.messages, Ordering::Relaxed);
-                    }
+            if let Some(stream) = &mut timers {
+                if let Ok(info) = stream.info().await {
+                    self.scheduled.store(info.state.messages, Ordering::Relaxed);
                 }
             }
             tokio::time::sleep(Self::EVERY).await;

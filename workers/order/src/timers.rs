@@ -17,7 +17,7 @@
 //! update, so twice is once.
 
 use async_nats::header::{NATS_MESSAGE_ID, NATS_SCHEDULE, NATS_SCHEDULE_TARGET};
-use async_nats::jetstream::{self, consumer::PullConsumer};
+use async_nats::jetstream::{self, consumer::PullConsumer, stream};
 use async_nats::HeaderMap;
 use chrono::{DateTime, SecondsFormat, Utc};
 use futures::future::join_all;
@@ -47,19 +47,23 @@ pub fn server_has_schedules(version: &str) -> bool {
 }
 
 /// Creates or updates `ORDER_TIMERS` (with `replicas` if it is new) and the closer's
-/// durable consumer.
-pub async fn setup(js: &jetstream::Context, replicas: usize) -> Result<PullConsumer, SetupError> {
+/// durable consumer; returns both (the stream for the waiting-timers probe).
+pub async fn setup(
+    js: &jetstream::Context,
+    replicas: usize,
+) -> Result<(stream::Stream, PullConsumer), SetupError> {
     let stream = ensure_stream(
         js,
         stream_config("ORDER_TIMERS", ORDER_TIMERS_STREAM_JSON)?,
         replicas,
     )
     .await?;
-    ensure_consumer(
+    let closer = ensure_consumer(
         &stream,
         consumer_config("order-timer-closer", ORDER_TIMER_CLOSER_JSON)?,
     )
-    .await
+    .await?;
+    Ok((stream, closer))
 }
 
 /// Stores the schedule of each `(order_sn, pay_deadline)`, all at once, and says for each
