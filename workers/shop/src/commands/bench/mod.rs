@@ -128,3 +128,41 @@ fn settle_of(config: &Config, args: &SettleArgs) -> Settle {
         timeout: args.settle_timeout,
     }
 }
+
+/// A progress bar for a bench stage of `len` steps, named `what`.
+fn progress(what: &str, len: u64) -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::new(len).with_style(
+        indicatif::ProgressStyle::with_template(
+            "  {prefix} [{bar:30}] {pos}/{len} ({per_sec}, {elapsed})",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+        .progress_chars("=> "),
+    );
+    bar.set_prefix(what.to_owned());
+    bar
+}
+
+/// JetStream publishes awaiting their acknowledgement at once, at most, in bulk seeding.
+const PUBLISH_WINDOW: usize = 2048;
+
+/// Runs `publish(i)` for every `i` in `0..count`, [`PUBLISH_WINDOW`] at a time, a step of
+/// `bar` each; stops at the first error.
+async fn publish_all<F, Fut>(
+    count: u64,
+    bar: &indicatif::ProgressBar,
+    publish: F,
+) -> anyhow::Result<()>
+where
+    F: FnMut(u64) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<()>>,
+{
+    use futures::{StreamExt, TryStreamExt};
+    futures::stream::iter(0..count)
+        .map(publish)
+        .buffer_unordered(PUBLISH_WINDOW)
+        .try_for_each(|()| {
+            bar.inc(1);
+            futures::future::ready(Ok(()))
+        })
+        .await
+}

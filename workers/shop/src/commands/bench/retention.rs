@@ -15,7 +15,6 @@ use std::time::Duration;
 
 use anyhow::Context;
 use async_nats::jetstream::{self, stream};
-use futures::{StreamExt, TryStreamExt};
 use serde_json::json;
 use shop_contracts::txn::{
     event_msg_id, event_subject, rollback_msg_id, rollback_subject, OrderEventKind,
@@ -23,11 +22,10 @@ use shop_contracts::txn::{
 use shop_contracts::OrderSn;
 
 use super::procs::Stack;
-use super::{report, rss};
+use super::{progress, publish_all, report, rss};
 use crate::cli::RetentionArgs;
 use crate::config::Config;
 
-const PUBLISH_WINDOW: usize = 2048;
 const SCRATCH: &str = "BENCH_RETENTION";
 
 pub async fn run(
@@ -49,22 +47,12 @@ pub async fn run(
     }
     let rss_before = rss::nats_server_kib(&stack);
     let base = chrono::Utc::now().timestamp_millis() << 22;
-    let bar = indicatif::ProgressBar::new(args.orders).with_style(
-        indicatif::ProgressStyle::with_template(
-            "  publishing retained orders [{bar:30}] {pos}/{len} ({per_sec}, {elapsed})",
-        )
-        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
-        .progress_chars("=> "),
-    );
+    let bar = progress("publishing retained orders", args.orders);
     let started = std::time::Instant::now();
-    futures::stream::iter(0..args.orders)
-        .map(|i| retain_one(&js, base + i as i64, args.shared_subjects))
-        .buffer_unordered(PUBLISH_WINDOW)
-        .try_for_each(|()| {
-            bar.inc(1);
-            futures::future::ready(Ok(()))
-        })
-        .await?;
+    publish_all(args.orders, &bar, |i| {
+        retain_one(&js, base + i as i64, args.shared_subjects)
+    })
+    .await?;
     bar.finish_and_clear();
     let published = started.elapsed();
     let rss_after = rss::nats_server_kib(&stack);

@@ -21,7 +21,6 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use async_nats::jetstream::{self, consumer::PullConsumer};
 use chrono::{DateTime, Utc};
-use futures::{StreamExt, TryStreamExt};
 use serde_json::{json, Value};
 use shop_contracts::subjects::stock as stock_subject;
 use shop_contracts::txn::{half_message_id, half_message_subject, HalfMessage};
@@ -31,7 +30,7 @@ use sqlx::PgPool;
 
 use super::procs::{self, Component, Stack};
 use super::request::TIMEOUT;
-use super::{cpu, fixture, report, rss};
+use super::{cpu, fixture, progress, publish_all, report, rss};
 use crate::cli::TimersArgs;
 use crate::config::Config;
 
@@ -39,8 +38,6 @@ use crate::config::Config;
 const GOODS_ID: i64 = 4_000_001;
 /// Rows per seeding transaction.
 const CHUNK: u64 = 100_000;
-/// Half messages published and not yet acknowledged, at most.
-const PUBLISH_WINDOW: usize = 2048;
 
 pub async fn run(
     config: &Config,
@@ -277,14 +274,7 @@ async fn seed(
         bar.inc(n);
         from += n;
     }
-    futures::stream::iter(0..count)
-        .map(|i| publish_half_message(js, first + i as i64))
-        .buffer_unordered(PUBLISH_WINDOW)
-        .try_for_each(|()| {
-            bar.inc(1);
-            futures::future::ready(Ok(()))
-        })
-        .await?;
+    publish_all(count, &bar, |i| publish_half_message(js, first + i as i64)).await?;
     bar.finish_and_clear();
     Ok(())
 }
@@ -484,16 +474,4 @@ async fn burst_lateness(
         p99: p99.unwrap_or(f64::NAN),
         max: max.unwrap_or(f64::NAN),
     })
-}
-
-fn progress(what: &str, len: u64) -> indicatif::ProgressBar {
-    let bar = indicatif::ProgressBar::new(len).with_style(
-        indicatif::ProgressStyle::with_template(
-            "  {prefix} [{bar:30}] {pos}/{len} ({per_sec}, {elapsed})",
-        )
-        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
-        .progress_chars("=> "),
-    );
-    bar.set_prefix(what.to_owned());
-    bar
 }
