@@ -132,15 +132,7 @@ pub async fn run(
         }
     }
 
-    let admin = shop_kit::server::connect(&config.nats_target("shop-up", None))
-        .await
-        .context("connecting to NATS")?;
-    for (kind, _) in WORKERS {
-        wait_for_service(&admin, kind, Duration::from_secs(60)).await?;
-    }
-    super::seed::seed(&admin, 1, 100)
-        .await
-        .context("seeding demo data")?;
+    serving_and_seeded(&config, "shop-up", 100).await?;
     children.push(("gateway".to_owned(), spawn_gateway(&config)?));
     wait_for_port(config.gateway.listen, Duration::from_secs(30)).await?;
     let http = format!("http://{}", config.gateway.listen);
@@ -327,8 +319,27 @@ const fn libc_sigterm() -> i32 {
     15
 }
 
+/// Connects as `name`, waits until every worker kind answers, and seeds the demo room with
+/// `stock` of each goods; returns the connection.
+pub(super) async fn serving_and_seeded(
+    config: &Config,
+    name: &str,
+    stock: i64,
+) -> anyhow::Result<async_nats::Client> {
+    let admin = shop_kit::server::connect(&config.nats_target(name, None))
+        .await
+        .context("connecting to NATS")?;
+    for (kind, _) in WORKERS {
+        wait_for_service(&admin, kind, Duration::from_secs(60)).await?;
+    }
+    super::seed::seed(&admin, 1, stock)
+        .await
+        .context("seeding demo data")?;
+    Ok(admin)
+}
+
 /// Waits until `$SRV.PING.<service>` is answered, or fails after `within`.
-pub(super) async fn wait_for_service(
+async fn wait_for_service(
     client: &async_nats::Client,
     service: &str,
     within: Duration,

@@ -25,7 +25,7 @@ use serde_json::json;
 use shop_devstack::{NatsServer, NatsServerSpec, PostgresCluster, PostgresSpec};
 use tokio::process::Child;
 
-use super::up::{spawn_worker_with, stop, wait_for_service, WORKERS};
+use super::up::{serving_and_seeded, spawn_worker_with, stop, WORKERS};
 use crate::cli::SoakArgs;
 use crate::config::Config;
 
@@ -81,15 +81,7 @@ pub async fn run(mut config: Config, args: SoakArgs) -> anyhow::Result<()> {
     }
     config.nats.user = Some("admin".into());
     config.nats.password = Some("admin-dev".into());
-    let admin = shop_kit::server::connect(&config.nats_target("shop-soak", None))
-        .await
-        .context("connecting to NATS")?;
-    for (kind, _) in WORKERS {
-        wait_for_service(&admin, kind, Duration::from_secs(60)).await?;
-    }
-    super::seed::seed(&admin, 1, 1_000_000_000)
-        .await
-        .context("seeding the soak's goods")?;
+    let admin = serving_and_seeded(&config, "shop-soak", 1_000_000_000).await?;
 
     let duration = Duration::from_secs_f64(args.minutes * 60.0);
     println!(
