@@ -55,17 +55,8 @@ async fn crash_at(point: &'static str, kind: &str) -> String {
     for (i, deduct) in [(1_i64, true), (2, false)] {
         let sn = format!("{}", 6_000_000_000_000_000 + i);
         let lines = json!([{"goods_id": a, "quantity": 1}]);
-        app.jetstream()
-            .publish(
-                format!("order.txn.{sn}"),
-                serde_json::to_vec(&json!({"order_sn": sn, "items": lines}))
-                    .unwrap()
-                    .into(),
-            )
-            .await
-            .unwrap()
-            .await
-            .unwrap();
+        let half = json!({"order_sn": sn, "items": lines});
+        store(&app, format!("order.txn.{sn}"), &half).await;
         if deduct {
             let _ = ask(
                 app.client(),

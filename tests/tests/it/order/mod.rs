@@ -1050,13 +1050,7 @@ async fn unpaid_orders_show_as_pending_timers_and_the_consumer_is_configured() {
         "three pending timers in $SRV.STATS.order",
         SETTLE,
         || async {
-            let stats = app
-                .client()
-                .request("$SRV.STATS.order", "".into())
-                .await
-                .ok()?;
-            let stats: Value = serde_json::from_slice(&stats.payload).ok()?;
-            let pending = stats["endpoints"][0]["data"]["checker_pending_timers"].as_u64()?;
+            let pending = timer_stats(&app).await?["checker_pending_timers"].as_u64()?;
             (pending == 3).then_some(())
         },
     )
@@ -1217,4 +1211,26 @@ pub(crate) async fn settled_and_audited(app: &TestApp, what: &str) {
             .then_some(())
     })
     .await;
+}
+
+/// The timer figures an order worker reports in `$SRV.STATS.order` (its first endpoint's
+/// data), or `None` while no worker answers.
+pub(crate) async fn timer_stats(app: &TestApp) -> Option<Value> {
+    let stats = app
+        .client()
+        .request("$SRV.STATS.order", "".into())
+        .await
+        .ok()?;
+    let stats: Value = serde_json::from_slice(&stats.payload).ok()?;
+    Some(stats["endpoints"][0]["data"].clone())
+}
+
+/// Publishes `body` to `subject` on JetStream and waits until the stream has stored it.
+pub(crate) async fn store(app: &TestApp, subject: String, body: &Value) {
+    app.jetstream()
+        .publish(subject, serde_json::to_vec(body).unwrap().into())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
 }

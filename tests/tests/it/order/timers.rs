@@ -90,13 +90,7 @@ async fn waiting_orders_hold_no_consumer_slot_so_a_failed_create_is_still_rolled
         "30 scheduled timers in $SRV.STATS.order",
         SETTLE,
         || async {
-            let stats = app
-                .client()
-                .request("$SRV.STATS.order", "".into())
-                .await
-                .ok()?;
-            let stats: Value = serde_json::from_slice(&stats.payload).ok()?;
-            let data = &stats["endpoints"][0]["data"];
+            let data = timer_stats(&app).await?;
             (data["scheduled_timers"] == 30 && data["checker_pending_timers"] == 0).then_some(())
         },
     )
@@ -133,15 +127,7 @@ async fn waiting_orders_hold_no_consumer_slot_so_a_failed_create_is_still_rolled
     // A create that died after its deduct: a half message and a deduct, and no order.
     let orphan = "7000000000000001";
     let half = json!({"order_sn": orphan, "items": [{"goods_id": a, "quantity": 5}]});
-    app.jetstream()
-        .publish(
-            format!("order.txn.{orphan}"),
-            serde_json::to_vec(&half).unwrap().into(),
-        )
-        .await
-        .unwrap()
-        .await
-        .unwrap();
+    store(&app, format!("order.txn.{orphan}"), &half).await;
     app.ok(
         "stock.deduct",
         json!({"order_sn": orphan, "items": [{"goods_id": a, "quantity": 5}]}),
@@ -244,15 +230,12 @@ async fn a_deadline_fired_early_or_twice_closes_once_and_not_before_the_database
     );
     wait_level(&app, a, (10, 0)).await;
     // Fired again, after the close.
-    app.jetstream()
-        .publish(
-            format!("order.timer.due.{sn}"),
-            serde_json::to_vec(&json!({"order_sn": sn})).unwrap().into(),
-        )
-        .await
-        .unwrap()
-        .await
-        .unwrap();
+    store(
+        &app,
+        format!("order.timer.due.{sn}"),
+        &json!({"order_sn": sn}),
+    )
+    .await;
     eventually("ORDER_TIMERS to empty", SETTLE, || async {
         (messages_in(&app, "ORDER_TIMERS").await? == 0).then_some(())
     })
