@@ -155,6 +155,8 @@ impl Recorder {
                         failed: tally.map_or(0, Tally::failed),
                         p50_ms: tally.and_then(|t| quantile_ms(&t.ok, 0.50)),
                         p99_ms: tally.and_then(|t| quantile_ms(&t.ok, 0.99)),
+                        refused_p50_ms: tally.and_then(|t| quantile_ms(&t.refused, 0.50)),
+                        refused_p99_ms: tally.and_then(|t| quantile_ms(&t.refused, 0.99)),
                     }
                 })
                 .collect(),
@@ -202,6 +204,10 @@ pub struct Second {
     pub failed: u64,
     pub p50_ms: Option<f64>,
     pub p99_ms: Option<f64>,
+    /// Latency of the refusals that finished in this second: a refusal should be quick
+    /// from the first second of an overload to the last.
+    pub refused_p50_ms: Option<f64>,
+    pub refused_p99_ms: Option<f64>,
 }
 
 /// The figures of one run.
