@@ -79,6 +79,9 @@ pub struct Recorder {
     /// Requests that finished inside the window, by second.
     seconds: Vec<Tally>,
     sent: u64,
+    /// Open loop: how late each request started after the instant it was due (the load
+    /// generator's own lag, which counts in the request's latency).
+    start_lag: Histogram<u64>,
 }
 
 impl Recorder {
@@ -89,11 +92,19 @@ impl Recorder {
             total: Tally::new(RUN_DIGITS),
             seconds: Vec::new(),
             sent: 0,
+            start_lag: histogram(RUN_DIGITS),
         }
     }
 
     pub fn sent(&mut self) {
         self.sent += 1;
+    }
+
+    /// An open-loop request due at `due` is starting now.
+    pub fn started_late(&mut self, due: Instant) {
+        let micros = Instant::now().saturating_duration_since(due).as_micros();
+        self.start_lag
+            .saturating_record(u64::try_from(micros).unwrap_or(u64::MAX).max(LOWEST_US));
     }
 
     /// Records a request that started at `start` and ended now with `outcome`.
@@ -144,6 +155,7 @@ impl Recorder {
                 .collect(),
             latency_ms: Percentiles::of(&self.total.ok),
             refused_latency_ms: Percentiles::of(&self.total.refused),
+            start_lag_ms: Percentiles::of(&self.start_lag),
             series: (0..self.window.as_secs())
                 .map(|second| {
                     let tally = self.seconds.get(second as usize);
@@ -233,6 +245,9 @@ pub struct Figures {
     pub failures: BTreeMap<String, u64>,
     pub latency_ms: Option<Percentiles>,
     pub refused_latency_ms: Option<Percentiles>,
+    /// Open loop: how late requests started after their due instant. It is counted in
+    /// `latency_ms`; a large lag means the load generator, not only the system, fell behind.
+    pub start_lag_ms: Option<Percentiles>,
     pub series: Vec<Second>,
 }
 
@@ -258,6 +273,12 @@ impl Figures {
             if let Some(r) = &self.refused_latency_ms {
                 line += &format!(" in p50 {:.2} / p99 {:.2} ms", r.p50, r.p99);
             }
+        }
+        if let Some(lag) = &self.start_lag_ms {
+            line += &format!(
+                ", started late by p50 {:.3} / p99 {:.3} ms",
+                lag.p50, lag.p99
+            );
         }
         if self.timeouts > 0 {
             line += &format!(", {} timeouts", self.timeouts);

@@ -164,6 +164,7 @@ mod tests {
             failures: BTreeMap::new(),
             latency_ms: None,
             refused_latency_ms: None,
+            start_lag_ms: None,
             series: Vec::new(),
         }
     }
