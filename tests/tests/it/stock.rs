@@ -920,3 +920,107 @@ async fn batch_without_a_database_answers_every_deduct_unavailable() {
     assert_eq!(stats["batch_requests"], 21, "{stats}");
     assert_eq!(stats["batches_failed"], stats["batches"], "{stats}");
 }
+
+/// `stock_deduct_batch`, the SQL function one `batch` transaction is, called directly with
+/// a batch whose outcome depends on arrival order: each order is decided against what the
+/// orders before it left, a short or unknown goods refuses its order alone (with the count it
+/// saw), nothing of a refused order is taken or kept, and an order deducted before gets its
+/// earlier record back.
+#[tokio::test]
+async fn stock_deduct_batch_decides_each_order_in_arrival_order() {
+    let app = start("batch", 1).await;
+    set(&app, 1, 4).await;
+    set(&app, 2, 4).await;
+    let db = app.db(Worker::Stock).await;
+    let orders: [(i64, &[(i64, i64)]); 6] = [
+        (101, &[(1, 3)]),
+        (102, &[(1, 1), (2, 5)]), // goods 2 is short: nothing of it is taken
+        (103, &[(1, 1), (2, 3)]),
+        (104, &[(1, 1)]), // goods 1 is used up by now
+        (105, &[(2, 1)]),
+        (106, &[(9, 1)]), // goods 9 does not exist
+    ];
+    type Row = (
+        i64,
+        String,
+        Option<i64>,
+        Option<i64>,
+        Option<i64>,
+        Option<String>,
+        Option<String>,
+    );
+    let call = |orders: &[(i64, &[(i64, i64)])]| {
+        let sns: Vec<i64> = orders.iter().map(|o| o.0).collect();
+        let items: Vec<String> = orders
+            .iter()
+            .map(|o| {
+                json!(o
+                    .1
+                    .iter()
+                    .map(|(g, q)| json!({"goods_id": g, "quantity": q}))
+                    .collect::<Vec<_>>())
+                .to_string()
+            })
+            .collect();
+        let counts: Vec<i32> = orders.iter().map(|o| o.1.len() as i32).collect();
+        let goods: Vec<i64> = orders
+            .iter()
+            .flat_map(|o| o.1.iter().map(|l| l.0))
+            .collect();
+        let qty: Vec<i64> = orders
+            .iter()
+            .flat_map(|o| o.1.iter().map(|l| l.1))
+            .collect();
+        sqlx::query_as::<_, Row>("SELECT * FROM stock_deduct_batch($1, $2, $3, $4, $5)")
+            .bind(sns)
+            .bind(items)
+            .bind(counts)
+            .bind(goods)
+            .bind(qty)
+            .fetch_all(&db)
+    };
+    let mut rows = call(&orders).await.unwrap();
+    rows.sort_by_key(|r| r.0);
+    let verdicts: Vec<(i64, &str, Option<i64>, Option<i64>, Option<i64>)> = rows
+        .iter()
+        .map(|r| (r.0, r.1.as_str(), r.2, r.3, r.4))
+        .collect();
+    assert_eq!(
+        verdicts,
+        [
+            (101, "deducted", None, None, None),
+            (102, "insufficient", Some(2), Some(5), Some(4)),
+            (103, "deducted", None, None, None),
+            (104, "insufficient", Some(1), Some(1), Some(0)),
+            (105, "deducted", None, None, None),
+            (106, "not_found", Some(9), Some(1), None),
+        ]
+    );
+    assert_eq!(level(&app, 1).await, (0, 4));
+    assert_eq!(level(&app, 2).await, (0, 4));
+    let kept: Vec<(i64, String)> =
+        sqlx::query_as("SELECT order_sn, status FROM sell_records ORDER BY order_sn")
+            .fetch_all(&db)
+            .await
+            .unwrap();
+    let kept: Vec<(i64, &str)> = kept.iter().map(|(sn, s)| (*sn, s.as_str())).collect();
+    assert_eq!(
+        kept,
+        [(101, "deducted"), (103, "deducted"), (105, "deducted")]
+    );
+    let ledger: Vec<(i64, i64, i64)> = sqlx::query_as(
+        "SELECT order_sn, goods_id, delta_sold FROM stock_ledger WHERE kind = 'deduct' ORDER BY order_sn, goods_id",
+    )
+    .fetch_all(&db)
+    .await
+    .unwrap();
+    assert_eq!(ledger, [(101, 1, 3), (103, 1, 1), (103, 2, 3), (105, 2, 1)]);
+    // Again, with one order deducted before: its record comes back, locked, and nothing moves.
+    let again = call(&orders[..1]).await.unwrap();
+    assert_eq!(again.len(), 1);
+    assert_eq!((again[0].0, again[0].1.as_str()), (101, "repeated"));
+    assert_eq!(again[0].5.as_deref(), Some("deducted"));
+    let stored: Value = serde_json::from_str(again[0].6.as_deref().unwrap()).unwrap();
+    assert_eq!(stored, json!([{"goods_id": 1, "quantity": 3}]));
+    assert_eq!(level(&app, 1).await, (0, 4));
+}
