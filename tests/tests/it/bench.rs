@@ -215,6 +215,8 @@ fn bad_bench_flags_are_refused_with_the_flag_named() {
             "--goods",
         ),
         (&["bench", "overload", "--label", "a/b"], "--label"),
+        (&["bench", "overload", "--ramp=-1"], "--ramp"),
+        (&["bench", "order", "--rate", "10", "--ramp", "1"], "--ramp"),
     ] {
         let out = Command::new(shop_binary())
             .args(args)

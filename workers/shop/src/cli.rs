@@ -171,6 +171,11 @@ pub enum BenchTarget {
         /// Clients of the overload run.
         #[arg(long, default_value_t = 4000, value_parser = at_least_one)]
         concurrency: usize,
+        /// Start the overload run's clients spread evenly over this many seconds instead of
+        /// all in one instant (viewers who press "buy" within seconds, not in the same
+        /// microsecond); the window starts with the first client.
+        #[arg(long, default_value_t = 0.0, value_parser = ramp_seconds)]
+        ramp: f64,
         #[command(flatten)]
         run: RunArgs,
         #[command(flatten)]
@@ -294,6 +299,11 @@ pub struct LoadArgs {
     /// or not earlier ones finished; latency counts from the scheduled start.
     #[arg(long, value_parser = requests_per_second)]
     pub rate: Option<f64>,
+    /// Closed loop: start the clients spread evenly over this many seconds instead of all in
+    /// one instant (viewers who press "buy" within seconds, not in the same microsecond).
+    /// The window starts with the first client, so its first seconds run below full load.
+    #[arg(long, default_value_t = 0.0, value_parser = ramp_seconds, conflicts_with = "rate")]
+    pub ramp: f64,
     #[command(flatten)]
     pub run: RunArgs,
 }
@@ -343,6 +353,15 @@ fn nats_nodes(text: &str) -> Result<usize, String> {
         "3" => Ok(3),
         _ => Err(format!(
             "{text:?}: 1 (one server) or 3 (the cluster of nats-config/cluster/)"
+        )),
+    }
+}
+
+fn ramp_seconds(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(seconds) if seconds.is_finite() && (0.0..=3600.0).contains(&seconds) => Ok(seconds),
+        _ => Err(format!(
+            "{text:?} is not a number of seconds from 0 to 3600"
         )),
     }
 }

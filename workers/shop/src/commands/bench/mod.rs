@@ -85,6 +85,7 @@ pub async fn run(config: &Config, target: BenchTarget) -> anyhow::Result<()> {
             first_goods_id,
             peak_concurrency,
             concurrency,
+            ramp,
             run,
             settle,
         } => {
@@ -99,6 +100,7 @@ pub async fn run(config: &Config, target: BenchTarget) -> anyhow::Result<()> {
                 creates,
                 *peak_concurrency,
                 *concurrency,
+                *ramp,
                 run,
                 &settle,
             )
@@ -116,6 +118,7 @@ fn mode(load: &LoadArgs) -> Mode {
         None => Mode::Closed {
             concurrency: load.concurrency,
             waits_retry_after: !load.run.ignore_retry_after,
+            ramp_seconds: load.ramp,
         },
     }
 }

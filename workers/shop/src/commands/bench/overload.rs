@@ -22,6 +22,7 @@ pub async fn run(
     creates: Creates,
     peak_concurrency: usize,
     concurrency: usize,
+    ramp_seconds: f64,
     args: &RunArgs,
     settle: &Settle,
 ) -> anyhow::Result<()> {
@@ -39,12 +40,14 @@ pub async fn run(
     let peak_mode = Mode::Closed {
         concurrency: peak_concurrency,
         waits_retry_after: !args.ignore_retry_after,
+        ramp_seconds: 0.0,
     };
     let peak = system::run(config, client, creates, peak_mode, window, "peak").await?;
     print_system(&format!("peak {peak_mode}"), &peak);
     let overload_mode = Mode::Closed {
         concurrency,
         waits_retry_after: !args.ignore_retry_after,
+        ramp_seconds,
     };
     let overload = system::run(config, client, creates, overload_mode, window, "overload").await?;
     print_system(&format!("overload {overload_mode}"), &overload);

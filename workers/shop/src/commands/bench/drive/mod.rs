@@ -35,9 +35,11 @@ pub enum Mode {
     /// `concurrency` request loops, each waiting for its reply. A loop refused with a
     /// `retry_after_ms` waits that long before its next request, as the contract asks of
     /// a client, unless `waits_retry_after` is off (then it retries at once: a retry storm).
+    /// The loops start spread evenly over the first `ramp_seconds` (0: all in one instant).
     Closed {
         concurrency: usize,
         waits_retry_after: bool,
+        ramp_seconds: f64,
     },
     /// `rate` requests per second on a fixed schedule.
     Open { rate: f64 },
@@ -49,6 +51,7 @@ impl Mode {
         Mode::Closed {
             concurrency,
             waits_retry_after: true,
+            ramp_seconds: 0.0,
         }
     }
 }
@@ -58,12 +61,18 @@ impl std::fmt::Display for Mode {
         match self {
             Mode::Closed {
                 concurrency,
-                waits_retry_after: true,
-            } => write!(f, "concurrency={concurrency}"),
-            Mode::Closed {
-                concurrency,
-                waits_retry_after: false,
-            } => write!(f, "concurrency={concurrency} retrying at once"),
+                waits_retry_after,
+                ramp_seconds,
+            } => {
+                write!(f, "concurrency={concurrency}")?;
+                if *ramp_seconds > 0.0 {
+                    write!(f, " ramp={ramp_seconds}s")?;
+                }
+                if !waits_retry_after {
+                    write!(f, " retrying at once")?;
+                }
+                Ok(())
+            }
             Mode::Open { rate } => write!(f, "rate={rate}/s"),
         }
     }
@@ -85,9 +94,14 @@ pub async fn run<O: Operation>(
         Mode::Closed {
             concurrency,
             waits_retry_after,
+            ramp_seconds,
         } => {
-            let until = started + window;
-            closed::run(operation, concurrency, until, waits_retry_after, &recorder).await
+            let clients = closed::Clients {
+                concurrency,
+                ramp: Duration::from_secs_f64(ramp_seconds),
+                waits_retry_after,
+            };
+            closed::run(operation, clients, started, started + window, &recorder).await
         }
         Mode::Open { rate } => open::run(operation, rate, started, window, &recorder).await,
     };
