@@ -3,6 +3,7 @@
 //! trace id across goods, stock and order for one create (read from the workers' JSON logs).
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use serde_json::{json, Value};
@@ -249,6 +250,40 @@ async fn create_with_headers(app: &TestApp, goods: i64, headers: async_nats::Hea
     order
 }
 
+/// A `traceparent` header (W3C, sampled) for span `span` of trace `trace`.
+fn traceparent(trace: &str, span: &str) -> async_nats::HeaderMap {
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert("traceparent", format!("00-{trace}-{span}-01").as_str());
+    headers
+}
+
+/// Goods, stock and order worker processes started with `env`, and a goods with 10 units
+/// in stock to create orders for. Returns the app, each worker's log file by kind, and the
+/// goods id.
+async fn three_workers_and_a_stocked_goods(
+    env: &[(&str, &str)],
+) -> (TestApp, BTreeMap<&'static str, PathBuf>, i64) {
+    let mut app = TestApp::start(&[]).await;
+    let mut logs = BTreeMap::new();
+    for kind in [Worker::Goods, Worker::Stock, Worker::Order] {
+        let process = app.spawn_process(kind, env);
+        logs.insert(kind.name(), process.log.clone());
+        app.adopt(process);
+        app.wait_for_workers(kind, 1).await;
+    }
+    let goods = app
+        .ok(
+            "goods.upsert",
+            json!({"category_id": 1, "title": "tea", "price_cents": 100}),
+        )
+        .await["goods_id"]
+        .as_i64()
+        .unwrap();
+    app.ok("stock.set", json!({"goods_id": goods, "available": 10}))
+        .await;
+    (app, logs, goods)
+}
+
 /// The trace ids of the requests to `endpoint` that a worker's JSON log says it answered.
 fn answered_trace_ids(log: &str, endpoint: &str) -> Vec<String> {
     log.lines()
@@ -266,34 +301,12 @@ async fn one_create_shares_one_trace_id_across_goods_stock_and_order() {
         ("SHOP_LOG__FORMAT", "json"),
         ("SHOP_LOG__FILTER", "info,shop_kit::endpoint=debug"),
     ];
-    let mut app = TestApp::start(&[]).await;
-    let mut logs = BTreeMap::new();
-    for kind in [Worker::Goods, Worker::Stock, Worker::Order] {
-        let process = app.spawn_process(kind, &env);
-        logs.insert(kind.name(), process.log.clone());
-        app.adopt(process);
-        app.wait_for_workers(kind, 1).await;
-    }
-    let goods = app
-        .ok(
-            "goods.upsert",
-            json!({"category_id": 1, "title": "tea", "price_cents": 100}),
-        )
-        .await["goods_id"]
-        .as_i64()
-        .unwrap();
-    app.ok("stock.set", json!({"goods_id": goods, "available": 10}))
-        .await;
+    let (app, logs, goods) = three_workers_and_a_stocked_goods(&env).await;
     let read = |kind: &str| std::fs::read_to_string(&logs[kind]).unwrap_or_default();
 
     // 1. The caller starts the trace: its traceparent reaches all three workers.
     let trace = "0af7651916cd43dd8448eb211c80319c";
-    let mut headers = async_nats::HeaderMap::new();
-    headers.insert(
-        "traceparent",
-        format!("00-{trace}-b7ad6b7169203331-01").as_str(),
-    );
-    create_with_headers(&app, goods, headers).await;
+    create_with_headers(&app, goods, traceparent(trace, "b7ad6b7169203331")).await;
     for (kind, endpoint) in [
         ("order", "order.create"),
         ("goods", "goods.batch"),
@@ -400,30 +413,10 @@ async fn with_an_otlp_endpoint_the_three_workers_export_one_creates_spans() {
         // The batch exporter's delay: spans arrive within a second, not five.
         ("OTEL_BSP_SCHEDULE_DELAY", "200"),
     ];
-    let mut app = TestApp::start(&[]).await;
-    for kind in [Worker::Goods, Worker::Stock, Worker::Order] {
-        let process = app.spawn_process(kind, &env);
-        app.adopt(process);
-        app.wait_for_workers(kind, 1).await;
-    }
-    let goods = app
-        .ok(
-            "goods.upsert",
-            json!({"category_id": 1, "title": "tea", "price_cents": 100}),
-        )
-        .await["goods_id"]
-        .as_i64()
-        .unwrap();
-    app.ok("stock.set", json!({"goods_id": goods, "available": 10}))
-        .await;
+    let (app, _logs, goods) = three_workers_and_a_stocked_goods(&env).await;
     let trace = "5bf92f3577b34da6a3ce929d0e0e4736";
-    let mut headers = async_nats::HeaderMap::new();
     // Sampled by the caller: every worker records and exports its spans of this trace.
-    headers.insert(
-        "traceparent",
-        format!("00-{trace}-00f067aa0ba902b7-01").as_str(),
-    );
-    create_with_headers(&app, goods, headers).await;
+    create_with_headers(&app, goods, traceparent(trace, "00f067aa0ba902b7")).await;
 
     // OTLP/protobuf carries the trace id as its 16 raw bytes and the service name as text.
     let trace_bytes: Vec<u8> = (0..16)
