@@ -75,41 +75,32 @@ impl Metrics {
             "Time from a request's arrival to its reply, by endpoint",
             latency.clone(),
         );
-        let in_flight = Family::<Labels1, Gauge>::default();
-        registry.register(
-            "requests_in_flight",
-            "Requests being handled, by endpoint",
-            in_flight.clone(),
-        );
-        let consumer_pending = Family::<Labels1, Gauge>::default();
-        registry.register(
+        // Every gauge family has one label; registered once, set by whoever owns the figure.
+        let mut gauge = |name: &str, help: &str| {
+            let family = Family::<Labels1, Gauge>::default();
+            registry.register(name, help, family.clone());
+            family
+        };
+        let in_flight = gauge("requests_in_flight", "Requests being handled, by endpoint");
+        let consumer_pending = gauge(
             "consumer_pending",
             "Messages of a durable consumer not yet delivered, by consumer",
-            consumer_pending.clone(),
         );
-        let consumer_ack_pending = Family::<Labels1, Gauge>::default();
-        registry.register(
+        let consumer_ack_pending = gauge(
             "consumer_ack_pending",
             "Messages of a durable consumer delivered and not yet acked, by consumer",
-            consumer_ack_pending.clone(),
         );
-        let pool_connections = Family::<Labels1, Gauge>::default();
-        registry.register(
+        let pool_connections = gauge(
             "db_pool_connections",
             "Open database connections of this process, by service",
-            pool_connections.clone(),
         );
-        let pool_idle = Family::<Labels1, Gauge>::default();
-        registry.register(
+        let pool_idle = gauge(
             "db_pool_idle_connections",
             "Open database connections not in use, by service",
-            pool_idle.clone(),
         );
-        let pool_max = Family::<Labels1, Gauge>::default();
-        registry.register(
+        let pool_max = gauge(
             "db_pool_max_connections",
             "The pool's bound on connections, by service",
-            pool_max.clone(),
         );
         Metrics {
             registry: Mutex::new(registry),
