@@ -28,8 +28,8 @@ pub async fn run<O: Operation>(
     // The schedule is kept by a thread of its own, sleeping with the OS's precision (tens of
     // microseconds): tokio's timers fire on a 1 ms wheel, so a request due at some instant
     // would start up to a millisecond late, and that lateness, which is the load generator's
-    // and not the system's, would be counted in every request's latency (half a millisecond
-    // on average: a sixth of a create at 100 creates/s).
+    // and not the system's, would be counted in every request's latency (0.7-1.5 ms of the
+    // p50 at 100 creates/s, measured: docs/performance.md).
     let pacer = std::thread::Builder::new()
         .name("bench-pacer".into())
         .spawn(move || {
