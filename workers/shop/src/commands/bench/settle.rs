@@ -46,12 +46,25 @@ pub async fn settle_then_audit(
     ended: Instant,
     settle: &Settle,
 ) -> anyhow::Result<()> {
-    let give_up = Instant::now() + settle.timeout;
-    let js = jetstream::new(client.clone());
     println!(
         "settling: waiting for the checker ({}s check delay) and the rollbacks before the audit",
         settle.check_delay.as_secs()
     );
+    wait_until_settled(client, ended, settle).await?;
+    audit::run(config, MARGIN, false)
+        .await
+        .context("the audit after the run")
+}
+
+/// Waits until the checker and the stock worker have finished the work of a run that ended
+/// at `ended` (steps 1 to 3 above).
+pub async fn wait_until_settled(
+    client: &async_nats::Client,
+    ended: Instant,
+    settle: &Settle,
+) -> anyhow::Result<()> {
+    let give_up = Instant::now() + settle.timeout;
+    let js = jetstream::new(client.clone());
     sleep_until(ended + settle.check_delay + MARGIN, give_up).await?;
 
     let mut was_behind = false;
@@ -70,9 +83,7 @@ pub async fn settle_then_audit(
         }
         sleep_until(Instant::now() + POLL, give_up).await?;
     }
-    audit::run(config, MARGIN, false)
-        .await
-        .context("the audit after the run")
+    Ok(())
 }
 
 /// `(messages not yet delivered, deliveries not yet acknowledged)` of a durable consumer.
