@@ -1,35 +1,39 @@
 //! A create through the HTTP gateway as a bench [`Operation`]: `POST /v1/orders` with the
 //! bearer token of the create's user (one token per simulated user, minted as `shop token`
-//! does), over one keep-alive client, so the gateway's cost is measured and not the cost of
-//! opening connections. The answer is classified as a NATS reply would be.
+//! does), over keep-alive connections ([`keepalive`]), so the gateway's cost is measured
+//! and not the cost of opening connections. The answer is classified as a NATS reply would
+//! be.
 
 use std::time::Duration;
 
 use anyhow::Context;
-use reqwest::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER};
-use reqwest::StatusCode;
+use http::StatusCode;
 use serde_json::Value;
 use shop_contracts::{ErrorCode, UserId};
 
 use super::create::{Creates, USERS};
 use super::drive::Operation;
+use super::keepalive::{self, Pool};
 use super::outcome::Outcome;
 use super::request::TIMEOUT;
 use crate::config::Config;
 
+const PATH: &str = "/v1/orders";
+
 pub struct HttpCreate {
-    client: reqwest::Client,
-    url: String,
+    pool: Pool,
+    /// `host:port` of the gateway, for the `Host` header.
+    host: String,
     /// `Bearer <token>` of user `i + 1`.
-    bearers: Vec<HeaderValue>,
+    bearers: Vec<String>,
     creates: Creates,
 }
 
 impl HttpCreate {
     /// Mints a token for each of the bench's users with the gateway's HS256 secret from
-    /// `config` (the one `shop up` keeps in the data directory) and opens nothing yet: the
-    /// client keeps up to `concurrency` connections alive.
-    pub fn new(config: &Config, creates: Creates, concurrency: usize) -> anyhow::Result<Self> {
+    /// `config` (the one `shop up` keeps in the data directory) and opens nothing yet: a
+    /// connection is opened for each request in flight at once and kept alive.
+    pub fn new(config: &Config, creates: Creates) -> anyhow::Result<Self> {
         let secret = config.gateway.auth.hs256_secret.as_ref().context(
             "--via http needs the gateway's HS256 secret (gateway.auth.hs256_secret, or the \
              dev secrets file `shop up` writes into the data directory)",
@@ -41,25 +45,19 @@ impl HttpCreate {
                 let user = UserId::new(user).context("user id")?;
                 let token = shop_gateway::auth::mint_hs256(secret, user, false, ttl)
                     .context("signing a bench token")?;
-                HeaderValue::from_str(&format!("Bearer {token}")).context("token header")
+                Ok(format!("Bearer {token}"))
             })
             .collect::<anyhow::Result<Vec<_>>>()?;
-        let client = reqwest::Client::builder()
-            .pool_max_idle_per_host(concurrency)
-            .tcp_nodelay(true)
-            .timeout(TIMEOUT)
-            .build()
-            .context("building the HTTP client")?;
         Ok(HttpCreate {
-            client,
-            url: format!("http://{}/v1/orders", config.gateway.listen),
+            pool: Pool::new(config.gateway.listen),
+            host: config.gateway.listen.to_string(),
             bearers,
             creates,
         })
     }
 
-    pub fn url(&self) -> &str {
-        &self.url
+    pub fn url(&self) -> String {
+        format!("http://{}{PATH}", self.host)
     }
 }
 
@@ -71,38 +69,28 @@ impl Operation for HttpCreate {
             fields.remove("user_id");
         }
         let user = Creates::user_of(n) as usize;
-        let sent = self
-            .client
-            .post(&self.url)
-            .header(AUTHORIZATION, self.bearers[user - 1].clone())
-            .header(CONTENT_TYPE, "application/json")
-            .body(serde_json::to_vec(&body).unwrap_or_default())
-            .send()
-            .await;
-        let response = match sent {
-            Ok(response) => response,
-            Err(error) if error.is_timeout() => return Outcome::Timeout,
-            Err(error) => {
-                tracing::debug!(%error, "POST /v1/orders failed");
+        let request = keepalive::request(
+            &self.host,
+            PATH,
+            &[("Authorization", self.bearers[user - 1].as_bytes())],
+            &serde_json::to_vec(&body).unwrap_or_default(),
+        );
+        let response = match tokio::time::timeout(TIMEOUT, self.pool.send(&request)).await {
+            Ok(Ok(response)) => response,
+            Ok(Err(error)) => {
+                tracing::debug!(%error, "POST {PATH} failed");
                 return Outcome::Failed("http_transport");
             }
+            Err(_) => return Outcome::Timeout,
         };
-        let status = response.status();
-        let retry_after = response
-            .headers()
-            .get(RETRY_AFTER)
-            .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
-            .map(Duration::from_secs);
-        // The body is read in full either way, so the connection can be reused.
-        let body = match response.bytes().await {
-            Ok(body) => body,
-            Err(error) if error.is_timeout() => return Outcome::Timeout,
-            Err(_) => return Outcome::Failed("http_transport"),
+        let Ok(status) = StatusCode::from_u16(response.status) else {
+            return Outcome::Failed("http_transport");
         };
         if status == StatusCode::CREATED {
             return Outcome::Ok;
         }
-        of_problem(status, retry_after, &body)
+        let retry_after = response.retry_after_seconds.map(Duration::from_secs);
+        of_problem(status, retry_after, &response.body)
     }
 }
 

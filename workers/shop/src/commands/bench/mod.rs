@@ -13,7 +13,7 @@
 //! Their parts:
 //! - [`drive`]: closed and open loops over an operation, with a progress display.
 //! - [`request`]: a NATS request as an operation; [`http`]: a create through the gateway as
-//!   one; [`outcome`]: how a reply is classified.
+//!   one, over [`keepalive`] connections; [`outcome`]: how a reply is classified.
 //! - [`record`]: HdrHistograms, in total and per second, and the figures.
 //! - [`create`]: what one bench create is; [`fixture`]: the bench goods and their stock.
 //! - [`system`]: one run of creates, and the stock check right after it.
@@ -27,6 +27,7 @@ mod create;
 mod drive;
 mod fixture;
 mod http;
+mod keepalive;
 mod order;
 mod outcome;
 mod overload;

@@ -63,7 +63,7 @@ pub async fn run(
             settle.check_delay.as_secs()
         );
         settle::wait_until_settled(client, system.ended, settle).await?;
-        let operation = Arc::new(HttpCreate::new(config, creates, load.concurrency)?);
+        let operation = Arc::new(HttpCreate::new(config, creates)?);
         eprintln!("through the gateway at {}", operation.url());
         let run =
             system::run_with(config, client, creates, operation, mode, window, "http").await?;
