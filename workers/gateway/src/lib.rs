@@ -49,7 +49,7 @@ pub use settings::{Secret, Settings};
 use crate::auth::Verifier;
 use crate::events::Hub;
 use crate::rate_limit::OrderLimiter;
-use crate::state::{AppState, Nats};
+use crate::state::{AppState, Nats, Shared};
 
 #[derive(Debug, Error)]
 pub enum GatewayError {
@@ -151,7 +151,7 @@ pub async fn run(
             tracing::debug!(%error, "could not set TCP_NODELAY");
         }
     });
-    let state = AppState {
+    let state = AppState::new(Shared {
         nats: Nats {
             client,
             timeout: settings.nats_timeout,
@@ -161,7 +161,7 @@ pub async fn run(
         hub,
         settings: Arc::new(settings),
         stopping,
-    };
+    });
     tracing::info!(%addr, "gateway listening");
     let serving = axum::serve(listener, app(state)).with_graceful_shutdown(async move {
         shutdown.await;

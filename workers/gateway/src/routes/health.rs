@@ -27,9 +27,10 @@ pub async fn live() -> Json<Health> {
         (status = 503, body = crate::problem::ProblemBody, content_type = "application/problem+json")))]
 pub async fn ready(State(state): State<AppState>) -> Result<Json<Health>, Problem> {
     let client = &state.nats.client;
+    let timeout = state.nats.timeout;
     let connected = client.connection_state() == async_nats::connection::State::Connected;
     let ping = |service: &'static str| async move {
-        let request = async_nats::Request::new().timeout(Some(state.nats.timeout));
+        let request = async_nats::Request::new().timeout(Some(timeout));
         let answered = client
             .send_request(format!("$SRV.PING.{service}"), request)
             .await
