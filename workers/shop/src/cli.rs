@@ -286,6 +286,9 @@ pub enum Via {
     Nats,
     /// Over NATS, then through the HTTP gateway, side by side.
     Http,
+    /// Over NATS, then one run that alternates between NATS and the gateway every second:
+    /// the steadier ratio on a machine whose speed drifts.
+    Alternate,
 }
 
 /// How hard a benchmark loads the system.

@@ -21,6 +21,7 @@
 //!   create; [`rss`]: the workers' memory.
 //! - [`report`] and [`plot`]: the JSON and SVG files.
 
+mod alternate;
 mod ceilings;
 mod cpu;
 mod create;
@@ -48,7 +49,7 @@ use anyhow::Context;
 use self::create::Creates;
 use self::drive::Mode;
 use self::settle::Settle;
-use crate::cli::{BenchTarget, LoadArgs, SettleArgs, Via};
+use crate::cli::{BenchTarget, LoadArgs, SettleArgs};
 use crate::config::Config;
 
 pub async fn run(config: &Config, target: BenchTarget) -> anyhow::Result<()> {
@@ -77,7 +78,7 @@ pub async fn run(config: &Config, target: BenchTarget) -> anyhow::Result<()> {
             let settle = settle_of(config, settle);
             let options = order::Options {
                 with_ceilings: !no_ceilings,
-                via_http: *via == Via::Http,
+                via: *via,
             };
             order::run(config, &client, creates, load, options, &settle).await
         }

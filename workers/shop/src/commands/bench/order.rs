@@ -5,10 +5,12 @@
 //! checker closes them at their deadline.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use anyhow::bail;
 use serde_json::json;
 
+use super::alternate::{self, Alternate, Split};
 use super::ceilings::{self, Ceilings};
 use super::create::Creates;
 use super::drive::Mode;
@@ -17,7 +19,7 @@ use super::record::Figures;
 use super::settle::{self, Settle};
 use super::system::{self, SystemRun, Verdict};
 use super::{cpu, fixture, plot, report, rss};
-use crate::cli::LoadArgs;
+use crate::cli::{LoadArgs, Via};
 use crate::config::Config;
 
 /// What `shop bench order` measures besides the creates over NATS.
@@ -25,8 +27,9 @@ use crate::config::Config;
 pub struct Options {
     /// The three ceilings of the same work.
     pub with_ceilings: bool,
-    /// The same creates through the HTTP gateway, right after the NATS run.
-    pub via_http: bool,
+    /// Also through the HTTP gateway: in a run of its own after the NATS run (`Http`), or
+    /// in a run that alternates between the two (`Alternate`).
+    pub via: Via,
 }
 
 pub async fn run(
@@ -57,7 +60,7 @@ pub async fn run(
     // every order of the NATS run (a read, a timer schedule and an ack each), which is not
     // the gateway's cost.
     let http_title = format!("{title} via http");
-    let http = if options.via_http {
+    let http = if options.via == Via::Http {
         println!(
             "settling before the run through the gateway ({}s check delay)",
             settle.check_delay.as_secs()
@@ -72,7 +75,42 @@ pub async fn run(
     } else {
         None
     };
-    let ended = http.as_ref().map_or(system.ended, |run| run.ended);
+    let alternate_title = format!("{title} alternating nats/http");
+    let alternate = if options.via == Via::Alternate {
+        println!(
+            "settling before the run that alternates NATS and the gateway ({}s check delay)",
+            settle.check_delay.as_secs()
+        );
+        settle::wait_until_settled(client, system.ended, settle).await?;
+        let http = HttpCreate::new(config, creates)?;
+        eprintln!(
+            "over NATS and through the gateway at {} in turn, {} s each",
+            http.url(),
+            alternate::SLICE.as_secs()
+        );
+        let operation = Arc::new(Alternate::new(system::nats_create(client, creates), http));
+        let run = system::run_with(
+            config,
+            client,
+            creates,
+            operation.clone(),
+            mode,
+            window,
+            "alternate",
+        )
+        .await?;
+        print_system(&alternate_title, &run);
+        Some((run, operation.split(window)))
+    } else {
+        None
+    };
+    let ended = [
+        http.as_ref().map(|run| run.ended),
+        alternate.as_ref().map(|(run, _)| run.ended),
+    ]
+    .into_iter()
+    .flatten()
+    .fold(system.ended, Instant::max);
     let audit = settle::settle_then_audit(config, client, ended, settle).await;
 
     let ceilings = if options.with_ceilings {
@@ -91,6 +129,9 @@ pub async fn run(
             result_line(&http_title, mode, run, None),
             system.figures.ok_per_second
         );
+    }
+    if let Some((run, split)) = &alternate {
+        println!("{}", alternate_line(&alternate_title, run, split));
     }
 
     let document = report::document(
@@ -113,6 +154,13 @@ pub async fn run(
                 "workers_rss": run.memory,
                 "cpu_ms_per_create": run.cpu,
                 "ratio_to_nats": http_ratio,
+            })),
+            "alternate": alternate.as_ref().map(|(run, split)| json!({
+                "slice_seconds": alternate::SLICE.as_secs_f64(),
+                "split": split,
+                "system": run.figures,
+                "sold_check": run.sold,
+                "cpu_ms_per_create": run.cpu,
             })),
             "audit": if audit.is_ok() { "passed" } else { "failed" },
         }),
@@ -153,12 +201,28 @@ pub async fn run(
     )?;
 
     audit?;
-    for run in std::iter::once(&system).chain(&http) {
+    let alternate_run = alternate.as_ref().map(|(run, _)| run);
+    for run in std::iter::once(&system).chain(&http).chain(alternate_run) {
         if run.sold.verdict == Verdict::RefusalsDeducted {
             bail!("refused creates took stock: {}", run.sold.summary());
         }
     }
     Ok(())
+}
+
+/// The result line of an alternating run: the two ways' creates/s and their ratio.
+fn alternate_line(title: &str, run: &SystemRun, split: &Split) -> String {
+    format!(
+        "result {title}: through the gateway {:.0} creates/s = {:.2} of the {:.0} over NATS \
+         in the same run ({} s slices); cpu {} ms/create for both",
+        split.second_ok as f64 / split.second_seconds.max(f64::MIN_POSITIVE),
+        split.ratio,
+        split.first_ok as f64 / split.first_seconds.max(f64::MIN_POSITIVE),
+        alternate::SLICE.as_secs(),
+        run.cpu
+            .as_ref()
+            .map_or("-".to_owned(), |cpu| format!("{:.2}", cpu.total)),
+    )
 }
 
 /// The system's creates/s as a fraction of each database ceiling.

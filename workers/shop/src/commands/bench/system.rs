@@ -38,12 +38,20 @@ pub async fn run(
     window: Duration,
     title: &str,
 ) -> anyhow::Result<SystemRun> {
-    let request = Arc::new(NatsRequest {
+    let request = Arc::new(nats_create(client, creates));
+    run_with(config, client, creates, request, mode, window, title).await
+}
+
+/// The creates of `creates` as `order.create` requests over NATS.
+pub fn nats_create(
+    client: &async_nats::Client,
+    creates: Creates,
+) -> NatsRequest<impl Fn(u64) -> serde_json::Value + Send + Sync + 'static> {
+    NatsRequest {
         client: client.clone(),
         subject: order_subject::CREATE.to_owned(),
         body: creates.body(),
-    });
-    run_with(config, client, creates, request, mode, window, title).await
+    }
 }
 
 /// Runs `operation`, which makes the creates of `creates` (over NATS, through the gateway),
