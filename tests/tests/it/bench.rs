@@ -103,29 +103,33 @@ async fn an_order_bench_via_http_runs_the_same_creates_through_the_gateway() {
     .await;
     let gateway = app.spawn_gateway(&[]).await;
     let listen = gateway.url.trim_start_matches("http://");
-    let result = bench_with(
-        &app,
-        &[
-            "bench",
-            "order",
-            "--via",
-            "http",
-            "--goods",
-            "3",
-            "--concurrency",
-            "4",
-            "--seconds",
-            "2",
-            "--no-ceilings",
-            "--check-delay",
-            "2s",
-        ],
-        "order-3-c4",
-        &[
-            ("SHOP_GATEWAY__LISTEN", listen),
-            ("SHOP_GATEWAY__AUTH__HS256_SECRET", TOKEN_SECRET),
-        ],
-    );
+    // A short order bench through the gateway at `listen`, `via` http or alternate.
+    let bench_via = |via: &str, seconds: &str| {
+        bench_with(
+            &app,
+            &[
+                "bench",
+                "order",
+                "--via",
+                via,
+                "--goods",
+                "3",
+                "--concurrency",
+                "4",
+                "--seconds",
+                seconds,
+                "--no-ceilings",
+                "--check-delay",
+                "2s",
+            ],
+            "order-3-c4",
+            &[
+                ("SHOP_GATEWAY__LISTEN", listen),
+                ("SHOP_GATEWAY__AUTH__HS256_SECRET", TOKEN_SECRET),
+            ],
+        )
+    };
+    let result = bench_via("http", "2");
     assert_eq!(result["audit"], "passed", "{result}");
     let http = &result["via_http"];
     // Every create through the gateway succeeded: the bench's tokens were accepted, its
@@ -145,37 +149,24 @@ async fn an_order_bench_via_http_runs_the_same_creates_through_the_gateway() {
     assert!(kinds.contains("gateway"), "{http}");
 
     // The same comparison inside one run, a second over NATS, a second through the gateway.
-    let result = bench_with(
-        &app,
-        &[
-            "bench",
-            "order",
-            "--via",
-            "alternate",
-            "--goods",
-            "3",
-            "--concurrency",
-            "4",
-            "--seconds",
-            "3",
-            "--no-ceilings",
-            "--check-delay",
-            "2s",
-        ],
-        "order-3-c4",
-        &[
-            ("SHOP_GATEWAY__LISTEN", listen),
-            ("SHOP_GATEWAY__AUTH__HS256_SECRET", TOKEN_SECRET),
-        ],
-    );
+    let result = bench_via("alternate", "3");
     assert_eq!(result["audit"], "passed", "{result}");
     let alternate = &result["alternate"];
     let split = &alternate["split"];
-    assert!(split["first_ok"].as_u64().is_some_and(|ok| ok > 0), "{alternate}");
-    assert!(split["second_ok"].as_u64().is_some_and(|ok| ok > 0), "{alternate}");
+    assert!(
+        split["first_ok"].as_u64().is_some_and(|ok| ok > 0),
+        "{alternate}"
+    );
+    assert!(
+        split["second_ok"].as_u64().is_some_and(|ok| ok > 0),
+        "{alternate}"
+    );
     assert_eq!(split["first_seconds"], 2.0, "{alternate}");
     assert_eq!(split["second_seconds"], 1.0, "{alternate}");
-    assert!(split["ratio"].as_f64().is_some_and(|r| r > 0.0), "{alternate}");
+    assert!(
+        split["ratio"].as_f64().is_some_and(|r| r > 0.0),
+        "{alternate}"
+    );
     let system = &alternate["system"];
     assert_eq!(system["sent"], system["ok"], "{alternate}");
     assert_eq!(alternate["sold_check"]["verdict"], "exact", "{alternate}");

@@ -201,7 +201,8 @@ mod tests {
 
     #[test]
     fn a_head_is_read_once_complete() {
-        let response = b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/problem+json\r\n\
+        let response =
+            b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/problem+json\r\n\
             retry-after: 1\r\ncontent-length: 2\r\n\r\n{}";
         assert_eq!(parse_head(&response[..20]).unwrap(), None);
         let head = parse_head(response).unwrap().unwrap();

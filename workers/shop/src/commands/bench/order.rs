@@ -55,17 +55,19 @@ pub async fn run(
     let system = system::run(config, client, creates, mode, window, "system").await?;
     print_system(&title, &system);
     // The same creates (same goods, users and load) through the gateway: the gateway's
-    // overhead is the ratio of the two runs. The HTTP run starts once the NATS run's work
-    // has settled, as the NATS run did: otherwise it would carry the checker's first look at
+    // overhead is the ratio of the two ways. That run starts once the NATS run's work has
+    // settled, as the NATS run did: otherwise it would carry the checker's first look at
     // every order of the NATS run (a read, a timer schedule and an ack each), which is not
     // the gateway's cost.
-    let http_title = format!("{title} via http");
-    let http = if options.via == Via::Http {
+    if options.via != Via::Nats {
         println!(
             "settling before the run through the gateway ({}s check delay)",
             settle.check_delay.as_secs()
         );
         settle::wait_until_settled(client, system.ended, settle).await?;
+    }
+    let http_title = format!("{title} via http");
+    let http = if options.via == Via::Http {
         let operation = Arc::new(HttpCreate::new(config, creates)?);
         eprintln!("through the gateway at {}", operation.url());
         let run =
@@ -77,11 +79,6 @@ pub async fn run(
     };
     let alternate_title = format!("{title} alternating nats/http");
     let alternate = if options.via == Via::Alternate {
-        println!(
-            "settling before the run that alternates NATS and the gateway ({}s check delay)",
-            settle.check_delay.as_secs()
-        );
-        settle::wait_until_settled(client, system.ended, settle).await?;
         let http = HttpCreate::new(config, creates)?;
         eprintln!(
             "over NATS and through the gateway at {} in turn, {} s each",
