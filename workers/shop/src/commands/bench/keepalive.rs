@@ -3,7 +3,7 @@
 //!
 //! Why not reqwest: on this 2-core box the bench shares the cores with the system it
 //! measures, so what its client costs is taken from the gateway's figure. reqwest (a pool
-//! behind a lock, a task per connection, channels between them) cost the bench 0.04–0.06 ms
+//! behind a lock, a task per connection, channels between them) cost the bench 0.04–0.07 ms
 //! per create against 0.02 ms for its NATS client; the gateway's ratio is meant to measure
 //! the gateway, not the client library.
 //!

@@ -96,17 +96,12 @@ pub async fn run(config: &Config, target: BenchTarget) -> anyhow::Result<()> {
                 goods: *goods,
             };
             let settle = settle_of(config, settle);
-            overload::run(
-                config,
-                &client,
-                creates,
-                *peak_concurrency,
-                *concurrency,
-                *ramp,
-                run,
-                &settle,
-            )
-            .await
+            let crowds = overload::Crowds {
+                peak_concurrency: *peak_concurrency,
+                concurrency: *concurrency,
+                ramp_seconds: *ramp,
+            };
+            overload::run(config, &client, creates, crowds, run, &settle).await
         }
         BenchTarget::Timers(args) => timers::run(config, &client, args).await,
         BenchTarget::Retention(args) => retention::run(config, &client, args).await,

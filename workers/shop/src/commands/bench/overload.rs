@@ -16,16 +16,30 @@ use super::{fixture, plot, report, rss};
 use crate::cli::RunArgs;
 use crate::config::Config;
 
+/// The clients of the two runs.
+#[derive(Debug, Clone, Copy)]
+pub struct Crowds {
+    /// Clients of the peak run, which start together.
+    pub peak_concurrency: usize,
+    /// Clients of the overload run.
+    pub concurrency: usize,
+    /// The overload run's clients start spread evenly over this many seconds.
+    pub ramp_seconds: f64,
+}
+
 pub async fn run(
     config: &Config,
     client: &async_nats::Client,
     creates: Creates,
-    peak_concurrency: usize,
-    concurrency: usize,
-    ramp_seconds: f64,
+    crowds: Crowds,
     args: &RunArgs,
     settle: &Settle,
 ) -> anyhow::Result<()> {
+    let Crowds {
+        peak_concurrency,
+        concurrency,
+        ramp_seconds,
+    } = crowds;
     fixture::upsert_goods(client, creates.goods_ids()).await?;
     fixture::fill_stock(client, creates.goods_ids()).await?;
     let label = args.label.as_deref();

@@ -84,6 +84,13 @@ pub struct Recorder {
     start_lag: Histogram<u64>,
 }
 
+/// `to - from` in the histograms' unit (microseconds, at least [`LOWEST_US`]).
+fn micros_between(from: Instant, to: Instant) -> u64 {
+    u64::try_from(to.saturating_duration_since(from).as_micros())
+        .unwrap_or(u64::MAX)
+        .max(LOWEST_US)
+}
+
 impl Recorder {
     pub fn new(started: Instant, window: Duration) -> Recorder {
         Recorder {
@@ -102,17 +109,14 @@ impl Recorder {
 
     /// An open-loop request due at `due` is starting now.
     pub fn started_late(&mut self, due: Instant) {
-        let micros = Instant::now().saturating_duration_since(due).as_micros();
         self.start_lag
-            .saturating_record(u64::try_from(micros).unwrap_or(u64::MAX).max(LOWEST_US));
+            .saturating_record(micros_between(due, Instant::now()));
     }
 
     /// Records a request that started at `start` and ended now with `outcome`.
     pub fn record(&mut self, start: Instant, outcome: &Outcome) {
         let now = Instant::now();
-        let micros = u64::try_from(now.saturating_duration_since(start).as_micros())
-            .unwrap_or(u64::MAX)
-            .max(LOWEST_US);
+        let micros = micros_between(start, now);
         self.total.add(outcome, micros);
         let since = now.saturating_duration_since(self.started);
         if since < self.window {
