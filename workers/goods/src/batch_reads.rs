@@ -12,61 +12,65 @@ use std::sync::Arc;
 
 use shop_contracts::goods::Goods;
 use shop_contracts::GoodsId;
+use shop_kit::queue::{Batches, Queue};
+use shop_kit::Worker;
 use sqlx::PgPool;
-use tokio::sync::{mpsc, oneshot, Mutex};
+use tokio::sync::Mutex;
+use tokio_util::sync::CancellationToken;
 
 use crate::{repo, GoodsError};
 
 /// Requests one read answers at most (each asks for at most 100 goods).
 const MAX_REQUESTS: usize = 64;
+/// Requests that may wait for a reader; beyond it they wait to enqueue.
+const QUEUE: usize = 4 * MAX_REQUESTS;
 /// Reads in flight at once: while one is at the database, the next batch can start.
 const READERS: usize = 2;
 
-struct Job {
-    ids: Vec<GoodsId>,
-    found: oneshot::Sender<Result<Vec<Goods>, GoodsError>>,
-}
+type Found = Result<Vec<Goods>, GoodsError>;
 
 /// The handle requests read through; cheap to clone.
 #[derive(Clone)]
 pub struct BatchReads {
-    queue: mpsc::UnboundedSender<Job>,
+    queue: Queue<Vec<GoodsId>, Found>,
 }
 
 impl BatchReads {
-    /// Starts the reader tasks on `pool`.
-    pub fn start(pool: PgPool) -> BatchReads {
-        // Unbounded: what waits here is bounded by the requests NATS hands the worker.
-        let (queue, jobs) = mpsc::unbounded_channel();
-        let jobs = Arc::new(Mutex::new(jobs));
+    /// Starts the reader tasks on `pool` as background tasks of `worker`.
+    pub fn start(worker: &mut Worker, pool: PgPool) -> BatchReads {
+        let (queue, batches) = Queue::new("goods_batch_reads", QUEUE, MAX_REQUESTS);
+        let batches = Arc::new(Mutex::new(batches));
         for _ in 0..READERS {
-            tokio::spawn(read_forever(pool.clone(), jobs.clone()));
+            worker.background(
+                "goods batch reader",
+                read_until_drained(pool.clone(), batches.clone(), worker.draining()),
+            );
         }
         BatchReads { queue }
     }
 
     /// The goods among `ids` that exist, in no particular order.
-    pub async fn by_ids(&self, ids: &[GoodsId]) -> Result<Vec<Goods>, GoodsError> {
-        let (found, answer) = oneshot::channel();
-        let job = Job {
-            ids: ids.to_vec(),
-            found,
-        };
-        let stopped = || GoodsError::Stopped("the goods reader stopped".into());
-        self.queue.send(job).map_err(|_| stopped())?;
-        answer.await.map_err(|_| stopped())?
+    pub async fn by_ids(&self, ids: &[GoodsId]) -> Found {
+        self.queue
+            .call(ids.to_vec())
+            .await
+            .map_err(|stopped| GoodsError::Stopped(stopped.to_string()))?
     }
 }
 
-async fn read_forever(pool: PgPool, jobs: Arc<Mutex<mpsc::UnboundedReceiver<Job>>>) {
+async fn read_until_drained(
+    pool: PgPool,
+    batches: Arc<Mutex<Batches<Vec<GoodsId>, Found>>>,
+    draining: CancellationToken,
+) -> Result<(), GoodsError> {
     let mut batch = Vec::with_capacity(MAX_REQUESTS);
     loop {
-        if jobs.lock().await.recv_many(&mut batch, MAX_REQUESTS).await == 0 {
-            return;
+        if !batches.lock().await.next(&mut batch, &draining).await {
+            return Ok(());
         }
         let mut ids: Vec<GoodsId> = batch
             .iter()
-            .flat_map(|job| job.ids.iter().copied())
+            .flat_map(|job| job.input.iter().copied())
             .collect();
         ids.sort_unstable();
         ids.dedup();
@@ -80,16 +84,17 @@ async fn read_forever(pool: PgPool, jobs: Arc<Mutex<mpsc::UnboundedReceiver<Job>
                     goods.iter().map(|g| (g.goods_id, g)).collect();
                 for job in batch.drain(..) {
                     let mine = job
-                        .ids
+                        .input
                         .iter()
-                        .filter_map(|id| by_id.get(id).map(|g| (*g).clone()));
+                        .filter_map(|id| by_id.get(id).map(|g| (*g).clone()))
+                        .collect();
                     // A requester that gave up is gone; nothing to undo for a read.
-                    let _ = job.found.send(Ok(mine.collect()));
+                    job.answer(Ok(mine));
                 }
             }
             Err(error) => {
                 for job in batch.drain(..) {
-                    let _ = job.found.send(Err(error.clone()));
+                    job.answer(Err(error.clone()));
                 }
             }
         }

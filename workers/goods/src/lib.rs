@@ -16,7 +16,7 @@ pub mod room_changes;
 pub mod service;
 
 pub use error::GoodsError;
-pub use service::run;
+pub use service::start;
 
 /// The worker's schema, embedded from `migrations/goods/`.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/goods");

@@ -1,58 +1,43 @@
 //! The `goods` micro service: one handler per subject of CONTRACT section 2.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
-use async_nats::service::ServiceExt;
 use shop_contracts::goods::{
     Goods, GoodsBatchReply, GoodsBatchRequest, GoodsDetailRequest, GoodsListReply,
     GoodsListRequest, Room, RoomListRequest, RoomSetRequest, UpsertGoods,
 };
-use shop_contracts::subjects::{goods as subject, QUEUE_GROUP};
+use shop_contracts::subjects::goods as subject;
 use shop_contracts::MAX_ITEMS;
-use shop_kit::serve;
+use shop_kit::{ServiceConfig, Worker};
 use sqlx::PgPool;
 
 use crate::batch_reads::BatchReads;
 use crate::{repo, room_changes, GoodsError, SERVICE_VERSION};
 
-/// Starts the `goods` service on `client` and serves until the connection closes.
-pub async fn run(client: async_nats::Client, pool: PgPool) -> Result<(), async_nats::Error> {
-    let service = client
-        .service_builder()
-        .description("goods records and live rooms")
-        .queue_group(QUEUE_GROUP)
-        .start(subject::SERVICE, SERVICE_VERSION)
+/// The `goods` worker on `client`: its endpoints and batch readers, ready to
+/// [`Worker::run`].
+pub async fn start(client: async_nats::Client, pool: PgPool) -> Result<Worker, async_nats::Error> {
+    let mut worker = Worker::start(
+        client.clone(),
+        ServiceConfig {
+            name: subject::SERVICE,
+            version: SERVICE_VERSION,
+            description: "goods records and live rooms",
+            metadata: HashMap::new(),
+            stats: None,
+        },
+    )
+    .await?;
+    let reads = BatchReads::start(&mut worker, pool.clone());
+    worker.serve(subject::UPSERT, pool.clone(), upsert).await?;
+    worker.serve(subject::DETAIL, pool.clone(), detail).await?;
+    worker.serve(subject::BATCH, reads, batch).await?;
+    worker.serve(subject::LIST, pool.clone(), list).await?;
+    worker
+        .serve(subject::ROOM_SET, (pool.clone(), client), room_set)
         .await?;
-
-    let tasks = [
-        serve(&service, subject::UPSERT, pool.clone(), upsert).await?,
-        serve(&service, subject::DETAIL, pool.clone(), detail).await?,
-        serve(
-            &service,
-            subject::BATCH,
-            BatchReads::start(pool.clone()),
-            batch,
-        )
-        .await?,
-        serve(&service, subject::LIST, pool.clone(), list).await?,
-        serve(
-            &service,
-            subject::ROOM_SET,
-            (pool.clone(), client.clone()),
-            room_set,
-        )
-        .await?,
-        serve(&service, subject::ROOM_LIST, pool, room_list).await?,
-    ];
-    tracing::info!(
-        service = subject::SERVICE,
-        version = SERVICE_VERSION,
-        "serving"
-    );
-    for task in tasks {
-        task.await?;
-    }
-    Ok(())
+    worker.serve(subject::ROOM_LIST, pool, room_list).await?;
+    Ok(worker)
 }
 
 async fn upsert(pool: PgPool, req: UpsertGoods) -> Result<Goods, GoodsError> {

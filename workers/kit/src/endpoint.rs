@@ -1,22 +1,23 @@
 //! Running a micro-service endpoint: every request in its own task, decoded, handled, answered,
 //! counted and timed ([`crate::metrics`]), in a span that continues the caller's trace
-//! ([`crate::trace`]).
+//! ([`crate::trace`]); at a stop, fenced so that no request routed here is lost
+//! ([`crate::micro`]). Endpoints are added through [`crate::Worker::serve`].
 
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use async_nats::service::Service;
-use futures::StreamExt;
+use async_nats::Client;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use shop_contracts::{ErrorCode, ErrorDetail};
 use tokio::sync::Semaphore;
-use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
-use crate::{decode, metrics, reply, trace};
+use crate::{decode, metrics, micro, reply, trace};
 
 /// What a worker's error enum gives the plumbing: the contract error to send.
 /// Implemented by each worker's `thiserror` enum; `Internal`/`Unavailable` are logged here
@@ -139,57 +140,70 @@ impl Pacing {
     }
 }
 
-/// Enough randomness for jitter without a dependency.
-fn random_u64() -> u64 {
+/// Enough randomness for jitter (and instance ids) without a dependency.
+pub(crate) fn random_u64() -> u64 {
     use std::hash::BuildHasher;
     std::collections::hash_map::RandomState::new().hash_one(std::time::Instant::now())
 }
 
-/// Adds `subject` to `service` and serves it with `handler(state.clone(), request)` until
-/// the service stops.
-///
-/// Requests are handled concurrently (one task each): a slow database call for one order
-/// must not hold up the next. Returns the task that drains the endpoint.
-pub async fn serve<S, Req, Rep, Err, H, Fut>(
-    service: &Service,
-    subject: &'static str,
-    state: S,
-    handler: H,
-) -> Result<JoinHandle<()>, async_nats::Error>
-where
-    S: Clone + Send + Sync + 'static,
-    Req: DeserializeOwned + Send + 'static,
-    Rep: Serialize + Send + 'static,
-    Err: ServiceError,
-    H: Fn(S, Req) -> Fut + Send + Sync + 'static,
-    Fut: Future<Output = Result<Rep, Err>> + Send + 'static,
-{
-    serve_admitted(service, subject, None, state, handler).await
+/// How long a fenced endpoint waits for the rest of its share before it closes: when no
+/// request has come for this long, none is on the wire ([`micro::Endpoint::close`]).
+const QUIET: Duration = Duration::from_millis(200);
+
+/// One endpoint's serving loop: every request in a task of its own on `requests` (so the
+/// worker can wait for them at a stop), until `stopping` fires; then the endpoint is
+/// fenced, what the server had routed here is still served, and the loop ends.
+pub(crate) struct Serving<S, H> {
+    pub endpoint: micro::Endpoint,
+    pub subject: &'static str,
+    pub admission: Option<Admission>,
+    pub client: Client,
+    pub state: S,
+    pub handler: Arc<H>,
+    pub stopping: CancellationToken,
+    pub requests: TaskTracker,
 }
 
-/// [`serve`], with requests beyond `admission`'s bound refused at once.
-pub async fn serve_admitted<S, Req, Rep, Err, H, Fut>(
-    service: &Service,
-    subject: &'static str,
-    admission: Option<Admission>,
-    state: S,
-    handler: H,
-) -> Result<JoinHandle<()>, async_nats::Error>
-where
-    S: Clone + Send + Sync + 'static,
-    Req: DeserializeOwned + Send + 'static,
-    Rep: Serialize + Send + 'static,
-    Err: ServiceError,
-    H: Fn(S, Req) -> Fut + Send + Sync + 'static,
-    Fut: Future<Output = Result<Rep, Err>> + Send + 'static,
-{
-    let mut endpoint = service.endpoint(subject).await?;
-    let metrics = metrics::global().endpoint(subject);
-    let handler = Arc::new(handler);
-    Ok(tokio::spawn(async move {
-        while let Some(request) = endpoint.next().await {
+impl<S, H> Serving<S, H> {
+    pub(crate) async fn run<Req, Rep, Err, Fut>(mut self) -> Result<(), crate::worker::TaskError>
+    where
+        S: Clone + Send + Sync + 'static,
+        Req: DeserializeOwned + Send + 'static,
+        Rep: Serialize + Send + 'static,
+        Err: ServiceError,
+        H: Fn(S, Req) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Rep, Err>> + Send + 'static,
+    {
+        let metrics = metrics::global().endpoint(self.subject);
+        let stats = self.endpoint.stats();
+        let mut fenced = false;
+        let mut closed = false;
+        loop {
+            let next = if !fenced {
+                tokio::select! {
+                    biased;
+                    _ = self.stopping.cancelled() => {
+                        self.endpoint.fence().await?;
+                        fenced = true;
+                        continue;
+                    }
+                    next = self.endpoint.next() => next,
+                }
+            } else if !closed {
+                match tokio::time::timeout(QUIET, self.endpoint.next()).await {
+                    Ok(next) => next,
+                    Err(_) => {
+                        self.endpoint.close().await?;
+                        closed = true;
+                        continue;
+                    }
+                }
+            } else {
+                self.endpoint.next().await
+            };
+            let Some(request) = next else { break };
             let arrived = Instant::now();
-            let slot = match &admission {
+            let slot = match &self.admission {
                 None => None,
                 Some(admission) => match admission.slots.clone().try_acquire_owned() {
                     Ok(slot) => {
@@ -201,15 +215,20 @@ where
                         // waits in the runtime's queue behind the admitted requests'
                         // tasks, milliseconds on a busy worker; the answer is one publish
                         // into the connection's buffer.
-                        reply::respond::<()>(&request, Err(admission.refusal())).await;
+                        let refusal = admission.refusal();
+                        stats.record(arrived.elapsed(), Some("503:unavailable"));
+                        reply::respond::<()>(&self.client, &request, Err(refusal)).await;
                         metrics.answered(Some(ErrorCode::Unavailable), arrived.elapsed());
                         continue;
                     }
                 },
             };
-            let handler = handler.clone();
-            let state = state.clone();
+            let handler = self.handler.clone();
+            let state = self.state.clone();
             let metrics = metrics.clone();
+            let stats = stats.clone();
+            let client = self.client.clone();
+            let subject = self.subject;
             // The request's span: a child of the caller's span when the request carries a
             // `traceparent`, so its logs and the calls it makes belong to the caller's trace.
             let span = tracing::info_span!(
@@ -217,11 +236,11 @@ where
                 endpoint = subject,
                 trace_id = tracing::field::Empty
             );
-            let ids = trace::continue_from(&span, request.message.headers.as_ref());
+            let ids = trace::continue_from(&span, request.headers.as_ref());
             metrics.started();
-            tokio::spawn(
+            self.requests.spawn(
                 trace::scope(ids, async move {
-                    let result = match decode::<Req>(&request.message.payload) {
+                    let result = match decode::<Req>(&request.payload) {
                         Ok(body) => handler(state, body).await.map_err(|e| {
                             let contract = e.to_contract();
                             if matches!(contract.code, ErrorCode::Internal | ErrorCode::Unavailable)
@@ -236,9 +255,13 @@ where
                     // request as soon as it has the answer must find the slot free.
                     drop(slot);
                     let code = result.as_ref().err().map(|e| e.code);
-                    reply::respond(&request, result).await;
+                    reply::respond(&client, &request, result).await;
                     let took = arrived.elapsed();
                     metrics.finished(code, took);
+                    stats.record(
+                        took,
+                        code.map(|c| format!("{}:{}", c.status(), c.as_str())).as_deref(),
+                    );
                     tracing::debug!(
                         code = code.map_or("ok", ErrorCode::as_str),
                         ms = took.as_secs_f64() * 1e3,
@@ -248,7 +271,12 @@ where
                 .instrument(span),
             );
         }
-    }))
+        if fenced {
+            Ok(())
+        } else {
+            Err(format!("the subscription of {} ended", self.subject).into())
+        }
+    }
 }
 
 #[cfg(test)]

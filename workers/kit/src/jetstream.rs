@@ -331,3 +331,58 @@ mod tests {
         assert!(closer.backoff.is_empty());
     }
 }
+
+/// Pull-consumes `consumer` until `stopping` fires: whatever has arrived together (up to
+/// `chunk` messages) goes to one `handle` call, at most `concurrency` calls at once, and
+/// each call acks or naks its messages. At a stop it takes no more, lets the calls in hand
+/// finish, and naks (redelivers at once elsewhere) what was delivered and not yet handed
+/// out, so a stopping worker settles every message it holds. A broken pull (the server
+/// away) is retried after `retry`, for as long as the worker runs.
+pub async fn consume<F, Fut>(
+    consumer: consumer::PullConsumer,
+    stopping: tokio_util::sync::CancellationToken,
+    chunk: usize,
+    concurrency: usize,
+    retry: Duration,
+    mut handle: F,
+) -> Result<(), async_nats::Error>
+where
+    F: FnMut(Vec<jetstream::Message>) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    use futures::{FutureExt, StreamExt};
+
+    let name = consumer.cached_info().name.clone();
+    while !stopping.is_cancelled() {
+        let mut messages = match consumer.messages().await {
+            Ok(messages) => messages,
+            Err(error) => {
+                tracing::warn!(consumer = %name, %error, "could not pull; retrying");
+                tokio::select! {
+                    _ = tokio::time::sleep(retry) => continue,
+                    _ = stopping.cancelled() => break,
+                }
+            }
+        };
+        let arrived = messages
+            .by_ref()
+            .filter_map(|next| async {
+                // Missed heartbeats and the like: the consumer goes on.
+                next.map_err(|error| tracing::debug!(%error, "pull error"))
+                    .ok()
+            })
+            .ready_chunks(chunk.max(1))
+            .take_until(stopping.cancelled());
+        arrived
+            .for_each_concurrent(concurrency.max(1), &mut handle)
+            .await;
+        // Delivered to this process and not handed out: back to the server now rather
+        // than after the ack wait.
+        while let Some(Some(Ok(message))) = messages.next().now_or_never() {
+            if let Err(error) = message.ack_with(jetstream::AckKind::Nak(None)).await {
+                tracing::debug!(%error, "could not nak a message at stop");
+            }
+        }
+    }
+    Ok(())
+}

@@ -2,8 +2,12 @@
 //!
 //! - [`decode`]: turn a request body into a contract type under CONTRACT section 1's rules.
 //! - [`reply`]: answer with a result, or with a contract error as headers *and* body.
-//! - [`endpoint`]: run one micro-service endpoint, a task per request, optionally with a
-//!   bound on requests in flight beyond which they are refused at once ([`Admission`]).
+//! - [`worker`]: the frame every worker runs in: its endpoints, consumers and background
+//!   tasks, all owned, and the stop that loses no admitted request ([`Worker`]).
+//! - [`micro`]: the `$SRV` micro-service protocol, with endpoints that stop by fencing.
+//! - [`endpoint`]: serving one endpoint, a task per request, optionally with a bound on
+//!   requests in flight beyond which they are refused at once ([`Admission`]).
+//! - [`queue`]: the bounded coalescing queue behind every batcher ([`Queue`]).
 //! - [`jetstream`]: the stream and consumer definitions of `nats-config/`, created or updated
 //!   at start-up and read back.
 //! - [`client`]: calling another service and telling a refusal from no answer.
@@ -24,9 +28,15 @@ pub mod decode;
 pub mod endpoint;
 pub mod jetstream;
 pub mod metrics;
+pub mod micro;
+pub mod queue;
 pub mod reply;
 pub mod server;
 pub mod trace;
+pub mod worker;
 
 pub use decode::decode;
-pub use endpoint::{serve, serve_admitted, Admission, ServiceError};
+pub use endpoint::{Admission, ServiceError};
+pub use micro::ServiceConfig;
+pub use queue::{Batch, Queue};
+pub use worker::{TaskError, Worker, WorkerError};

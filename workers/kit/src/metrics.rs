@@ -42,6 +42,7 @@ pub struct Metrics {
     pool_connections: Family<Labels1, Gauge>,
     pool_idle: Family<Labels1, Gauge>,
     pool_max: Family<Labels1, Gauge>,
+    queue_depth: Family<Labels1, Gauge>,
     /// Read just before each scrape (pool sizes): cheaper and fresher than a polling task.
     on_scrape: Mutex<Vec<Box<dyn Fn() + Send + Sync>>>,
 }
@@ -102,8 +103,13 @@ impl Metrics {
             "db_pool_max_connections",
             "The pool's bound on connections, by service",
         );
+        let queue_depth = gauge(
+            "queue_depth",
+            "Jobs waiting in a coalescing queue for their batch, by queue",
+        );
         Metrics {
             registry: Mutex::new(registry),
+            queue_depth,
             requests,
             latency,
             in_flight,
@@ -168,6 +174,14 @@ impl Metrics {
         self.on_scrape(move || {
             connections.set(i64::from(pool.size()));
             idle.set(pool.num_idle() as i64);
+        });
+    }
+
+    /// Reports `depth()` of the coalescing queue `queue` at every scrape.
+    pub fn watch_queue(&self, queue: &'static str, depth: impl Fn() -> usize + Send + Sync + 'static) {
+        let gauge = self.queue_depth.get_or_create(&[("queue", queue)]).clone();
+        self.on_scrape(move || {
+            gauge.set(depth() as i64);
         });
     }
 
@@ -283,17 +297,23 @@ impl ConsumerGauges {
 
     /// Reads `consumer`'s info every `every` and sets the gauges, forever. Failed reads
     /// leave the last figures: a gauge that drops to zero would look like an empty queue.
-    pub async fn watch_forever(
+    /// Reads the consumer's counts every `every` until `done` fires.
+    pub async fn watch_until(
         self,
         mut consumer: async_nats::jetstream::consumer::PullConsumer,
         every: Duration,
-    ) {
-        loop {
+        done: tokio_util::sync::CancellationToken,
+    ) -> Result<(), std::convert::Infallible> {
+        while !done.is_cancelled() {
             if let Ok(info) = consumer.info().await {
                 self.set(info);
             }
-            tokio::time::sleep(every).await;
+            tokio::select! {
+                _ = tokio::time::sleep(every) => {}
+                _ = done.cancelled() => {}
+            }
         }
+        Ok(())
     }
 }
 

@@ -1,21 +1,29 @@
 //! Replies: a success body, or a contract error with both error headers and the error body.
 
-use async_nats::service::Request;
-use async_nats::HeaderMap;
+use async_nats::{Client, HeaderMap, Message};
 use serde::Serialize;
 use shop_contracts::error::{HEADER_ERROR, HEADER_ERROR_CODE};
 use shop_contracts::{ErrorBody, ErrorDetail};
 
-/// Sends `result` as the reply to `request`. Publishing errors are logged: the caller has
-/// nobody left to tell, and the requester will time out and may retry.
-pub async fn respond<T: Serialize>(request: &Request, result: Result<T, ErrorDetail>) {
+/// Sends `result` as the reply to `request` over `client` (the connection that received it:
+/// the server lets a worker answer only requests delivered to that connection). A request
+/// without a reply subject gets none. Publishing errors are logged: the caller has nobody
+/// left to tell, and the requester will time out and may retry.
+pub async fn respond<T: Serialize>(
+    client: &Client,
+    request: &Message,
+    result: Result<T, ErrorDetail>,
+) {
+    let Some(reply) = request.reply.clone() else {
+        return;
+    };
     let sent = match result.and_then(|value| encode(&value)) {
-        Ok(body) => request.respond(Ok(body.into())).await,
+        Ok(body) => client.publish(reply, body.into()).await,
         Err(error) => {
             let (headers, body) = error_reply(error);
-            // `respond(Err(..))` would send the headers with an empty body; the contract
-            // wants the body too, so the headers are set here on an `Ok` reply.
-            request.respond_with_headers(Ok(body.into()), headers).await
+            client
+                .publish_with_headers(reply, headers, body.into())
+                .await
         }
     };
     if let Err(error) = sent {

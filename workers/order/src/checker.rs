@@ -31,17 +31,14 @@
 //! clock runs ahead would otherwise judge a live create old and fence it.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::time::Duration;
 
-use async_nats::jetstream::consumer::pull::MessagesError;
+use tokio_util::sync::CancellationToken;
 use async_nats::jetstream::{self, consumer::PullConsumer, AckKind};
 use chrono::{DateTime, Utc};
-use futures::StreamExt;
 use shop_contracts::txn::{HalfMessage, OrderEventKind, PayDeadline, RollbackReason};
 use shop_contracts::OrderSn;
 use shop_kit::crash;
-use tokio::sync::Semaphore;
 
 use crate::domain::{event_entry, outbox_event, outbox_rollback, rollback_entry, Ctx};
 use crate::repo::Timing;
@@ -87,31 +84,20 @@ const RETRY: Duration = Duration::from_secs(1);
 /// Naks land a little after the deadline, so the close's `now() >= pay_deadline` holds.
 const MARGIN: Duration = Duration::from_millis(50);
 
-/// Reads `consumer` (of `source`) until the connection closes, deciding every message.
-pub async fn run(ctx: Ctx, consumer: PullConsumer, source: Source) {
-    let limit = Arc::new(Semaphore::new(CONCURRENCY));
-    loop {
-        let messages = match consumer.messages().await {
-            Ok(m) => m,
-            Err(error) => {
-                tracing::warn!(?source, %error, "could not pull; retrying");
-                tokio::time::sleep(RETRY).await;
-                continue;
-            }
-        };
-        // Whatever has arrived is looked at together: one read of the database for all.
-        let mut batches = messages.ready_chunks(LOOK_BATCH);
-        while let Some(batch) = batches.next().await {
-            let Ok(permit) = limit.clone().acquire_owned().await else {
-                return;
-            };
-            let ctx = ctx.clone();
-            tokio::spawn(async move {
-                look_at(&ctx, source, batch).await;
-                drop(permit);
-            });
-        }
-    }
+/// Reads `consumer` (of `source`) until the worker stops, deciding every message; at the
+/// stop the looks in hand finish (and ack or nak) and the rest is nakked back.
+pub async fn run(
+    ctx: Ctx,
+    consumer: PullConsumer,
+    source: Source,
+    stopping: CancellationToken,
+) -> Result<(), async_nats::Error> {
+    // Whatever has arrived is looked at together: one read of the database for all.
+    let ctx = &ctx;
+    shop_kit::jetstream::consume(consumer, stopping, LOOK_BATCH, CONCURRENCY, RETRY, |batch| {
+        look_at(ctx, source, batch)
+    })
+    .await
 }
 
 /// A message being looked at.
@@ -124,13 +110,10 @@ struct Look {
 }
 
 /// Looks at a batch of messages and acks or naks each.
-async fn look_at(ctx: &Ctx, source: Source, batch: Vec<Result<jetstream::Message, MessagesError>>) {
+async fn look_at(ctx: &Ctx, source: Source, batch: Vec<jetstream::Message>) {
     let mut looks = Vec::with_capacity(batch.len());
-    for next in batch {
-        match next {
-            Ok(message) => looks.extend(parse(source, message).await),
-            Err(error) => tracing::debug!(%error, "pull error"),
-        }
+    for message in batch {
+        looks.extend(parse(source, message).await);
     }
     let mut verdicts = match decide(ctx, &looks).await {
         Ok(verdicts) => verdicts,

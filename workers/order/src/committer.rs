@@ -8,10 +8,12 @@
 //! commit. Each order keeps its own outcome: a fenced order_sn is left out of the batch by
 //! the database (its create answers `unavailable`), and the others commit.
 
-use sqlx::PgPool;
-use tokio::sync::{mpsc, oneshot, Notify};
-
 use std::sync::Arc;
+
+use shop_kit::queue::{Batches, Queue};
+use sqlx::PgPool;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
 
 use crate::repo::{self, Commit, NewOrder};
 use crate::OrderError;
@@ -19,66 +21,79 @@ use crate::OrderError;
 /// The most orders one transaction commits: bounds the statement's size and the time the
 /// first create of a batch waits for the last.
 const MAX_BATCH: usize = 128;
+/// Creates that may wait for the writer (more than the creates a worker admits at once, so
+/// an admitted create never waits to enqueue).
+const QUEUE: usize = 4 * MAX_BATCH;
 
-struct Job {
-    order: NewOrder,
-    outcome: oneshot::Sender<Result<Commit, OrderError>>,
-}
+type Outcome = Result<Commit, OrderError>;
 
 /// The handle creates commit through; cheap to clone.
 #[derive(Clone)]
 pub struct Committer {
-    queue: mpsc::UnboundedSender<Job>,
+    queue: Queue<NewOrder, Outcome>,
+}
+
+/// The writer's side, run as a background task of the worker.
+pub struct Writer {
+    pool: PgPool,
+    batches: Batches<NewOrder, Outcome>,
+    outbox: Arc<Notify>,
 }
 
 impl Committer {
-    /// Starts the writer task on `pool`; it wakes `outbox` after each batch that committed.
-    pub fn start(pool: PgPool, outbox: Arc<Notify>) -> Committer {
-        // Unbounded: what waits here is bounded by the creates admitted to the worker.
-        let (queue, jobs) = mpsc::unbounded_channel();
-        tokio::spawn(write_forever(pool, jobs, outbox));
-        Committer { queue }
+    /// The queue, and its writer (which wakes `outbox` after each batch that committed).
+    pub fn new(pool: PgPool, outbox: Arc<Notify>) -> (Committer, Writer) {
+        let (queue, batches) = Queue::new("order_commits", QUEUE, MAX_BATCH);
+        (
+            Committer { queue },
+            Writer {
+                pool,
+                batches,
+                outbox,
+            },
+        )
     }
 
     /// Commits `order` in the next batch and returns its outcome.
     pub async fn commit(&self, order: NewOrder) -> Result<Commit, OrderError> {
-        let (outcome, answer) = oneshot::channel();
         self.queue
-            .send(Job { order, outcome })
-            .map_err(|_| OrderError::Bug("the order committer stopped".into()))?;
-        answer
+            .call(order)
             .await
-            .map_err(|_| OrderError::Bug("the order committer dropped a create".into()))?
+            .map_err(|stopped| OrderError::Bug(stopped.to_string()))?
     }
 }
 
-async fn write_forever(pool: PgPool, mut queue: mpsc::UnboundedReceiver<Job>, outbox: Arc<Notify>) {
-    let mut jobs = Vec::with_capacity(MAX_BATCH);
-    while queue.recv_many(&mut jobs, MAX_BATCH).await > 0 {
-        let (orders, waiters): (Vec<NewOrder>, Vec<_>) =
-            jobs.drain(..).map(|job| (job.order, job.outcome)).unzip();
-        let outcomes = match pool.acquire().await {
-            Ok(mut conn) => repo::commit_created_batch(&mut conn, &orders).await,
-            Err(error) => Err(error.into()),
-        };
-        match outcomes {
-            Ok(outcomes) => {
-                if outcomes.iter().any(|o| matches!(o, Commit::Committed(_))) {
-                    outbox.notify_one();
+impl Writer {
+    /// Commits batches until `draining` fires and what was queued before it has committed.
+    pub async fn run(mut self, draining: CancellationToken) -> Result<(), OrderError> {
+        let mut jobs = Vec::with_capacity(MAX_BATCH);
+        while self.batches.next(&mut jobs, &draining).await {
+            let (orders, waiters): (Vec<NewOrder>, Vec<_>) =
+                jobs.drain(..).map(|job| job.split()).unzip();
+            let outcomes = match self.pool.acquire().await {
+                Ok(mut conn) => repo::commit_created_batch(&mut conn, &orders).await,
+                Err(error) => Err(error.into()),
+            };
+            match outcomes {
+                Ok(outcomes) => {
+                    if outcomes.iter().any(|o| matches!(o, Commit::Committed(_))) {
+                        self.outbox.notify_one();
+                    }
+                    for (waiter, outcome) in waiters.into_iter().zip(outcomes) {
+                        // A create that gave up waiting is gone; its order stands (the
+                        // checker finds it committed).
+                        waiter.send(Ok(outcome));
+                    }
                 }
-                for (waiter, outcome) in waiters.into_iter().zip(outcomes) {
-                    // A create that gave up waiting is gone; its order stands (the checker
-                    // finds it committed).
-                    let _ = waiter.send(Ok(outcome));
-                }
-            }
-            Err(error) => {
-                tracing::error!(%error, orders = orders.len(), "a batch of order commits failed");
-                for waiter in waiters {
-                    let _ = waiter.send(Err(shared_failure(&error)));
+                Err(error) => {
+                    tracing::error!(%error, orders = orders.len(), "a batch of order commits failed");
+                    for waiter in waiters {
+                        waiter.send(Err(shared_failure(&error)));
+                    }
                 }
             }
         }
+        Ok(())
     }
 }
 

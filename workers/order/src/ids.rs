@@ -141,13 +141,14 @@ impl Ids {
         state.lease.as_ref().map(|l| l.node)
     }
 
-    /// Leases a node id (waiting until one is free) and keeps renewing it in a task.
+    /// Leases a node id (waiting until one is free); the returned future keeps renewing it,
+    /// for the worker to run beside its endpoints.
     pub async fn start(
         js: &jetstream::Context,
         ttl: Duration,
         clock: Clock,
         replicas: usize,
-    ) -> Result<Ids, async_nats::Error> {
+    ) -> Result<(Ids, impl std::future::Future<Output = ()> + Send + 'static), async_nats::Error> {
         let buckets = Buckets {
             leases: bucket(
                 js,
@@ -172,9 +173,8 @@ impl Ids {
         };
         let token = format!("{}-{}", std::process::id(), clock.now_ms());
         acquire(&buckets, &ids, &token, ttl).await;
-        let renewing = ids.clone();
-        tokio::spawn(async move { renew_forever(buckets, renewing, token, ttl).await });
-        Ok(ids)
+        let renewing = renew_forever(buckets, ids.clone(), token, ttl);
+        Ok((ids, renewing))
     }
 
     /// The mark to store before issuing ids for the next `ttl`: past every id this worker

@@ -31,7 +31,7 @@ pub mod service;
 pub mod timers;
 
 pub use error::OrderError;
-pub use service::run;
+pub use service::start;
 
 /// The worker's schema, embedded from `migrations/order/`.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/order");

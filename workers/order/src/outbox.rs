@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use async_nats::jetstream;
 use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
 use tokio::sync::Notify;
 
 use crate::{repo, OrderError};
@@ -16,21 +17,38 @@ use crate::{repo, OrderError};
 const BATCH: i64 = 200;
 const SWEEP: Duration = Duration::from_secs(2);
 
-pub async fn relay_forever(pool: PgPool, js: jetstream::Context, wake: Arc<Notify>) {
+/// Relays until `draining` fires, then once more, so that every row committed before the
+/// stop leaves with this worker rather than wait for another one's sweep.
+pub async fn relay_until(
+    pool: PgPool,
+    js: jetstream::Context,
+    wake: Arc<Notify>,
+    draining: CancellationToken,
+) -> Result<(), std::convert::Infallible> {
     loop {
+        let last = draining.is_cancelled();
         match relay_once(&pool, &js).await {
             Ok(n) if n as i64 == BATCH => continue,
             Ok(_) => {}
             Err(error) => tracing::warn!(%error, "outbox relay failed; retrying"),
         }
-        let _ = tokio::time::timeout(SWEEP, wake.notified()).await;
+        if last {
+            return Ok(());
+        }
+        tokio::select! {
+            _ = tokio::time::timeout(SWEEP, wake.notified()) => {}
+            _ = draining.cancelled() => {}
+        }
     }
 }
 
 /// Sets the `shop_outbox_backlog` gauge every few seconds: rows committed and not yet
 /// published. It stays near zero while NATS answers; a growing backlog means the relay is
 /// stuck. The relay deletes what it publishes, so the count reads a small table.
-pub async fn measure_backlog_forever(pool: PgPool) {
+pub async fn measure_backlog_until(
+    pool: PgPool,
+    done: CancellationToken,
+) -> Result<(), std::convert::Infallible> {
     const EVERY: Duration = Duration::from_secs(5);
     let backlog = shop_kit::metrics::global().gauge(
         "outbox_backlog",
@@ -44,7 +62,10 @@ pub async fn measure_backlog_forever(pool: PgPool) {
             // The last figure stays: a failed read says nothing about the backlog.
             Err(error) => tracing::debug!(%error, "could not count the outbox"),
         }
-        tokio::time::sleep(EVERY).await;
+        tokio::select! {
+            _ = tokio::time::sleep(EVERY) => {}
+            _ = done.cancelled() => return Ok(()),
+        }
     }
 }
 

@@ -1,23 +1,24 @@
-//! The `order` micro service: start-up (streams, checker, id lease, outbox relay) and one
-//! handler per subject of CONTRACT section 4.
+//! The `order` worker: start-up (streams, checker, id lease, outbox relay, all owned by its
+//! [`Worker`]) and one handler per subject of CONTRACT section 4.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use async_nats::jetstream;
-use async_nats::service::ServiceExt;
 use shop_contracts::order::{
     CancelRequest, CreateOrderRequest, GetOrderRequest, ListOrdersReply, ListOrdersRequest, Order,
     PayRequest,
 };
-use shop_contracts::subjects::{order as subject, QUEUE_GROUP};
+use shop_contracts::subjects::order as subject;
 use shop_kit::jetstream::{
     consumer_config, ensure_consumer, ensure_stream, stream_config, ORDER_EVENTS_STREAM_JSON,
     ORDER_TXN_CHECKER_JSON, ORDER_TXN_STREAM_JSON, STOCK_ROLLBACK_STREAM_JSON,
 };
-use shop_kit::{serve, serve_admitted, Admission};
+use shop_kit::{Admission, ServiceConfig, Worker};
 use sqlx::PgPool;
 use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
 
 use crate::checker::Source;
 use crate::committer::Committer;
@@ -25,15 +26,16 @@ use crate::domain::{self, Ctx};
 use crate::ids::{Clock, Ids};
 use crate::{checker, outbox, timers, Failpoint, OrderError, Settings, TimerMode, SERVICE_VERSION};
 
-/// Starts the `order` service on `client` and serves until the connection closes.
+/// The `order` worker on `client`: its endpoints, the checker and closer consumers, the
+/// committer, the outbox relay and the node-id lease, ready to [`Worker::run`].
 /// `replicas` (`nats.replicas`) is what the streams and buckets it creates get; existing
 /// ones keep theirs.
-pub async fn run(
+pub async fn start(
     client: async_nats::Client,
     pool: PgPool,
     settings: Settings,
     replicas: usize,
-) -> Result<(), async_nats::Error> {
+) -> Result<Worker, async_nats::Error> {
     let js = jetstream::new(client.clone());
     let txn = ensure_stream(
         &js,
@@ -83,10 +85,32 @@ pub async fn run(
             _ => 0,
         },
     };
-    let ids = Ids::start(&js, settings.node_lease_ttl, clock, replicas).await?;
+    let (ids, renewing) = Ids::start(&js, settings.node_lease_ttl, clock, replicas).await?;
+    let waiting = Arc::new(WaitingTimers::default());
+    waiting.export_metrics();
+    let mut worker = Worker::start(
+        client.clone(),
+        ServiceConfig {
+            name: subject::SERVICE,
+            version: SERVICE_VERSION,
+            description: "orders: create, pay, cancel; closes unpaid orders at the deadline",
+            // `$SRV.INFO.order` says how deadlines wait, so `shop bench timers` can label its
+            // figures.
+            metadata: HashMap::from([("timer".to_owned(), settings.timer.as_str().to_owned())]),
+            // `$SRV.STATS.order`: each endpoint reports the timers waiting in both places.
+            stats: Some(Box::new({
+                let waiting = waiting.clone();
+                move |_endpoint: &str| waiting.to_json()
+            })),
+        },
+    )
+    .await?;
+
     let outbox = Arc::new(Notify::new());
+    let (committer, committing) = Committer::new(pool.clone(), outbox.clone());
+    let node = ids.node();
     let ctx = Ctx {
-        committer: Committer::start(pool.clone(), outbox.clone()),
+        committer,
         pool,
         client: client.clone(),
         js: js.clone(),
@@ -94,70 +118,55 @@ pub async fn run(
         settings: Arc::new(settings),
         outbox,
     };
-    tokio::spawn(outbox::relay_forever(
-        ctx.pool.clone(),
-        js,
-        ctx.outbox.clone(),
-    ));
-    tokio::spawn(checker::run(
-        ctx.clone(),
-        checker.clone(),
-        Source::HalfMessages,
-    ));
-    let waiting = Arc::new(WaitingTimers::default());
-    waiting.export_metrics();
-    tokio::spawn(outbox::measure_backlog_forever(ctx.pool.clone()));
-    tokio::spawn(
-        waiting
-            .clone()
-            .probe_forever(checker, closer.as_ref().map(|(timers, _)| timers.clone())),
+    let draining = worker.draining();
+    worker.background("order committer", committing.run(draining.clone()));
+    worker.background(
+        "outbox relay",
+        outbox::relay_until(ctx.pool.clone(), js, ctx.outbox.clone(), draining.clone()),
+    );
+    worker.background(
+        "outbox backlog gauge",
+        outbox::measure_backlog_until(ctx.pool.clone(), draining.clone()),
+    );
+    worker.background(
+        "timer probe",
+        waiting.probe_until(
+            checker.clone(),
+            closer.as_ref().map(|(timers, _)| timers.clone()),
+            draining.clone(),
+        ),
+    );
+    worker.background("node id lease", async move {
+        tokio::select! {
+            _ = renewing => {}
+            _ = draining.cancelled() => {}
+        }
+        Ok::<(), std::convert::Infallible>(())
+    });
+    worker.intake(
+        "order-txn-checker consumer",
+        checker::run(ctx.clone(), checker, Source::HalfMessages, worker.stopping()),
     );
     if let Some((_, closer)) = closer {
-        tokio::spawn(checker::run(ctx.clone(), closer, Source::DueDeadlines));
+        worker.intake(
+            "order-timer-closer consumer",
+            checker::run(ctx.clone(), closer, Source::DueDeadlines, worker.stopping()),
+        );
     }
 
-    let service = client
-        .service_builder()
-        .description("orders: create, pay, cancel; closes unpaid orders at the deadline")
-        .queue_group(QUEUE_GROUP)
-        // `$SRV.INFO.order` says how deadlines wait, so `shop bench timers` can label its figures.
-        .metadata(std::collections::HashMap::from([(
-            "timer".to_owned(),
-            ctx.settings.timer.as_str().to_owned(),
-        )]))
-        // `$SRV.STATS.order`: each endpoint reports the timers waiting in both places.
-        .stats_handler(move |_endpoint, _stats| waiting.to_json())
-        .start(subject::SERVICE, SERVICE_VERSION)
-        .await?;
-
-    let tasks = [
-        serve_admitted(
-            &service,
-            subject::CREATE,
-            Some(Admission::new(
-                ctx.settings.max_creates_in_flight,
-                ctx.settings.retry_after,
-            )),
-            ctx.clone(),
-            create,
-        )
-        .await?,
-        serve(&service, subject::PAY, ctx.clone(), pay).await?,
-        serve(&service, subject::CANCEL, ctx.clone(), cancel).await?,
-        serve(&service, subject::GET, ctx.clone(), get).await?,
-        serve(&service, subject::LIST, ctx.clone(), list).await?,
-    ];
-    tracing::info!(
-        service = subject::SERVICE,
-        version = SERVICE_VERSION,
-        node = ?ctx.ids.node(),
-        timer = ?ctx.settings.timer,
-        "serving"
+    let admission = Admission::new(
+        ctx.settings.max_creates_in_flight,
+        ctx.settings.retry_after,
     );
-    for task in tasks {
-        task.await?;
-    }
-    Ok(())
+    worker
+        .serve_admitted(subject::CREATE, Some(admission), ctx.clone(), create)
+        .await?;
+    worker.serve(subject::PAY, ctx.clone(), pay).await?;
+    worker.serve(subject::CANCEL, ctx.clone(), cancel).await?;
+    worker.serve(subject::GET, ctx.clone(), get).await?;
+    worker.serve(subject::LIST, ctx.clone(), list).await?;
+    tracing::info!(node = ?node, timer = ?ctx.settings.timer, "order node and timers");
+    Ok(worker)
 }
 
 async fn create(ctx: Ctx, req: CreateOrderRequest) -> Result<Order, OrderError> {
@@ -195,12 +204,13 @@ struct WaitingTimers {
 impl WaitingTimers {
     const EVERY: std::time::Duration = std::time::Duration::from_secs(5);
 
-    async fn probe_forever(
+    async fn probe_until(
         self: Arc<Self>,
         mut checker: jetstream::consumer::PullConsumer,
         mut timers: Option<jetstream::stream::Stream>,
-    ) {
-        loop {
+        done: CancellationToken,
+    ) -> Result<(), std::convert::Infallible> {
+        while !done.is_cancelled() {
             if let Ok(info) = checker.info().await {
                 self.checker_pending
                     .store(info.num_ack_pending as u64, Ordering::Relaxed);
@@ -212,8 +222,12 @@ impl WaitingTimers {
                     self.scheduled.store(info.state.messages, Ordering::Relaxed);
                 }
             }
-            tokio::time::sleep(Self::EVERY).await;
+            tokio::select! {
+                _ = tokio::time::sleep(Self::EVERY) => {}
+                _ = done.cancelled() => {}
+            }
         }
+        Ok(())
     }
 
     /// The same figures as Prometheus gauges, read from the last probe at each scrape.

@@ -161,6 +161,11 @@ pub struct WorkerConfig<S> {
     pub acquire_timeout: Duration,
     /// Create the database and apply migrations when the worker starts.
     pub migrate_on_start: bool,
+    /// How long a stop (SIGTERM, ctrl-c) may take: fence the endpoints, finish what was
+    /// admitted, flush the batches. Past it the worker exits non-zero naming what it
+    /// abandoned.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_timeout: Duration,
     #[serde(flatten)]
     pub settings: S,
 }
@@ -176,6 +181,7 @@ impl<S: std::fmt::Debug> std::fmt::Debug for WorkerConfig<S> {
             .field("max_connections", &self.max_connections)
             .field("acquire_timeout", &self.acquire_timeout)
             .field("migrate_on_start", &self.migrate_on_start)
+            .field("shutdown_timeout", &self.shutdown_timeout)
             .field("settings", &self.settings)
             .finish()
     }
@@ -199,6 +205,7 @@ fn worker<S>(database: &str, settings: S) -> WorkerConfig<S> {
         max_connections: 20,
         acquire_timeout: Duration::from_secs(3),
         migrate_on_start: true,
+        shutdown_timeout: Duration::from_secs(10),
         settings,
     }
 }

@@ -16,7 +16,7 @@ use shop_contracts::subjects::stock as subject;
 use shop_contracts::{GoodsId, OrderSn};
 use sqlx::PgPool;
 use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 
 /// Shortest time between two notifications of one goods.
 pub const INTERVAL: Duration = Duration::from_millis(100);
@@ -34,11 +34,15 @@ pub struct Changes {
 }
 
 impl Changes {
-    /// Starts the publishing task; it ends when every [`Changes`] is dropped.
-    pub fn start(client: async_nats::Client, pool: PgPool) -> (Changes, JoinHandle<()>) {
+    /// Starts the publishing task as a background task of `worker`; at its stop the
+    /// changes reported so far are published, then the task ends.
+    pub fn start(worker: &mut shop_kit::Worker, client: async_nats::Client, pool: PgPool) -> Changes {
         let (sender, receiver) = mpsc::unbounded_channel();
-        let task = tokio::spawn(publish(client, pool, receiver));
-        (Changes { sender }, task)
+        worker.background(
+            "stock change notifier",
+            publish(client, pool, receiver, worker.draining()),
+        );
+        Changes { sender }
     }
 
     /// These goods' counts changed in a committed transaction.
@@ -56,8 +60,17 @@ async fn publish(
     client: async_nats::Client,
     pool: PgPool,
     mut receiver: mpsc::UnboundedReceiver<Touched>,
-) {
-    while let Some(first) = receiver.recv().await {
+    draining: CancellationToken,
+) -> Result<(), std::convert::Infallible> {
+    loop {
+        let first = tokio::select! {
+            first = receiver.recv() => first,
+            _ = draining.cancelled() => {
+                receiver.close();
+                receiver.recv().await
+            }
+        };
+        let Some(first) = first else { return Ok(()) };
         let mut goods = BTreeSet::new();
         let mut returned = Vec::new();
         let mut add = |touched| match touched {
@@ -72,7 +85,12 @@ async fn publish(
         if let Err(error) = notify(&client, &pool, goods, &returned).await {
             tracing::warn!(%error, "stock change notifications skipped");
         }
-        tokio::time::sleep(INTERVAL).await;
+        if !draining.is_cancelled() {
+            tokio::select! {
+                _ = tokio::time::sleep(INTERVAL) => {}
+                _ = draining.cancelled() => {}
+            }
+        }
     }
 }
 

@@ -27,7 +27,7 @@ pub mod service;
 pub mod strategies;
 
 pub use error::StockError;
-pub use service::run;
+pub use service::start;
 pub use strategies::Strategy;
 
 /// The worker's schema, embedded from `migrations/stock/`.

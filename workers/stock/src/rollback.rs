@@ -9,7 +9,6 @@
 use std::time::Duration;
 
 use async_nats::jetstream::{self, consumer::PullConsumer, AckKind};
-use futures::StreamExt;
 use shop_contracts::txn::RollbackEvent;
 use shop_kit::jetstream::{
     consumer_config, ensure_consumer, ensure_stream, stream_config, SetupError,
@@ -42,29 +41,22 @@ pub async fn setup(js: &jetstream::Context, replicas: usize) -> Result<PullConsu
 /// sell record.
 const CONCURRENCY: usize = 8;
 
-/// Consumes until the connection closes.
+/// Consumes until the worker stops (`stopping`), settling every event it holds.
 pub async fn run(
     consumer: PullConsumer,
     pool: PgPool,
     retry_delay: Duration,
     changes: Changes,
+    stopping: tokio_util::sync::CancellationToken,
 ) -> Result<(), async_nats::Error> {
-    let messages = consumer.messages().await?;
     tracing::info!("consuming STOCK_ROLLBACK");
-    messages
-        .for_each_concurrent(CONCURRENCY, |message| {
-            let pool = &pool;
-            let changes = &changes;
-            async move {
-                match message {
-                    Ok(message) => apply(pool, message, retry_delay, changes).await,
-                    // Missed heartbeats and the like: the stream goes on.
-                    Err(error) => tracing::warn!(%error, "STOCK_ROLLBACK consumer"),
-                }
-            }
-        })
-        .await;
-    Ok(())
+    let (pool, changes) = (&pool, &changes);
+    shop_kit::jetstream::consume(consumer, stopping, 1, CONCURRENCY, retry_delay, |events| async move {
+        for event in events {
+            apply(pool, event, retry_delay, changes).await;
+        }
+    })
+    .await
 }
 
 async fn apply(

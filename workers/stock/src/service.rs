@@ -3,102 +3,88 @@
 
 use std::collections::HashMap;
 
-use async_nats::service::ServiceExt;
 use shop_contracts::stock::{
     DeductReply, DeductRequest, NormalizedLines, ReturnReply, ReturnRequest, SellDetail,
     SellDetailRequest, SellStatus, StockGetReply, StockGetRequest, StockLevel, StockSetRequest,
 };
-use shop_contracts::subjects::{stock as subject, QUEUE_GROUP};
-use shop_kit::serve;
+use shop_contracts::subjects::stock as subject;
+use shop_kit::{ServiceConfig, Worker};
 use sqlx::PgPool;
 
 use crate::changes::Changes;
 use crate::strategies::Deducter;
 use crate::{repo, rollback, Settings, StockError, SERVICE_VERSION};
 
-/// Starts the `stock` service and the `stock-rollback` consumer on `client`, and serves until
-/// the connection closes. `replicas` (`nats.replicas`) is what the stream and bucket it
-/// creates get; existing ones keep theirs.
-pub async fn run(
+/// The `stock` worker on `client`: its endpoints, the `stock-rollback` consumer beside them
+/// and the strategy's writer, ready to [`Worker::run`]. `replicas` (`nats.replicas`) is what
+/// the stream and bucket it creates get; existing ones keep theirs.
+pub async fn start(
     client: async_nats::Client,
     pool: PgPool,
     settings: Settings,
     replicas: usize,
-) -> Result<(), async_nats::Error> {
+) -> Result<Worker, async_nats::Error> {
     let js = async_nats::jetstream::new(client.clone());
     let consumer = rollback::setup(&js, replicas).await?;
-    let (deducter, background) = Deducter::start(&js, pool.clone(), &settings, replicas).await?;
-    let (changes, _notifying) = Changes::start(client.clone(), pool.clone());
+    let deducter = std::sync::Arc::new(std::sync::OnceLock::<Deducter>::new());
+    let stats = {
+        let deducter = deducter.clone();
+        move |endpoint: &str| match endpoint {
+            // `$SRV.STATS.stock`: `stock.deduct` reports the strategy's figures (batch sizes).
+            subject::DEDUCT => deducter.get().map_or(serde_json::Value::Null, Deducter::stats),
+            _ => serde_json::Value::Null,
+        }
+    };
+    let mut worker = Worker::start(
+        client.clone(),
+        ServiceConfig {
+            name: subject::SERVICE,
+            version: SERVICE_VERSION,
+            description: "stock counts, sell records and the ledger",
+            metadata: HashMap::from([(
+                "strategy".to_owned(),
+                settings.strategy.as_str().to_owned(),
+            )]),
+            stats: Some(Box::new(stats)),
+        },
+    )
+    .await?;
+    let started = Deducter::start(&mut worker, &js, pool.clone(), &settings, replicas).await?;
+    let _ = deducter.set(started.clone());
+    let changes = Changes::start(&mut worker, client.clone(), pool.clone());
 
-    let service = client
-        .service_builder()
-        .description("stock counts, sell records and the ledger")
-        .metadata(HashMap::from([(
-            "strategy".to_owned(),
-            settings.strategy.as_str().to_owned(),
-        )]))
-        .queue_group(QUEUE_GROUP)
-        // `$SRV.STATS.stock`: `stock.deduct` reports the strategy's figures (batch sizes).
-        .stats_handler({
-            let deducter = deducter.clone();
-            move |endpoint, _stats| match endpoint.as_str() {
-                subject::DEDUCT => deducter.stats(),
-                _ => serde_json::Value::Null,
-            }
-        })
-        .start(subject::SERVICE, SERVICE_VERSION)
+    worker
+        .serve(subject::SET, (pool.clone(), changes.clone()), set)
         .await?;
-
-    let endpoints = [
-        serve(&service, subject::SET, (pool.clone(), changes.clone()), set).await?,
-        serve(&service, subject::GET, pool.clone(), get).await?,
-        serve(
-            &service,
-            subject::DEDUCT,
-            (deducter, changes.clone()),
-            deduct,
-        )
-        .await?,
-        serve(
-            &service,
-            subject::RETURN,
-            (pool.clone(), changes.clone()),
-            return_,
-        )
-        .await?,
-        serve(&service, subject::SELL_DETAIL, pool.clone(), sell_detail).await?,
-    ];
+    worker.serve(subject::GET, pool.clone(), get).await?;
+    worker
+        .serve(subject::DEDUCT, (started, changes.clone()), deduct)
+        .await?;
+    worker
+        .serve(subject::RETURN, (pool.clone(), changes.clone()), return_)
+        .await?;
+    worker
+        .serve(subject::SELL_DETAIL, pool.clone(), sell_detail)
+        .await?;
     // `shop_consumer_pending` / `shop_consumer_ack_pending` of stock-rollback: returns waiting.
-    tokio::spawn(
+    worker.background(
+        "stock-rollback gauges",
         shop_kit::metrics::global()
             .consumer("stock-rollback")
-            .watch_forever(consumer.clone(), std::time::Duration::from_secs(5)),
+            .watch_until(consumer.clone(), std::time::Duration::from_secs(5), worker.draining()),
     );
-    let consuming = tokio::spawn(rollback::run(
-        consumer,
-        pool,
-        settings.rollback_retry_delay,
-        changes,
-    ));
-    tracing::info!(
-        service = subject::SERVICE,
-        version = SERVICE_VERSION,
-        strategy = %settings.strategy,
-        "serving"
+    worker.intake(
+        "STOCK_ROLLBACK consumer",
+        rollback::run(
+            consumer,
+            pool,
+            settings.rollback_retry_delay,
+            changes,
+            worker.stopping(),
+        ),
     );
-    let serving = futures::future::join_all(endpoints);
-    tokio::select! {
-        _ = serving => Ok(()),
-        result = consuming => match result {
-            Ok(Ok(())) => Err("the STOCK_ROLLBACK consumer stopped".into()),
-            Ok(Err(e)) => Err(e),
-            Err(e) => Err(e.into()),
-        },
-        result = background.ended() => match result {
-            Ok(()) => Err("the batch writer stopped".into()),
-            Err(e) => Err(e.into()),
-        },
-    }
+    tracing::info!(strategy = %settings.strategy, "stock strategy");
+    Ok(worker)
 }
 
 #[tracing::instrument(skip_all, fields(goods_id = %req.goods_id))]

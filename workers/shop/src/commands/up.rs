@@ -4,8 +4,10 @@
 //! nats-config/cluster/) and a PostgreSQL cluster whose data lives in `.data/`, applies
 //! migrations, runs the workers and the HTTP gateway as child processes (each as its own NATS
 //! user; the gateway with the random dev secrets this command keeps in the data directory),
-//! seeds demo data, and waits. Ctrl-C stops everything it started; the next run reuses the
-//! data. Every child dies with this process even if it is SIGKILLed.
+//! seeds demo data, and waits. A worker or gateway process that exits is started again (and
+//! the log says so). Ctrl-C stops everything it started, each worker finishing what it
+//! admitted; the next run reuses the data. Every child dies with this process even if it is
+//! SIGKILLed.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -127,13 +129,19 @@ pub async fn run(
                 .wrapping_add(children.len() as u16);
             metrics.push(format!("{name} http://127.0.0.1:{port}/metrics"));
             let listen = format!("127.0.0.1:{port}");
-            let env = [("SHOP_METRICS__LISTEN", listen.as_str())];
-            children.push((name, spawn_worker_with(&config, kind, password, &env)?));
+            let config = config.clone();
+            children.push(Supervised::start(name, move || {
+                let env = [("SHOP_METRICS__LISTEN", listen.as_str())];
+                spawn_worker_with(&config, kind, password, &env)
+            })?);
         }
     }
 
     serving_and_seeded(&config, "shop-up", 100).await?;
-    children.push(("gateway".to_owned(), spawn_gateway(&config)?));
+    children.push(Supervised::start("gateway".to_owned(), {
+        let config = config.clone();
+        move || spawn_gateway(&config)
+    })?);
     wait_for_port(config.gateway.listen, Duration::from_secs(30)).await?;
     let http = format!("http://{}", config.gateway.listen);
 
@@ -154,17 +162,62 @@ pub async fn run(
         logs.display(),
     );
 
-    let exited = wait_any(&mut children);
-    let outcome = tokio::select! {
-        _ = super::shutdown_signal() => Ok(()),
-        (name, status) = exited => Err(anyhow::anyhow!("worker {name} exited ({status}); stopping the stack")),
-    };
-    for (_, child) in &mut children {
-        stop(child).await;
+    tokio::select! {
+        _ = super::shutdown_signal() => {}
+        _ = supervise(&mut children) => {}
     }
+    // All at once: each finishes what it admitted within its own shutdown_timeout.
+    futures::future::join_all(children.iter_mut().map(|p| stop(&mut p.child))).await;
     drop(postgres);
     drop(nats);
-    outcome
+    Ok(())
+}
+
+/// A child process that is started again whenever it exits, as a supervisor (systemd,
+/// Kubernetes) would: a worker exits after a failure so that it is replaced.
+struct Supervised {
+    name: String,
+    spawn: Box<dyn Fn() -> anyhow::Result<Child> + Send>,
+    child: Child,
+}
+
+impl Supervised {
+    fn start(
+        name: String,
+        spawn: impl Fn() -> anyhow::Result<Child> + Send + 'static,
+    ) -> anyhow::Result<Supervised> {
+        let child = spawn().with_context(|| format!("starting {name}"))?;
+        Ok(Supervised {
+            name,
+            spawn: Box::new(spawn),
+            child,
+        })
+    }
+}
+
+/// Restarts every child that exits, for as long as the stack runs. A child that keeps
+/// exiting at once is restarted at most once a second.
+async fn supervise(children: &mut [Supervised]) {
+    const PAUSE: Duration = Duration::from_secs(1);
+    loop {
+        let (i, status) = wait_any(children).await;
+        let process = &mut children[i];
+        tracing::warn!(process = %process.name, %status, "exited; starting it again");
+        loop {
+            // Pacing a crash loop, not waiting for a condition.
+            tokio::time::sleep(PAUSE).await;
+            match (process.spawn)() {
+                Ok(child) => {
+                    process.child = child;
+                    tracing::info!(process = %process.name, "started again");
+                    break;
+                }
+                Err(error) => {
+                    tracing::error!(process = %process.name, %error, "could not start it again; retrying");
+                }
+            }
+        }
+    }
 }
 
 /// The gateway's token key and payment secret: from config when set there, otherwise the
@@ -361,19 +414,20 @@ async fn wait_for_service(
     }
 }
 
-/// Resolves with the name and exit status of the first child to exit.
-async fn wait_any(children: &mut [(String, Child)]) -> (String, String) {
-    let waits = children.iter_mut().map(|(name, child)| {
+/// Resolves with the index and exit status of the first child to exit.
+async fn wait_any(children: &mut [Supervised]) -> (usize, String) {
+    let waits = children.iter_mut().map(|process| {
         Box::pin(async move {
-            let status = child
+            process
+                .child
                 .wait()
                 .await
                 .map(|s| s.to_string())
-                .unwrap_or_else(|e| e.to_string());
-            (name.clone(), status)
+                .unwrap_or_else(|e| e.to_string())
         })
     });
-    futures::future::select_all(waits).await.0
+    let (status, i, _) = futures::future::select_all(waits).await;
+    (i, status)
 }
 
 pub(super) async fn stop(child: &mut Child) {
@@ -383,7 +437,8 @@ pub(super) async fn stop(child: &mut Child) {
             .arg(pid.to_string())
             .status();
     }
-    if tokio::time::timeout(Duration::from_secs(5), child.wait())
+    // A worker takes up to its shutdown_timeout (10 s by default) to finish what it admitted.
+    if tokio::time::timeout(Duration::from_secs(15), child.wait())
         .await
         .is_err()
     {

@@ -1,7 +1,6 @@
 //! `shop goods|stock|order`: connect, migrate, serve (and `GET /metrics` when `metrics.listen`
-//! is set) until a stop signal or a fatal error.
-
-use std::future::Future;
+//! is set) until a stop signal or a fatal error; a stop loses no admitted request
+//! (`shop_kit::worker`).
 
 use anyhow::Context;
 use sqlx::PgPool;
@@ -10,35 +9,36 @@ use crate::config::{Config, WorkerConfig};
 
 pub async fn goods(config: &Config) -> anyhow::Result<()> {
     let (client, pool) = connect(config, "goods", &config.goods, &shop_goods::MIGRATOR).await?;
-    serve_until_stopped("goods", shop_goods::run(client, pool)).await
+    let worker = shop_goods::start(client, pool)
+        .await
+        .map_err(|e| anyhow::anyhow!("starting the goods worker: {e}"))?;
+    run(worker, &config.goods).await
 }
 
 pub async fn stock(config: &Config) -> anyhow::Result<()> {
     let (client, pool) = connect(config, "stock", &config.stock, &shop_stock::MIGRATOR).await?;
-    serve_until_stopped(
-        "stock",
-        shop_stock::run(
-            client,
-            pool,
-            config.stock.settings.clone(),
-            config.nats.replicas,
-        ),
+    let worker = shop_stock::start(
+        client,
+        pool,
+        config.stock.settings.clone(),
+        config.nats.replicas,
     )
     .await
+    .map_err(|e| anyhow::anyhow!("starting the stock worker: {e}"))?;
+    run(worker, &config.stock).await
 }
 
 pub async fn order(config: &Config) -> anyhow::Result<()> {
     let (client, pool) = connect(config, "order", &config.order, &shop_order::MIGRATOR).await?;
-    serve_until_stopped(
-        "order",
-        shop_order::run(
-            client,
-            pool,
-            config.order.settings.clone(),
-            config.nats.replicas,
-        ),
+    let worker = shop_order::start(
+        client,
+        pool,
+        config.order.settings.clone(),
+        config.nats.replicas,
     )
     .await
+    .map_err(|e| anyhow::anyhow!("starting the order worker: {e}"))?;
+    run(worker, &config.order).await
 }
 
 async fn connect<S>(
@@ -74,18 +74,11 @@ async fn connect<S>(
     Ok((client, pool))
 }
 
-async fn serve_until_stopped<E>(
-    name: &str,
-    serving: impl Future<Output = Result<(), E>>,
-) -> anyhow::Result<()>
-where
-    E: std::fmt::Display,
-{
-    tokio::select! {
-        result = serving => {
-            result.map_err(|e| anyhow::anyhow!("the {name} worker failed: {e}"))?;
-            anyhow::bail!("the {name} worker stopped: its NATS subscriptions ended")
-        }
-        _ = super::shutdown_signal() => Ok(()),
-    }
+/// Runs `worker` until SIGTERM or ctrl-c (or a task of it fails), then stops it within the
+/// worker's `shutdown_timeout`.
+async fn run<S>(worker: shop_kit::Worker, config: &WorkerConfig<S>) -> anyhow::Result<()> {
+    worker
+        .run(super::shutdown_signal(), config.shutdown_timeout)
+        .await
+        .map_err(anyhow::Error::from)
 }

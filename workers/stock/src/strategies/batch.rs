@@ -40,9 +40,9 @@ use std::time::Instant;
 
 use shop_contracts::stock::OrderLine;
 use shop_contracts::OrderSn;
+use shop_kit::queue::{Answer, Batches, Job, Queue};
 use sqlx::{PgConnection, PgPool};
-use tokio::sync::{mpsc, oneshot};
-use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 
 use super::earlier_answer;
 use crate::repo;
@@ -70,7 +70,7 @@ pub struct Order {
 /// The sending side of the process's deduct queue; cheap to clone, one per handler.
 #[derive(Clone)]
 pub struct Batcher {
-    jobs: mpsc::Sender<Job>,
+    queue: Queue<Order, Outcome>,
     counters: Arc<Counters>,
 }
 
@@ -94,20 +94,24 @@ impl Counters {
     }
 }
 
-/// One deduct waiting for its batch.
-struct Job {
-    order: Order,
-    reply: oneshot::Sender<Outcome>,
+/// The writer's side, to run as a background task of the worker.
+pub struct Writer {
+    pool: PgPool,
+    batches: Batches<Order, Outcome>,
+    counters: Arc<Counters>,
 }
 
 impl Batcher {
-    /// Spawns the process's one writer task on `pool`. The task ends when every `Batcher`
-    /// is dropped; its handle lets the service stop when it ends for any other reason.
-    pub fn start(pool: PgPool) -> (Batcher, JoinHandle<()>) {
-        let (jobs, queue) = mpsc::channel(QUEUE);
+    /// The process's deduct queue, and its one writer for the caller to run.
+    pub fn new(pool: PgPool) -> (Batcher, Writer) {
+        let (queue, batches) = Queue::new("stock_deducts", QUEUE, MAX_ORDERS);
         let counters = Arc::new(Counters::default());
-        let writer = tokio::spawn(write_batches(pool, queue, counters.clone()));
-        (Batcher { jobs, counters }, writer)
+        let writer = Writer {
+            pool,
+            batches,
+            counters: counters.clone(),
+        };
+        (Batcher { queue, counters }, writer)
     }
 
     /// The writer's figures: deducts queued now (not yet in a batch), and batches (of which
@@ -116,7 +120,7 @@ impl Batcher {
     pub fn stats(&self) -> serde_json::Value {
         let c = &self.counters;
         serde_json::json!({
-            "batch_queued": self.jobs.max_capacity() - self.jobs.capacity(),
+            "batch_queued": self.queue.depth(),
             "batches": c.batches.load(Ordering::Relaxed),
             "batches_failed": c.failed.load(Ordering::Relaxed),
             "batch_orders": c.orders.load(Ordering::Relaxed),
@@ -126,60 +130,62 @@ impl Batcher {
 
     /// Queues a deduct of `items` (as [`Order::items`]) for `sn` and waits for its batch.
     pub async fn deduct(&self, sn: OrderSn, items: Vec<OrderLine>) -> Outcome {
-        let (reply, answer) = oneshot::channel();
-        let job = Job {
-            order: Order { sn, items },
-            reply,
-        };
-        self.jobs.send(job).await.map_err(|_| writer_gone())?;
-        answer.await.map_err(|_| writer_gone())?
+        self.queue
+            .call(Order { sn, items })
+            .await
+            .map_err(|stopped| StockError::Unexpected(stopped.to_string()))?
     }
 }
 
-fn writer_gone() -> StockError {
-    StockError::Unexpected("the batch writer has stopped".to_owned())
-}
-
-/// The writer: one batch at a time, each taken the moment the previous one is answered.
-async fn write_batches(pool: PgPool, mut queue: mpsc::Receiver<Job>, counters: Arc<Counters>) {
-    let mut deferred = VecDeque::new();
-    while let Some(batch) = next_batch(&mut queue, &mut deferred).await {
-        let started = Instant::now();
-        let (outcomes, failed) = run(&pool, &batch.orders).await;
-        counters.count(&batch, failed);
-        tracing::debug!(
-            orders = batch.orders.len(),
-            requests = batch.requests,
-            elapsed = ?started.elapsed(),
-            "batch done"
-        );
-        batch.answer(outcomes);
+impl Writer {
+    /// One batch at a time, each taken the moment the previous one is answered, until
+    /// `draining` fires and what was queued before it is done.
+    pub async fn run(mut self, draining: CancellationToken) -> Result<(), StockError> {
+        let mut deferred = VecDeque::new();
+        let mut ready = Vec::with_capacity(MAX_ORDERS);
+        while let Some(batch) =
+            next_batch(&mut self.batches, &mut deferred, &mut ready, &draining).await
+        {
+            let started = Instant::now();
+            let (outcomes, failed) = run(&self.pool, &batch.orders).await;
+            self.counters.count(&batch, failed);
+            tracing::debug!(
+                orders = batch.orders.len(),
+                requests = batch.requests,
+                elapsed = ?started.elapsed(),
+                "batch done"
+            );
+            batch.answer(outcomes);
+        }
+        Ok(())
     }
 }
 
 /// Waits for a first deduct (deferred ones first), then takes whatever else is queued right
 /// now, up to [`MAX_ORDERS`] requests. `None` once the queue is closed and drained.
 async fn next_batch(
-    queue: &mut mpsc::Receiver<Job>,
-    deferred: &mut VecDeque<Job>,
+    batches: &mut Batches<Order, Outcome>,
+    deferred: &mut VecDeque<Job<Order, Outcome>>,
+    ready: &mut Vec<Job<Order, Outcome>>,
+    draining: &CancellationToken,
 ) -> Option<Batch> {
-    let mut next = match deferred.pop_front() {
-        Some(job) => Some(job),
-        None => Some(queue.recv().await?),
-    };
+    if deferred.is_empty() {
+        if !batches.next(ready, draining).await {
+            return None;
+        }
+    } else {
+        ready.clear();
+        batches.take_ready(ready);
+    }
+    let mut jobs = deferred.drain(..).chain(ready.drain(..));
     let mut batch = Batch::default();
     let mut later = Vec::new();
-    let mut taken = 0;
-    while let Some(job) = next {
-        taken += 1;
+    for job in jobs.by_ref().take(MAX_ORDERS) {
         if let Some(job) = batch.add(job) {
             later.push(job);
         }
-        if taken == MAX_ORDERS {
-            break;
-        }
-        next = deferred.pop_front().or_else(|| queue.try_recv().ok());
     }
+    later.extend(jobs);
     deferred.extend(later);
     Some(batch)
 }
@@ -189,7 +195,7 @@ async fn next_batch(
 struct Batch {
     orders: Vec<Order>,
     /// The replies waiting for `orders[i]`: several when one order was sent several times.
-    waiters: Vec<Vec<oneshot::Sender<Outcome>>>,
+    waiters: Vec<Vec<Answer<Outcome>>>,
     index: HashMap<OrderSn, usize>,
     requests: usize,
 }
@@ -199,16 +205,17 @@ impl Batch {
     /// answer (so it is deducted once and both replies agree); with other items it is given
     /// back, to run in a later batch against the committed first one (`conflict`, or a fresh
     /// decision if the first was refused), exactly as if it had arrived later.
-    fn add(&mut self, job: Job) -> Option<Job> {
-        match self.index.get(&job.order.sn).copied() {
-            Some(i) if self.orders.get(i) == Some(&job.order) => {
-                self.waiters[i].push(job.reply);
+    fn add(&mut self, job: Job<Order, Outcome>) -> Option<Job<Order, Outcome>> {
+        match self.index.get(&job.input.sn).copied() {
+            Some(i) if self.orders.get(i) == Some(&job.input) => {
+                self.waiters[i].push(job.split().1);
             }
             Some(_) => return Some(job),
             None => {
-                self.index.insert(job.order.sn, self.orders.len());
-                self.orders.push(job.order);
-                self.waiters.push(vec![job.reply]);
+                let (order, answer) = job.split();
+                self.index.insert(order.sn, self.orders.len());
+                self.orders.push(order);
+                self.waiters.push(vec![answer]);
             }
         }
         self.requests += 1;
@@ -221,7 +228,7 @@ impl Batch {
             for waiter in waiters {
                 // A handler that is gone has nobody to tell; its order's effect stands, and a
                 // retry with the same order_sn gets the same answer from the sell record.
-                let _ = waiter.send(outcome.clone());
+                waiter.send(outcome.clone());
             }
         }
     }

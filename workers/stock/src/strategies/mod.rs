@@ -28,7 +28,6 @@ use serde::{Deserialize, Serialize};
 use shop_contracts::stock::{NormalizedLines, OrderLine, SellStatus};
 use shop_contracts::{GoodsId, OrderSn};
 use sqlx::{PgConnection, PgPool};
-use tokio::task::JoinHandle;
 
 use crate::repo::{self, Claim, Entry};
 use crate::{Settings, StockError};
@@ -94,41 +93,30 @@ pub struct Deducter {
     batcher: Option<batch::Batcher>,
 }
 
-/// A task a strategy runs beside the handlers (the `batch` writer), for the service to
-/// watch: a worker whose writer is gone must stop, not answer every deduct with an error.
-pub struct Background(Option<JoinHandle<()>>);
-
-impl Background {
-    /// Resolves when the task ends (never, for strategies without one).
-    pub async fn ended(self) -> Result<(), tokio::task::JoinError> {
-        match self.0 {
-            Some(task) => task.await,
-            None => std::future::pending().await,
-        }
-    }
-}
-
 impl Deducter {
     /// Opens what the strategy needs: the lock bucket for `kv_lock`, the writer task for
-    /// `batch`.
+    /// `batch` (a background task of `worker`: a worker whose writer is gone stops, rather
+    /// than answer every deduct with an error).
     pub async fn start(
+        worker: &mut shop_kit::Worker,
         js: &async_nats::jetstream::Context,
         pool: PgPool,
         settings: &Settings,
         replicas: usize,
-    ) -> Result<(Self, Background), async_nats::Error> {
+    ) -> Result<Self, async_nats::Error> {
         let locks = match settings.strategy {
             Strategy::KvLock => Some(
                 kv_lock::Locks::open(js, settings.lock_ttl, settings.lock_wait, replicas).await?,
             ),
             _ => None,
         };
-        let (batcher, writer) = match settings.strategy {
+        let batcher = match settings.strategy {
             Strategy::Batch => {
-                let (batcher, writer) = batch::Batcher::start(pool.clone());
-                (Some(batcher), Some(writer))
+                let (batcher, writer) = batch::Batcher::new(pool.clone());
+                worker.background("stock batch writer", writer.run(worker.draining()));
+                Some(batcher)
             }
-            _ => (None, None),
+            _ => None,
         };
         let deducter = Deducter {
             pool,
@@ -138,7 +126,7 @@ impl Deducter {
             locks,
             batcher,
         };
-        Ok((deducter, Background(writer)))
+        Ok(deducter)
     }
 
     pub fn pool(&self) -> &PgPool {
