@@ -71,6 +71,29 @@ impl WorkerProcess {
         matches!(self.child.try_wait(), Ok(Some(_)))
     }
 
+    /// SIGTERM, then waits up to `within` for the process to exit; its status, or `None` if
+    /// it is still running then.
+    pub async fn terminate(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// What the process has logged so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
     /// Waits up to `within` for the process to exit by itself; `false` if it did not.
     pub async fn wait_exit(&mut self, within: Duration) -> bool {
         let deadline = tokio::time::Instant::now() + within;

@@ -10,6 +10,7 @@ mod gateway_browser;
 mod goods;
 mod mixed;
 mod order;
+mod rolling;
 mod soak;
 mod stock;
 mod stock_model;

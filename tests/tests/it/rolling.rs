@@ -1,0 +1,214 @@
+//! Stopping a worker loses no request (issue 18, point 1): a rolling restart under a mixed
+//! load (start a replacement, SIGTERM the old process) gives callers nothing but successes,
+//! every stopped process exits 0, and the shop settles to a clean audit. And the frame's two
+//! ways to end badly: a task that dies stops the worker naming it, and a stop that outlasts
+//! `shutdown_timeout` says what it abandoned.
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use shop_contracts::{ErrorDetail, ErrorCode};
+use shop_kit::{ServiceConfig, Worker, WorkerError};
+use shop_tests::{ask, Answer, TestApp, Worker as Kind};
+
+use crate::mixed::{audit_passes, check_acknowledged, wait_unpaid_closed, MixedLoad};
+use crate::order::{check_invariants, goods};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rolling_restart_of_every_worker_kind_loses_no_request() {
+    let mut app = TestApp::start_with_env(
+        &[Kind::Goods, Kind::Stock, Kind::Order],
+        &[
+            ("SHOP_ORDER__PAY_TIMEOUT", "3s"),
+            ("SHOP_ORDER__CHECK_DELAY", "3s"),
+        ],
+    )
+    .await;
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        ids.push(goods(&app, 100 + i, 1_000_000).await);
+    }
+    // A request a worker lost would never be answered: the load waits 10 s for each.
+    let load = MixedLoad::start(app.client().clone(), ids, 8, Duration::from_secs(10));
+    load.wait_for_more(30, "before the restarts").await;
+
+    // As a deploy rolls: for each kind, a new process first, then SIGTERM to the old one,
+    // while requests keep coming.
+    for (old, kind) in [(0, Kind::Goods), (1, Kind::Stock), (2, Kind::Order)] {
+        app.spawn(kind).await;
+        let status = app
+            .worker(old)
+            .terminate(Duration::from_secs(15))
+            .await
+            .unwrap_or_else(|| panic!("the old {} worker did not stop within 15 s", kind.name()));
+        let log = app.worker(old).log_text();
+        assert!(
+            status.success(),
+            "the old {} worker exited with {status}:\n{log}",
+            kind.name()
+        );
+        assert!(
+            log.contains("stopped: every admitted request answered"),
+            "the old {} worker's log does not say it stopped cleanly:\n{log}",
+            kind.name()
+        );
+        load.wait_for_more(30, &format!("after the {} restart", kind.name()))
+            .await;
+    }
+    let tally = load.stop().await;
+    eprintln!("rolling: answers {:?}", tally.answers);
+
+    // Stock is plentiful, no create carries an idempotency key and every process that
+    // stopped was asked to: nothing but success is allowed, no timeout, no `unavailable`.
+    let outside = tally.answers_outside(&["ok"]);
+    assert!(outside.is_empty(), "callers saw {outside:?}");
+
+    wait_unpaid_closed(&app).await;
+    check_invariants(&app).await;
+    check_acknowledged(&app, &tally).await;
+    audit_passes(&app);
+}
+
+/// A worker frame of this test's own on `app`'s NATS account, as a worker process builds it.
+async fn frame(app: &TestApp, name: &'static str) -> Worker {
+    Worker::start(
+        app.client().clone(),
+        ServiceConfig {
+            name,
+            version: "0.1.0",
+            description: "a test worker",
+            metadata: Default::default(),
+            stats: None,
+        },
+    )
+    .await
+    .expect("starting a worker frame")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_that_fails_stops_the_worker_and_names_it() {
+    let app = TestApp::start(&[]).await;
+    let mut worker = frame(&app, "failing").await;
+    let (fail, failed) = tokio::sync::oneshot::channel::<()>();
+    worker.background("the flaky writer", async move {
+        let _ = failed.await;
+        Err::<(), _>("the database said no")
+    });
+    let running = tokio::spawn(worker.run(std::future::pending(), Duration::from_secs(5)));
+    fail.send(()).unwrap();
+    let outcome = running.await.expect("the frame does not panic");
+    match outcome {
+        Err(WorkerError::TaskFailed { task, reason, .. }) => {
+            assert_eq!(task, "the flaky writer");
+            assert!(reason.contains("the database said no"), "{reason}");
+        }
+        other => panic!("a failed task must stop the worker with an error, got {other:?}"),
+    }
+
+    // A panic is a failure too.
+    let mut worker = frame(&app, "panicking").await;
+    worker.background("the buggy relay", async {
+        panic!("a bug");
+        #[allow(unreachable_code)]
+        Ok::<(), Box<dyn std::error::Error + Send + Sync>>(())
+    });
+    match worker.run(std::future::pending(), Duration::from_secs(5)).await {
+        Err(WorkerError::TaskFailed { task, reason, .. }) => {
+            assert_eq!(task, "the buggy relay");
+            assert!(reason.contains("panicked"), "{reason}");
+        }
+        other => panic!("a panicked task must stop the worker with an error, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_answers_what_was_admitted_and_past_the_timeout_names_what_it_abandoned() {
+    let app = TestApp::start(&[]).await;
+    // An endpoint whose requests take 1 s: a stop waits for them...
+    let mut worker = frame(&app, "slow").await;
+    worker
+        .serve("test.slow", (), |(), body: Value| async move {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            Ok::<Value, Refused>(body)
+        })
+        .await
+        .unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(worker.run(
+        async {
+            let _ = stopped.await;
+        },
+        Duration::from_secs(10),
+    ));
+    let client = app.client().clone();
+    let asked = tokio::spawn(async move {
+        ask(&client, "test.slow", &json!({"n": 1}), Duration::from_secs(10)).await
+    });
+    wait_until_in_flight("slow").await;
+    stop.send(()).unwrap();
+    match asked.await.unwrap() {
+        Answer::Reply(Ok(reply)) => assert_eq!(reply, json!({"n": 1})),
+        other => panic!("the request admitted before the stop was not answered: {other:?}"),
+    }
+    running.await.unwrap().expect("a stop within the timeout is clean");
+
+    // ...but not past shutdown_timeout: then it says what it gave up.
+    let mut worker = frame(&app, "stuck").await;
+    worker
+        .serve("test.stuck", (), |(), body: Value| async move {
+            tokio::time::sleep(Duration::from_secs(30)).await;
+            Ok::<Value, Refused>(body)
+        })
+        .await
+        .unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(worker.run(
+        async {
+            let _ = stopped.await;
+        },
+        Duration::from_millis(500),
+    ));
+    let client = app.client().clone();
+    let _asked = tokio::spawn(async move {
+        ask(&client, "test.stuck", &json!({}), Duration::from_secs(30)).await
+    });
+    wait_until_in_flight("stuck").await;
+    stop.send(()).unwrap();
+    match running.await.unwrap() {
+        Err(WorkerError::Abandoned { requests, .. }) => assert_eq!(requests, 1),
+        other => panic!("a stop past its timeout must say what it abandoned, got {other:?}"),
+    }
+}
+
+/// Waits until the endpoint `test.<name>` of this process has a request in flight (from the
+/// process's own metrics: `$SRV.STATS` counts only answered requests).
+async fn wait_until_in_flight(name: &str) {
+    let subject = format!("test.{name}");
+    shop_tests::eventually(&format!("a {subject} request in flight"), Duration::from_secs(10), || {
+        let subject = subject.clone();
+        async move {
+            let text = shop_kit::metrics::global().encode();
+            let line = format!("shop_requests_in_flight{{endpoint=\"{subject}\"}} 1");
+            text.contains(&line).then_some(())
+        }
+    })
+    .await;
+}
+
+/// The test endpoints never refuse; the frame wants an error type all the same.
+#[derive(Debug)]
+struct Refused;
+
+impl std::fmt::Display for Refused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("refused")
+    }
+}
+
+impl std::error::Error for Refused {}
+
+impl shop_kit::ServiceError for Refused {
+    fn to_contract(&self) -> ErrorDetail {
+        ErrorDetail::new(ErrorCode::Conflict, "refused")
+    }
+}
