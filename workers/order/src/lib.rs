@@ -64,9 +64,12 @@ pub struct Settings {
     pub node_lease_ttl: Duration,
     /// Creates one worker process works on at once; beyond it a create is refused at once
     /// with `unavailable` (before its half message, so it touches no stock). More in flight
-    /// makes bigger batches (cheaper per create) but a longer queue: at 64, an open-loop load
-    /// at half the peak is never refused and keeps its p99 near 20 ms, and 4,000 clients get
-    /// more goodput than 32 (docs/performance.md).
+    /// makes bigger batches (cheaper per create) but a longer queue. 64 against 32, side by
+    /// side when it was chosen (0ba06ef): 4,000 clients got 1.23 of the peak's goodput
+    /// instead of 0.88, and an open loop at 1,100 creates/s was refused nothing instead of 48
+    /// creates, p99 20.6 ms against 20.2; 128 let that p99 grow to 42.5 ms. The later runs of
+    /// record saw the open loop at half the peak refused a few (77 in one run) and its p99 at
+    /// 21-48 ms, against a target of 25 ms not met there (docs/performance.md).
     pub max_creates_in_flight: usize,
     /// The smallest `retry_after_ms` a refused create is given; under a sustained overload
     /// the hint grows (up to 30 s, jittered) until clients come back about as fast as the
