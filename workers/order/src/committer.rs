@@ -86,7 +86,7 @@ async fn write_forever(pool: PgPool, mut queue: mpsc::UnboundedReceiver<Job>, ou
 /// is logged once above and may name SQL).
 fn shared_failure(error: &OrderError) -> OrderError {
     match error {
-        OrderError::Database(_) => {
+        OrderError::DatabaseUnavailable(_) => {
             OrderError::Unavailable("the order database is unavailable".into())
         }
         _ => OrderError::Bug("a batch of order commits failed".into()),
