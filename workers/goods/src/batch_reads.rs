@@ -52,7 +52,7 @@ impl BatchReads {
             ids: ids.to_vec(),
             found,
         };
-        let stopped = || GoodsError::Stopped("the goods reader stopped".into());
+        let stopped = || GoodsError::Bug("the goods reader stopped".into());
         self.queue.send(job).map_err(|_| stopped())?;
         answer.await.map_err(|_| stopped())?
     }

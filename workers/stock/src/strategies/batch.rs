@@ -137,7 +137,7 @@ impl Batcher {
 }
 
 fn writer_gone() -> StockError {
-    StockError::Unexpected("the batch writer has stopped".to_owned())
+    StockError::Bug("the batch writer has stopped".to_owned())
 }
 
 /// The writer: one batch at a time, each taken the moment the previous one is answered.
@@ -257,7 +257,7 @@ pub async fn deduct_batch(
 ) -> Result<Vec<Outcome>, StockError> {
     let mut seen = HashSet::with_capacity(orders.len());
     if let Some(order) = orders.iter().find(|o| !seen.insert(o.sn)) {
-        return Err(StockError::Unexpected(format!(
+        return Err(StockError::Bug(format!(
             "order {} occurs twice in one batch",
             order.sn
         )));
@@ -289,7 +289,7 @@ pub async fn deduct_batch(
         .iter()
         .map(|order| match verdicts.remove(&order.sn.get()) {
             Some(verdict) => Ok(verdict.outcome(order)),
-            None => Err(StockError::Unexpected(format!(
+            None => Err(StockError::Bug(format!(
                 "order {} got no answer in its batch",
                 order.sn
             ))),
@@ -320,7 +320,7 @@ impl Verdict {
                 .iter()
                 .find(|line| Some(line.goods_id.get()) == self.r_goods)
                 .ok_or_else(|| {
-                    StockError::Unexpected(format!(
+                    StockError::Bug(format!(
                         "order {}: its batch named goods {:?}, not one of its own",
                         order.sn, self.r_goods
                     ))
@@ -339,7 +339,7 @@ impl Verdict {
                 let first = repo::decode_items(self.r_items.as_deref().unwrap_or_default())?;
                 earlier_answer(order.sn, status, first, &order.items)
             }
-            other => Err(StockError::Unexpected(format!(
+            other => Err(StockError::Bug(format!(
                 "order {}: its batch answered {other:?}",
                 order.sn
             ))),
