@@ -1,5 +1,6 @@
 //! The public interface of shop, as types: subjects, request and reply bodies, error codes,
-//! and the JetStream messages that cross worker boundaries.
+//! and the JetStream messages that cross worker boundaries. [`Endpoint`] ties each request
+//! subject to its request and reply types.
 //!
 //! This crate owns the *shape* of everything on the wire and the validation rules that can
 //! be checked without I/O (id ranges, quantities, list lengths). Decoding a request into
@@ -8,6 +9,7 @@
 //! It must not do I/O: no tokio, no sqlx, no async-nats. `../shared/CONTRACT.md` is the
 //! prose version; where they differ, the contract is right and this crate has a bug.
 
+pub mod endpoint;
 pub mod error;
 pub mod goods;
 pub mod ids;
@@ -18,6 +20,7 @@ pub mod subjects;
 pub mod time;
 pub mod txn;
 
+pub use endpoint::Endpoint;
 pub use error::{ErrorBody, ErrorCode, ErrorDetail};
 pub use ids::{CategoryId, Cents, GoodsId, OrderSn, Quantity, RoomId, UserId};
 pub use list::{ItemList, LongText, PageLimit, ShortText};

@@ -54,7 +54,7 @@ impl BatchReads {
         self.queue
             .call(ids.to_vec())
             .await
-            .map_err(|stopped| GoodsError::Stopped(stopped.to_string()))?
+            .map_err(|stopped| GoodsError::Bug(stopped.to_string()))?
     }
 }
 

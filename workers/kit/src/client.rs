@@ -1,13 +1,20 @@
 //! Calling another service: request with a deadline and the caller's trace context, decode
-//! the reply or the contract error.
+//! the reply or the contract error, and the contract error a caller answers with when the
+//! call failed ([`CallError::to_contract`]).
+//!
+//! [`request`] is the typed call: the [`Endpoint`] names the subject and both bodies, so
+//! they cannot be mismatched. [`call`] and [`call_raw`] remain for subjects that are not
+//! contract endpoints (`$SRV.*`) and for callers not converted yet.
 
 use std::time::Duration;
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use shop_contracts::error::HEADER_ERROR_CODE;
-use shop_contracts::{ErrorBody, ErrorDetail};
+use shop_contracts::{Endpoint, ErrorBody, ErrorDetail};
 use thiserror::Error;
+
+use crate::ServiceError;
 
 #[derive(Debug, Error)]
 pub enum CallError {
@@ -20,6 +27,32 @@ pub enum CallError {
     /// The reply was not what the contract promises.
     #[error("{subject} sent a reply that does not match the contract: {reason}")]
     BadReply { subject: String, reason: String },
+}
+
+impl ServiceError for CallError {
+    /// What a caller answers when this call failed: a refusal is passed on as it came (a
+    /// shed request's `unavailable` with its `retry_after_ms` too); no responders or no
+    /// answer in time is `unavailable`, naming the service only (the reason may name hosts
+    /// and is for the log); a reply that breaks the contract is a bug, `internal`.
+    fn to_contract(&self) -> ErrorDetail {
+        match self {
+            CallError::Refused(detail) => detail.clone(),
+            CallError::NoAnswer { subject, .. } => {
+                let service = subject.split('.').next().unwrap_or("a");
+                ErrorDetail::unavailable(format!("the {service} service did not answer in time"))
+            }
+            CallError::BadReply { .. } => ErrorDetail::internal(),
+        }
+    }
+}
+
+/// Sends `body` to the endpoint `E` and waits at most `timeout` for its reply.
+pub async fn request<E: Endpoint>(
+    client: &async_nats::Client,
+    body: &E::Request,
+    timeout: Duration,
+) -> Result<E::Reply, CallError> {
+    call(client, E::SUBJECT, body, timeout).await
 }
 
 /// Sends `body` to `subject` and waits at most `timeout` for the reply.
@@ -73,4 +106,46 @@ pub async fn call_raw<Rep: DeserializeOwned>(
         return Err(CallError::Refused(body.error));
     }
     serde_json::from_slice(&message.payload).map_err(|e| bad(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use shop_contracts::ErrorCode;
+
+    use super::*;
+
+    #[track_caller]
+    fn check(error: CallError, expected: ErrorDetail) {
+        assert_eq!(error.to_contract(), expected);
+    }
+
+    #[test]
+    fn a_failed_call_becomes_one_contract_error() {
+        let shed =
+            ErrorDetail::unavailable("the worker is at capacity; nothing was done, try again")
+                .with("retry_after_ms", 40);
+        check(CallError::Refused(shed.clone()), shed);
+        let short = ErrorDetail::new(
+            ErrorCode::InsufficientStock,
+            "goods 7: 3 requested, 1 available",
+        )
+        .with("goods_id", 7);
+        check(CallError::Refused(short.clone()), short);
+        for reason in ["no responders", "request timed out: deadline has elapsed"] {
+            check(
+                CallError::NoAnswer {
+                    subject: "stock.deduct".into(),
+                    reason: reason.into(),
+                },
+                ErrorDetail::unavailable("the stock service did not answer in time"),
+            );
+        }
+        check(
+            CallError::BadReply {
+                subject: "goods.batch".into(),
+                reason: "missing field `goods` at line 1 column 2".into(),
+            },
+            ErrorDetail::internal(),
+        );
+    }
 }

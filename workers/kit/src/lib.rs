@@ -10,7 +10,8 @@
 //! - [`queue`]: the bounded coalescing queue behind every batcher ([`Queue`]).
 //! - [`jetstream`]: the stream and consumer definitions of `nats-config/`, created or updated
 //!   at start-up and read back.
-//! - [`client`]: calling another service and telling a refusal from no answer.
+//! - [`client`]: calling another service (typed by its [`shop_contracts::Endpoint`]), telling a
+//!   refusal from no answer, and the one contract error a failed call answers with.
 //! - [`metrics`]: the process's Prometheus registry, per-endpoint counts and latencies,
 //!   gauges, and `GET /metrics`.
 //! - [`trace`]: W3C `traceparent` in NATS headers, so a request's span continues its caller's

@@ -101,7 +101,7 @@ impl Writer {
 /// is logged once above and may name SQL).
 fn shared_failure(error: &OrderError) -> OrderError {
     match error {
-        OrderError::Database(_) => {
+        OrderError::DatabaseUnavailable(_) => {
             OrderError::Unavailable("the order database is unavailable".into())
         }
         _ => OrderError::Bug("a batch of order commits failed".into()),

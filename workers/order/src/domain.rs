@@ -4,19 +4,19 @@ use std::sync::Arc;
 
 use async_nats::jetstream;
 use serde_json::json;
-use shop_contracts::goods::{GoodsBatchReply, GoodsBatchRequest, GoodsStatus};
+use shop_contracts::endpoint::{GoodsBatch, StockDeduct};
+use shop_contracts::goods::{GoodsBatchRequest, GoodsStatus};
 use shop_contracts::order::{
     CancelRequest, CreateOrderRequest, GetOrderRequest, ListOrdersReply, ListOrdersRequest, Order,
     OrderItem, OrderStatus, PayRequest,
 };
-use shop_contracts::stock::{DeductReply, DeductRequest, NormalizedLines, OrderLine};
-use shop_contracts::subjects::{goods as goods_subject, stock as stock_subject};
+use shop_contracts::stock::{DeductRequest, NormalizedLines, OrderLine};
 use shop_contracts::txn::{
     event_msg_id, event_subject, half_message_id, half_message_subject, rollback_msg_id,
     rollback_subject, HalfMessage, OrderEventKind, RollbackEvent, RollbackReason,
 };
 use shop_contracts::{Cents, ErrorCode, ErrorDetail, ItemList, OrderSn, UserId};
-use shop_kit::client::{call, CallError};
+use shop_kit::client::{request, CallError};
 use shop_kit::crash;
 use sqlx::{PgConnection, PgPool};
 use tokio::sync::Notify;
@@ -120,27 +120,10 @@ fn order_lines(lines: &NormalizedLines) -> Result<Vec<OrderLine>, OrderError> {
 /// Prices and titles from `goods.batch` for the summed lines.
 async fn price(ctx: &Ctx, lines: &[OrderLine]) -> Result<Vec<OrderItem>, OrderError> {
     let ids = lines.iter().map(|line| line.goods_id).collect();
-    let request = GoodsBatchRequest {
+    let batch = GoodsBatchRequest {
         goods_ids: ItemList::new(ids).map_err(|e| OrderError::BadRequest(e.to_string()))?,
     };
-    let reply: GoodsBatchReply = call(
-        &ctx.client,
-        goods_subject::BATCH,
-        &request,
-        ctx.settings.request_timeout,
-    )
-    .await
-    .map_err(|e| match e {
-        CallError::Refused(d)
-            if d.code != ErrorCode::Unavailable && d.code != ErrorCode::Internal =>
-        {
-            OrderError::Refused(d)
-        }
-        other => {
-            tracing::warn!(error = %other, "goods.batch failed");
-            OrderError::Unavailable("the goods service did not answer".into())
-        }
-    })?;
+    let reply = request::<GoodsBatch>(&ctx.client, &batch, ctx.settings.request_timeout).await?;
     if let Some(missing) = reply.missing.first() {
         return Err(OrderError::NotFound(format!(
             "goods {missing} does not exist"
@@ -154,7 +137,7 @@ async fn price(ctx: &Ctx, lines: &[OrderLine]) -> Result<Vec<OrderItem>, OrderEr
             )));
         };
         if goods.status != GoodsStatus::OnSale {
-            return Err(OrderError::Refused(
+            return Err(OrderError::OffSale(
                 ErrorDetail::new(
                     ErrorCode::OffSale,
                     format!("goods {goods_id} is not on sale"),
@@ -372,17 +355,11 @@ async fn publish_half_message(
 /// Asks stock to deduct `items` for `sn`. A definite refusal fences `sn` at once and is
 /// passed on; no answer leaves the decision to the checker.
 async fn deduct(ctx: &Ctx, sn: OrderSn, items: Vec<OrderLine>) -> Result<(), OrderError> {
-    let request = DeductRequest {
+    let deduct = DeductRequest {
         order_sn: sn,
         items: ItemList::new(items).map_err(|e| OrderError::BadRequest(e.to_string()))?,
     };
-    let deducted: Result<DeductReply, CallError> = call(
-        &ctx.client,
-        stock_subject::DEDUCT,
-        &request,
-        ctx.settings.request_timeout,
-    )
-    .await;
+    let deducted = request::<StockDeduct>(&ctx.client, &deduct, ctx.settings.request_timeout).await;
     match deducted {
         Ok(_) => Ok(()),
         Err(CallError::Refused(d))
@@ -393,14 +370,11 @@ async fn deduct(ctx: &Ctx, sn: OrderSn, items: Vec<OrderLine>) -> Result<(), Ord
             // sell-out most creates are refused, and each would otherwise cost a rollback
             // event and a null-compensation record.
             fence_quietly(ctx, sn).await;
-            Err(OrderError::Refused(d))
+            Err(CallError::Refused(d).into())
         }
-        Err(error) => {
-            tracing::warn!(%error, "stock.deduct failed; the checker decides");
-            Err(OrderError::Unavailable(
-                "the stock service did not answer; the order was not created".into(),
-            ))
-        }
+        // No answer, or a failure of stock itself: the deduct may have been applied, so the
+        // checker decides (and rolls it back). The endpoint logs the cause.
+        Err(error) => Err(error.into()),
     }
 }
 

@@ -1,5 +1,10 @@
 //! Errors of the stock worker, one variant per contract code it can answer with.
 //!
+//! The three workers name alike the variants that mean the same: `BadRequest`, `NotFound`,
+//! `Conflict`, `DatabaseUnavailable` (the worker's database is away; the cause is logged,
+//! the caller gets a fixed message), `Unexpected` (any other database error: `internal`),
+//! `Bug` (a broken invariant or a stopped task: `internal`).
+//!
 //! [`StockError`] is `Clone` (the database cause sits behind an `Arc`) because the `batch`
 //! strategy answers every order of a failed batch with the same error.
 
@@ -28,20 +33,22 @@ pub enum StockError {
     Conflict(String),
     /// The database did not answer in time (pool exhausted, connection refused).
     #[error("database unavailable: {0}")]
-    Unavailable(#[source] Arc<sqlx::Error>),
+    DatabaseUnavailable(#[source] Arc<sqlx::Error>),
     /// NATS (the kv_lock bucket) did not answer.
     #[error("lock service unavailable: {0}")]
     LockUnavailable(String),
-    #[error("unexpected error: {0}")]
-    Unexpected(String),
+    #[error("unexpected database error: {0}")]
+    Unexpected(#[source] Arc<sqlx::Error>),
+    #[error("unexpected: {0}")]
+    Bug(String),
 }
 
 impl From<sqlx::Error> for StockError {
     fn from(e: sqlx::Error) -> Self {
         if shop_kit::db::is_unavailable(&e) {
-            StockError::Unavailable(Arc::new(e))
+            StockError::DatabaseUnavailable(Arc::new(e))
         } else {
-            StockError::Unexpected(e.to_string())
+            StockError::Unexpected(Arc::new(e))
         }
     }
 }
@@ -52,9 +59,10 @@ impl StockError {
     pub fn is_transient(&self) -> bool {
         matches!(
             self,
-            StockError::Unavailable(_)
+            StockError::DatabaseUnavailable(_)
                 | StockError::LockUnavailable(_)
                 | StockError::Unexpected(_)
+                | StockError::Bug(_)
                 | StockError::Conflict(_)
         )
     }
@@ -78,13 +86,78 @@ impl ServiceError for StockError {
             }
             StockError::Conflict(m) => ErrorDetail::new(ErrorCode::Conflict, m),
             // The cause is logged by the endpoint; the caller gets no SQL or hosts.
-            StockError::Unavailable(_) => {
+            StockError::DatabaseUnavailable(_) => {
                 ErrorDetail::unavailable("the stock database is unavailable")
             }
             StockError::LockUnavailable(_) => {
                 ErrorDetail::unavailable("the stock lock bucket is unavailable")
             }
-            StockError::Unexpected(_) => ErrorDetail::internal(),
+            StockError::Unexpected(_) | StockError::Bug(_) => ErrorDetail::internal(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[track_caller]
+    fn check(error: StockError, code: ErrorCode, message: &str, transient: bool) {
+        let contract = error.to_contract();
+        assert_eq!((contract.code, contract.message.as_str()), (code, message));
+        assert_eq!(error.is_transient(), transient, "{error:?}");
+    }
+
+    #[test]
+    fn each_variant_answers_its_code_and_no_cause() {
+        let secret = || sqlx::Error::Protocol("SELECT secret FROM stock".into());
+        check(
+            StockError::BadRequest("b".into()),
+            ErrorCode::BadRequest,
+            "b",
+            false,
+        );
+        check(
+            StockError::NotFound("n".into()),
+            ErrorCode::NotFound,
+            "n",
+            false,
+        );
+        check(
+            StockError::Conflict("c".into()),
+            ErrorCode::Conflict,
+            "c",
+            true,
+        );
+        check(
+            StockError::OrderCancelled("7".into()),
+            ErrorCode::OrderCancelled,
+            "order 7 was already returned; a deduct for it is refused",
+            false,
+        );
+        check(
+            StockError::from(sqlx::Error::PoolTimedOut),
+            ErrorCode::Unavailable,
+            "the stock database is unavailable",
+            true,
+        );
+        check(
+            StockError::LockUnavailable("nats at 10.0.0.1".into()),
+            ErrorCode::Unavailable,
+            "the stock lock bucket is unavailable",
+            true,
+        );
+        check(
+            StockError::from(secret()),
+            ErrorCode::Internal,
+            "internal error",
+            true,
+        );
+        check(
+            StockError::Bug("secret".into()),
+            ErrorCode::Internal,
+            "internal error",
+            true,
+        );
     }
 }

@@ -32,19 +32,19 @@ pub fn lines_to_items(lines: &NormalizedLines) -> Result<Vec<OrderLine>, StockEr
 }
 
 pub(crate) fn encode_items(items: &[OrderLine]) -> Result<String, StockError> {
-    serde_json::to_string(items).map_err(|e| StockError::Unexpected(e.to_string()))
+    serde_json::to_string(items).map_err(|e| StockError::Bug(e.to_string()))
 }
 
 pub(crate) fn decode_items(text: &str) -> Result<Vec<OrderLine>, StockError> {
     serde_json::from_str(text)
-        .map_err(|e| StockError::Unexpected(format!("stored sell record items: {e}")))
+        .map_err(|e| StockError::Bug(format!("stored sell record items: {e}")))
 }
 
 pub(crate) fn decode_status(text: &str) -> Result<SellStatus, StockError> {
     match text {
         "deducted" => Ok(SellStatus::Deducted),
         "returned" => Ok(SellStatus::Returned),
-        other => Err(StockError::Unexpected(format!(
+        other => Err(StockError::Bug(format!(
             "stored sell record status {other:?}"
         ))),
     }

@@ -133,7 +133,7 @@ impl Batcher {
         self.queue
             .call(Order { sn, items })
             .await
-            .map_err(|stopped| StockError::Unexpected(stopped.to_string()))?
+            .map_err(|stopped| StockError::Bug(stopped.to_string()))?
     }
 }
 
@@ -264,7 +264,7 @@ pub async fn deduct_batch(
 ) -> Result<Vec<Outcome>, StockError> {
     let mut seen = HashSet::with_capacity(orders.len());
     if let Some(order) = orders.iter().find(|o| !seen.insert(o.sn)) {
-        return Err(StockError::Unexpected(format!(
+        return Err(StockError::Bug(format!(
             "order {} occurs twice in one batch",
             order.sn
         )));
@@ -296,7 +296,7 @@ pub async fn deduct_batch(
         .iter()
         .map(|order| match verdicts.remove(&order.sn.get()) {
             Some(verdict) => Ok(verdict.outcome(order)),
-            None => Err(StockError::Unexpected(format!(
+            None => Err(StockError::Bug(format!(
                 "order {} got no answer in its batch",
                 order.sn
             ))),
@@ -327,7 +327,7 @@ impl Verdict {
                 .iter()
                 .find(|line| Some(line.goods_id.get()) == self.r_goods)
                 .ok_or_else(|| {
-                    StockError::Unexpected(format!(
+                    StockError::Bug(format!(
                         "order {}: its batch named goods {:?}, not one of its own",
                         order.sn, self.r_goods
                     ))
@@ -346,7 +346,7 @@ impl Verdict {
                 let first = repo::decode_items(self.r_items.as_deref().unwrap_or_default())?;
                 earlier_answer(order.sn, status, first, &order.items)
             }
-            other => Err(StockError::Unexpected(format!(
+            other => Err(StockError::Bug(format!(
                 "order {}: its batch answered {other:?}",
                 order.sn
             ))),

@@ -190,7 +190,7 @@ impl Deducter {
                 Strategy::KvLock => kv_lock::take(&mut tx, lines).await?,
                 // Answered by the writer in `deduct`; never one transaction per order.
                 Strategy::Batch => {
-                    return Err(StockError::Unexpected(
+                    return Err(StockError::Bug(
                         "batch deducts go through the writer".to_owned(),
                     ))
                 }
@@ -291,7 +291,7 @@ pub async fn deduct_in(
     };
     let mut outcomes = batch::deduct_batch(conn, std::slice::from_ref(&order)).await?;
     outcomes.pop().unwrap_or_else(|| {
-        Err(StockError::Unexpected(format!(
+        Err(StockError::Bug(format!(
             "order {sn} got no answer from its batch"
         )))
     })
