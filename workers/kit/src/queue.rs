@@ -24,6 +24,12 @@ pub struct Job<In, Out> {
 }
 
 impl<In, Out> Job<In, Out> {
+    /// A job outside any queue, and where its answer arrives (for a writer's unit tests).
+    pub fn new(input: In) -> (Self, oneshot::Receiver<Out>) {
+        let (answer, answered) = oneshot::channel();
+        (Job { input, answer }, answered)
+    }
+
     /// Answers the job's requester. One that gave up waiting is gone: its job's effect stands
     /// (each writer says why that is safe).
     pub fn answer(self, out: Out) {

@@ -376,15 +376,12 @@ mod tests {
     #[test]
     fn repeats_in_one_batch_share_an_entry_and_other_items_wait() {
         let mut batch = Batch::default();
-        let job = |o: Order| {
-            let (reply, _answer) = oneshot::channel();
-            Job { order: o, reply }
-        };
+        let job = |o: Order| Job::new(o).0;
         assert!(batch.add(job(order(1, &[(1, 1)]))).is_none());
         assert!(batch.add(job(order(1, &[(1, 1)]))).is_none());
         assert!(batch.add(job(order(2, &[(1, 1)]))).is_none());
         let back = batch.add(job(order(1, &[(1, 2)])));
-        assert_eq!(back.map(|j| j.order), Some(order(1, &[(1, 2)])));
+        assert_eq!(back.map(|j| j.input), Some(order(1, &[(1, 2)])));
         assert_eq!(batch.orders.len(), 2);
         assert_eq!(batch.waiters[0].len(), 2);
         assert_eq!(batch.requests, 3);
