@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use shop_contracts::{ErrorDetail, ErrorCode};
+use shop_contracts::{ErrorCode, ErrorDetail};
 use shop_kit::{ServiceConfig, Worker, WorkerError};
 use shop_tests::{ask, Answer, TestApp, Worker as Kind};
 
@@ -29,7 +29,7 @@ async fn a_rolling_restart_of_every_worker_kind_loses_no_request() {
         ids.push(goods(&app, 100 + i, 1_000_000).await);
     }
     // A request a worker lost would never be answered: the load waits 10 s for each.
-    let load = MixedLoad::start(app.client().clone(), ids, 8, Duration::from_secs(10));
+    let load = MixedLoad::start(app.client().clone(), ids, 32, Duration::from_secs(10));
     load.wait_for_more(30, "before the restarts").await;
 
     // As a deploy rolls: for each kind, a new process first, then SIGTERM to the old one,
@@ -112,7 +112,10 @@ async fn a_task_that_fails_stops_the_worker_and_names_it() {
         #[allow(unreachable_code)]
         Ok::<(), Box<dyn std::error::Error + Send + Sync>>(())
     });
-    match worker.run(std::future::pending(), Duration::from_secs(5)).await {
+    match worker
+        .run(std::future::pending(), Duration::from_secs(5))
+        .await
+    {
         Err(WorkerError::TaskFailed { task, reason, .. }) => {
             assert_eq!(task, "the buggy relay");
             assert!(reason.contains("panicked"), "{reason}");
@@ -142,7 +145,13 @@ async fn a_stop_answers_what_was_admitted_and_past_the_timeout_names_what_it_aba
     ));
     let client = app.client().clone();
     let asked = tokio::spawn(async move {
-        ask(&client, "test.slow", &json!({"n": 1}), Duration::from_secs(10)).await
+        ask(
+            &client,
+            "test.slow",
+            &json!({"n": 1}),
+            Duration::from_secs(10),
+        )
+        .await
     });
     wait_until_in_flight("slow").await;
     stop.send(()).unwrap();
@@ -150,7 +159,10 @@ async fn a_stop_answers_what_was_admitted_and_past_the_timeout_names_what_it_aba
         Answer::Reply(Ok(reply)) => assert_eq!(reply, json!({"n": 1})),
         other => panic!("the request admitted before the stop was not answered: {other:?}"),
     }
-    running.await.unwrap().expect("a stop within the timeout is clean");
+    running
+        .await
+        .unwrap()
+        .expect("a stop within the timeout is clean");
 
     // ...but not past shutdown_timeout: then it says what it gave up.
     let mut worker = frame(&app, "stuck").await;
@@ -184,14 +196,18 @@ async fn a_stop_answers_what_was_admitted_and_past_the_timeout_names_what_it_aba
 /// process's own metrics: `$SRV.STATS` counts only answered requests).
 async fn wait_until_in_flight(name: &str) {
     let subject = format!("test.{name}");
-    shop_tests::eventually(&format!("a {subject} request in flight"), Duration::from_secs(10), || {
-        let subject = subject.clone();
-        async move {
-            let text = shop_kit::metrics::global().encode();
-            let line = format!("shop_requests_in_flight{{endpoint=\"{subject}\"}} 1");
-            text.contains(&line).then_some(())
-        }
-    })
+    shop_tests::eventually(
+        &format!("a {subject} request in flight"),
+        Duration::from_secs(10),
+        || {
+            let subject = subject.clone();
+            async move {
+                let text = shop_kit::metrics::global().encode();
+                let line = format!("shop_requests_in_flight{{endpoint=\"{subject}\"}} 1");
+                text.contains(&line).then_some(())
+            }
+        },
+    )
     .await;
 }
 

@@ -260,7 +260,8 @@ impl<S, H> Serving<S, H> {
                     metrics.finished(code, took);
                     stats.record(
                         took,
-                        code.map(|c| format!("{}:{}", c.status(), c.as_str())).as_deref(),
+                        code.map(|c| format!("{}:{}", c.status(), c.as_str()))
+                            .as_deref(),
                     );
                     tracing::debug!(
                         code = code.map_or("ok", ErrorCode::as_str),

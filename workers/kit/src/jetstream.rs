@@ -335,8 +335,10 @@ mod tests {
 /// Pull-consumes `consumer` until `stopping` fires: whatever has arrived together (up to
 /// `chunk` messages) goes to one `handle` call, at most `concurrency` calls at once, and
 /// each call acks or naks its messages. At a stop it takes no more, lets the calls in hand
-/// finish, and naks (redelivers at once elsewhere) what was delivered and not yet handed
-/// out, so a stopping worker settles every message it holds. A broken pull (the server
+/// finish, and naks what was delivered and not yet handed out, to be redelivered (to
+/// another worker) after `unseen_back_after`, so a stopping worker settles every message
+/// it holds. (Zero for "at once"; a consumer whose redelivery *means* something, like the
+/// checker's "held for the check delay", gives that delay.) A broken pull (the server
 /// away) is retried after `retry`, for as long as the worker runs.
 pub async fn consume<F, Fut>(
     consumer: consumer::PullConsumer,
@@ -344,6 +346,7 @@ pub async fn consume<F, Fut>(
     chunk: usize,
     concurrency: usize,
     retry: Duration,
+    unseen_back_after: Duration,
     mut handle: F,
 ) -> Result<(), async_nats::Error>
 where
@@ -378,8 +381,10 @@ where
             .await;
         // Delivered to this process and not handed out: back to the server now rather
         // than after the ack wait.
+        let nak =
+            jetstream::AckKind::Nak((!unseen_back_after.is_zero()).then_some(unseen_back_after));
         while let Some(Some(Ok(message))) = messages.next().now_or_never() {
-            if let Err(error) = message.ack_with(jetstream::AckKind::Nak(None)).await {
+            if let Err(error) = message.ack_with(nak.clone()).await {
                 tracing::debug!(%error, "could not nak a message at stop");
             }
         }

@@ -178,7 +178,11 @@ impl Metrics {
     }
 
     /// Reports `depth()` of the coalescing queue `queue` at every scrape.
-    pub fn watch_queue(&self, queue: &'static str, depth: impl Fn() -> usize + Send + Sync + 'static) {
+    pub fn watch_queue(
+        &self,
+        queue: &'static str,
+        depth: impl Fn() -> usize + Send + Sync + 'static,
+    ) {
         let gauge = self.queue_depth.get_or_create(&[("queue", queue)]).clone();
         self.on_scrape(move || {
             gauge.set(depth() as i64);

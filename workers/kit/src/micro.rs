@@ -79,8 +79,15 @@ pub const QUEUE_GROUP: &str = shop_contracts::subjects::QUEUE_GROUP;
 impl Service {
     /// Starts answering `$SRV.{PING,INFO,STATS}`, `$SRV.<verb>.<name>` and
     /// `$SRV.<verb>.<name>.<id>` on `client`.
-    pub async fn start(client: Client, config: ServiceConfig) -> Result<Service, async_nats::Error> {
-        let id = format!("{:016x}{:08x}", crate::endpoint::random_u64(), std::process::id());
+    pub async fn start(
+        client: Client,
+        config: ServiceConfig,
+    ) -> Result<Service, async_nats::Error> {
+        let id = format!(
+            "{:016x}{:08x}",
+            crate::endpoint::random_u64(),
+            std::process::id()
+        );
         let inner = Arc::new(Inner {
             client: client.clone(),
             id,
@@ -147,11 +154,8 @@ impl Service {
 impl Inner {
     fn answer(&self, verb: &str) -> Value {
         let c = &self.config;
-        let endpoints: Vec<Arc<EndpointStats>> = self
-            .endpoints
-            .lock()
-            .map(|e| e.clone())
-            .unwrap_or_default();
+        let endpoints: Vec<Arc<EndpointStats>> =
+            self.endpoints.lock().map(|e| e.clone()).unwrap_or_default();
         let mut body = json!({
             "name": c.name,
             "id": self.id,
@@ -216,9 +220,11 @@ pub struct Endpoint {
 }
 
 /// Requests the fence leaves room for beyond those the client has delivered: more than can
-/// be on the wire at once, so the server's count stays below the fence, and few enough that
-/// a busy stopping instance takes only a moment's share more before the server stops.
-const FENCE_ROOM: u64 = 256;
+/// be on the wire to one process at once (a handful even at thousands a second: the client
+/// reads its socket continuously), so the server's count stays below the fence, and few
+/// enough that a stopping instance takes only a moment's share more: 25 ms at 2,500
+/// requests a second to it, half a second at 130.
+const FENCE_ROOM: u64 = 64;
 
 impl Endpoint {
     /// The next request, or `None` once the endpoint has stopped (after a fence, when the
@@ -239,11 +245,10 @@ impl Endpoint {
     /// Stops the server from routing new requests here without losing one already routed:
     /// first everything the client has delivered is taken out of its buffer (so `taken` is
     /// its count), then `UNSUB <sid> <taken + FENCE_ROOM>`, then a round trip so the server
-    /// has read it. The
-    /// server sends at most `FENCE_ROOM` more (the queue group's other members get the
-    /// rest as soon as this one has had its share) and the client keeps the subscription
-    /// until it has received exactly as many as the server sent. [`Endpoint::next`] ends
-    /// when the last has been taken.
+    /// has read it. The server sends at most `FENCE_ROOM` more (the queue group's other
+    /// members get the rest as soon as this one has had its share) and the client keeps
+    /// the subscription until it has received exactly as many as the server sent.
+    /// [`Endpoint::next`] ends when the last has been taken.
     pub async fn fence(&mut self) -> Result<(), async_nats::Error> {
         while let Some(Some(message)) = self.requests.next().now_or_never() {
             self.taken += 1;

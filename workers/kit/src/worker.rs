@@ -208,7 +208,11 @@ impl Worker {
             }
         });
         if failure.is_none() {
-            tracing::info!(worker, ?timeout, "stopping: fencing endpoints, finishing what was admitted");
+            tracing::info!(
+                worker,
+                ?timeout,
+                "stopping: fencing endpoints, finishing what was admitted"
+            );
         }
         let deadline = Instant::now() + timeout;
 
@@ -220,9 +224,13 @@ impl Worker {
             Err(_) => self.requests.len(),
         };
         self.draining.cancel();
-        abandoned.extend(wait_all(worker, names, &mut self.background, deadline, &mut failure).await);
+        abandoned
+            .extend(wait_all(worker, names, &mut self.background, deadline, &mut failure).await);
         self.service.stop();
-        if tokio::time::timeout_at(deadline, self.client.flush()).await.is_err() {
+        if tokio::time::timeout_at(deadline, self.client.flush())
+            .await
+            .is_err()
+        {
             abandoned.push("the connection's last writes");
         }
 
@@ -239,7 +247,10 @@ impl Worker {
         match failure {
             Some(failure) => Err(failure),
             None => {
-                tracing::info!(worker, "stopped: every admitted request answered, every batch flushed");
+                tracing::info!(
+                    worker,
+                    "stopped: every admitted request answered, every batch flushed"
+                );
                 Ok(())
             }
         }

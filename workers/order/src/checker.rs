@@ -33,12 +33,12 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use tokio_util::sync::CancellationToken;
 use async_nats::jetstream::{self, consumer::PullConsumer, AckKind};
 use chrono::{DateTime, Utc};
 use shop_contracts::txn::{HalfMessage, OrderEventKind, PayDeadline, RollbackReason};
 use shop_contracts::OrderSn;
 use shop_kit::crash;
+use tokio_util::sync::CancellationToken;
 
 use crate::domain::{event_entry, outbox_event, outbox_rollback, rollback_entry, Ctx};
 use crate::repo::Timing;
@@ -92,11 +92,24 @@ pub async fn run(
     source: Source,
     stopping: CancellationToken,
 ) -> Result<(), async_nats::Error> {
+    // A half message handed back at a stop must come back no sooner than the check delay:
+    // a redelivery is read as "held for the check delay" (`Look::old_enough`), and its
+    // create may still be finishing in this process.
+    let unseen_back_after = match source {
+        Source::HalfMessages => ctx.settings.check_delay,
+        Source::DueDeadlines => Duration::ZERO,
+    };
     // Whatever has arrived is looked at together: one read of the database for all.
     let ctx = &ctx;
-    shop_kit::jetstream::consume(consumer, stopping, LOOK_BATCH, CONCURRENCY, RETRY, |batch| {
-        look_at(ctx, source, batch)
-    })
+    shop_kit::jetstream::consume(
+        consumer,
+        stopping,
+        LOOK_BATCH,
+        CONCURRENCY,
+        RETRY,
+        unseen_back_after,
+        |batch| look_at(ctx, source, batch),
+    )
     .await
 }
 

@@ -148,7 +148,8 @@ impl Ids {
         ttl: Duration,
         clock: Clock,
         replicas: usize,
-    ) -> Result<(Ids, impl std::future::Future<Output = ()> + Send + 'static), async_nats::Error> {
+    ) -> Result<(Ids, impl std::future::Future<Output = ()> + Send + 'static), async_nats::Error>
+    {
         let buckets = Buckets {
             leases: bucket(
                 js,

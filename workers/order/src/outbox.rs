@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use async_nats::jetstream;
 use sqlx::PgPool;
-use tokio_util::sync::CancellationToken;
 use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
 
 use crate::{repo, OrderError};
 

@@ -145,7 +145,12 @@ pub async fn start(
     });
     worker.intake(
         "order-txn-checker consumer",
-        checker::run(ctx.clone(), checker, Source::HalfMessages, worker.stopping()),
+        checker::run(
+            ctx.clone(),
+            checker,
+            Source::HalfMessages,
+            worker.stopping(),
+        ),
     );
     if let Some((_, closer)) = closer {
         worker.intake(
@@ -154,10 +159,7 @@ pub async fn start(
         );
     }
 
-    let admission = Admission::new(
-        ctx.settings.max_creates_in_flight,
-        ctx.settings.retry_after,
-    );
+    let admission = Admission::new(ctx.settings.max_creates_in_flight, ctx.settings.retry_after);
     worker
         .serve_admitted(subject::CREATE, Some(admission), ctx.clone(), create)
         .await?;

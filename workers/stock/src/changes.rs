@@ -36,7 +36,11 @@ pub struct Changes {
 impl Changes {
     /// Starts the publishing task as a background task of `worker`; at its stop the
     /// changes reported so far are published, then the task ends.
-    pub fn start(worker: &mut shop_kit::Worker, client: async_nats::Client, pool: PgPool) -> Changes {
+    pub fn start(
+        worker: &mut shop_kit::Worker,
+        client: async_nats::Client,
+        pool: PgPool,
+    ) -> Changes {
         let (sender, receiver) = mpsc::unbounded_channel();
         worker.background(
             "stock change notifier",

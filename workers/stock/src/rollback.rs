@@ -51,11 +51,19 @@ pub async fn run(
 ) -> Result<(), async_nats::Error> {
     tracing::info!("consuming STOCK_ROLLBACK");
     let (pool, changes) = (&pool, &changes);
-    shop_kit::jetstream::consume(consumer, stopping, 1, CONCURRENCY, retry_delay, |events| async move {
-        for event in events {
-            apply(pool, event, retry_delay, changes).await;
-        }
-    })
+    shop_kit::jetstream::consume(
+        consumer,
+        stopping,
+        1,
+        CONCURRENCY,
+        retry_delay,
+        Duration::ZERO,
+        |events| async move {
+            for event in events {
+                apply(pool, event, retry_delay, changes).await;
+            }
+        },
+    )
     .await
 }
 

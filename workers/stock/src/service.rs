@@ -31,7 +31,9 @@ pub async fn start(
         let deducter = deducter.clone();
         move |endpoint: &str| match endpoint {
             // `$SRV.STATS.stock`: `stock.deduct` reports the strategy's figures (batch sizes).
-            subject::DEDUCT => deducter.get().map_or(serde_json::Value::Null, Deducter::stats),
+            subject::DEDUCT => deducter
+                .get()
+                .map_or(serde_json::Value::Null, Deducter::stats),
             _ => serde_json::Value::Null,
         }
     };
@@ -71,7 +73,11 @@ pub async fn start(
         "stock-rollback gauges",
         shop_kit::metrics::global()
             .consumer("stock-rollback")
-            .watch_until(consumer.clone(), std::time::Duration::from_secs(5), worker.draining()),
+            .watch_until(
+                consumer.clone(),
+                std::time::Duration::from_secs(5),
+                worker.draining(),
+            ),
     );
     worker.intake(
         "STOCK_ROLLBACK consumer",
