@@ -321,26 +321,48 @@ impl ConsumerGauges {
     }
 }
 
-/// Binds `addr` and answers `GET /metrics` there in a background task; returns the bound
-/// address (port 0 picks a free one).
-pub async fn serve_http(addr: SocketAddr) -> std::io::Result<SocketAddr> {
-    let listener = TcpListener::bind(addr).await?;
-    let bound = listener.local_addr()?;
-    tokio::spawn(async move {
+/// Binds `addr` for `GET /metrics` (port 0 picks a free one); [`MetricsHttp::serve`]
+/// answers there.
+pub async fn bind_http(addr: SocketAddr) -> std::io::Result<MetricsHttp> {
+    Ok(MetricsHttp {
+        listener: TcpListener::bind(addr).await?,
+    })
+}
+
+/// The bound `GET /metrics` listener, to be served as a task of its worker.
+pub struct MetricsHttp {
+    listener: TcpListener,
+}
+
+impl MetricsHttp {
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Answers scrapes until `done` fires (each in a task this one owns).
+    pub async fn serve(
+        self,
+        done: tokio_util::sync::CancellationToken,
+    ) -> Result<(), std::convert::Infallible> {
+        let mut scrapes = tokio::task::JoinSet::new();
         loop {
-            match listener.accept().await {
-                Ok((stream, _)) => {
-                    tokio::spawn(answer(stream));
-                }
-                Err(error) => {
-                    // Out of file descriptors, say: wait rather than spin.
-                    tracing::warn!(%error, "metrics endpoint: accept failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
+            tokio::select! {
+                accepted = self.listener.accept() => match accepted {
+                    Ok((stream, _)) => {
+                        scrapes.spawn(answer(stream));
+                    }
+                    Err(error) => {
+                        // Out of file descriptors, say: wait rather than spin.
+                        tracing::warn!(%error, "metrics endpoint: accept failed");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                },
+                // Reap finished scrapes so the set does not grow.
+                Some(_) = scrapes.join_next() => {}
+                _ = done.cancelled() => return Ok(()),
             }
         }
-    });
-    Ok(bound)
+    }
 }
 
 /// Answers one HTTP/1.x request and closes the connection. One route and `Connection:
