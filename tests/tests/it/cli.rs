@@ -203,9 +203,14 @@ async fn audit_passes_a_settled_shop_and_names_what_is_broken() {
 
     let (ok, kinds, report) = audit(&app);
     assert!(!ok, "the audit passed a broken shop: {report}");
-    let expected: BTreeSet<String> = ["order_without_stock", "rollback_disagrees", "unbalanced"]
-        .map(String::from)
-        .into();
+    let expected: BTreeSet<String> = [
+        "ledger_disagrees",
+        "order_without_stock",
+        "rollback_disagrees",
+        "unbalanced",
+    ]
+    .map(String::from)
+    .into();
     assert_eq!(kinds, expected, "{report}");
     assert!(report.to_string().contains(&paid), "{report}");
 

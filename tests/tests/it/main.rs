@@ -32,42 +32,22 @@ async fn level(app: &TestApp, goods_id: i64) -> (i64, i64) {
     )
 }
 
-/// CONTRACT section 6, invariants 1 and 2, from the stock database: no goods below zero;
-/// `available + sold` equals its `stock.set` adjustments; the ledger sums to both counts;
-/// `sold` equals the quantities of its `deducted` sell records. `Err` says what is wrong.
+/// CONTRACT section 6, invariants 1 and 2, from the stock database, by the audit's own
+/// checks: no goods below zero; `available + sold` equals its `stock.set` adjustments; the
+/// ledger sums to both counts; `sold` equals the quantities of its `deducted` sell records.
+/// `Err` says what is wrong.
 async fn conservation(stock: &PgPool) -> Result<(), String> {
-    let rows: Vec<(i64, i64, i64, i64, i64, i64, i64)> = sqlx::query_as(
-        "SELECT s.goods_id, s.available, s.sold,
-           COALESCE((SELECT SUM(delta_available + delta_sold) FROM stock_ledger l
-                     WHERE l.goods_id = s.goods_id AND kind = 'adjustment'), 0)::BIGINT,
-           COALESCE((SELECT SUM(delta_available) FROM stock_ledger l
-                     WHERE l.goods_id = s.goods_id), 0)::BIGINT,
-           COALESCE((SELECT SUM(delta_sold) FROM stock_ledger l
-                     WHERE l.goods_id = s.goods_id), 0)::BIGINT,
-           COALESCE((SELECT SUM((i->>'quantity')::BIGINT)
-                     FROM sell_records r, jsonb_array_elements(r.items) i
-                     WHERE r.status = 'deducted' AND (i->>'goods_id')::BIGINT = s.goods_id),
-                    0)::BIGINT
-         FROM stock s",
-    )
-    .fetch_all(stock)
-    .await
-    .map_err(|e| e.to_string())?;
-    for (goods, available, sold, adjusted, ledger_available, ledger_sold, deducted) in rows {
-        let wrong = if available < 0 {
-            format!("available {available} (oversold)")
-        } else if available + sold != adjusted {
-            format!("available {available} + sold {sold} != adjustments {adjusted}")
-        } else if available != ledger_available || sold != ledger_sold {
-            format!(
-                "counts {available}/{sold} but the ledger sums to {ledger_available}/{ledger_sold}"
-            )
-        } else if sold != deducted {
-            format!("sold {sold} but deducted sell records hold {deducted}")
-        } else {
-            continue;
-        };
-        return Err(format!("goods {goods}: {wrong}"));
+    let stock = shop_audit::snapshot::stock(stock)
+        .await
+        .map_err(|e| e.to_string())?;
+    no_findings(shop_audit::check::stock_counts(&stock))
+}
+
+/// `Err` naming every finding, if there is any.
+fn no_findings(findings: Vec<shop_audit::check::Finding>) -> Result<(), String> {
+    if findings.is_empty() {
+        return Ok(());
     }
-    Ok(())
+    let found: Vec<String> = findings.iter().map(ToString::to_string).collect();
+    Err(found.join("; "))
 }

@@ -1,11 +1,65 @@
-//! PostgreSQL connection and error classification shared by the workers.
+//! PostgreSQL shared by the workers: their database settings, the pool, create-and-migrate,
+//! and error classification.
 
 use std::time::Duration;
 
+use serde::{Deserialize, Serialize};
 use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{ConnectOptions, Connection, PgPool};
 use std::str::FromStr;
+
+/// A worker's section of the configuration: its database, plus its own settings `S`
+/// (defined by the worker crate, flattened, so `order.pay_timeout` sits beside
+/// `order.database_url`).
+#[derive(Clone, Serialize, Deserialize)]
+pub struct WorkerConfig<S> {
+    pub database_url: String,
+    pub max_connections: u32,
+    /// How long a request waits for a database connection before answering `unavailable`.
+    #[serde(with = "humantime_serde")]
+    pub acquire_timeout: Duration,
+    /// Create the database and apply migrations when the worker starts.
+    pub migrate_on_start: bool,
+    /// How long a stop (SIGTERM, ctrl-c) may take: fence the endpoints, finish what was
+    /// admitted, flush the batches. Past it the worker exits non-zero naming what it
+    /// abandoned.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_timeout: Duration,
+    #[serde(flatten)]
+    pub settings: S,
+}
+
+impl<S> WorkerConfig<S> {
+    /// The development defaults: `database` on the local cluster of `shop up`.
+    pub fn new(database: &str, settings: S) -> Self {
+        WorkerConfig {
+            database_url: format!("postgres://shop@127.0.0.1:5544/{database}"),
+            max_connections: 20,
+            acquire_timeout: Duration::from_secs(3),
+            migrate_on_start: true,
+            shutdown_timeout: Duration::from_secs(10),
+            settings,
+        }
+    }
+}
+
+// By hand: the database URL may carry a password.
+impl<S: std::fmt::Debug> std::fmt::Debug for WorkerConfig<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WorkerConfig")
+            .field(
+                "database_url",
+                &crate::server::redact_url(&self.database_url),
+            )
+            .field("max_connections", &self.max_connections)
+            .field("acquire_timeout", &self.acquire_timeout)
+            .field("migrate_on_start", &self.migrate_on_start)
+            .field("shutdown_timeout", &self.shutdown_timeout)
+            .field("settings", &self.settings)
+            .finish()
+    }
+}
 
 /// Whether a database error means "did not answer in time" (the contract's `unavailable`),
 /// as opposed to a bug (`internal`).

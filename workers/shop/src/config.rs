@@ -6,11 +6,13 @@
 //! to NATS, a development password), naming keys and never their values.
 
 use std::path::PathBuf;
-use std::time::Duration;
 
 use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
 use serde::{Deserialize, Serialize};
+
+/// Each worker's section: its database (`shop_kit::db`) and its own `Settings`.
+pub use shop_kit::db::WorkerConfig;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Config {
@@ -151,42 +153,6 @@ pub enum LogFormat {
     Json,
 }
 
-/// A worker's database plus its own settings (defined by the worker crate).
-#[derive(Clone, Serialize, Deserialize)]
-pub struct WorkerConfig<S> {
-    pub database_url: String,
-    pub max_connections: u32,
-    /// How long a request waits for a database connection before answering `unavailable`.
-    #[serde(with = "humantime_serde")]
-    pub acquire_timeout: Duration,
-    /// Create the database and apply migrations when the worker starts.
-    pub migrate_on_start: bool,
-    /// How long a stop (SIGTERM, ctrl-c) may take: fence the endpoints, finish what was
-    /// admitted, flush the batches. Past it the worker exits non-zero naming what it
-    /// abandoned.
-    #[serde(with = "humantime_serde")]
-    pub shutdown_timeout: Duration,
-    #[serde(flatten)]
-    pub settings: S,
-}
-
-// By hand: the database URL may carry a password.
-impl<S: std::fmt::Debug> std::fmt::Debug for WorkerConfig<S> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("WorkerConfig")
-            .field(
-                "database_url",
-                &shop_kit::server::redact_url(&self.database_url),
-            )
-            .field("max_connections", &self.max_connections)
-            .field("acquire_timeout", &self.acquire_timeout)
-            .field("migrate_on_start", &self.migrate_on_start)
-            .field("shutdown_timeout", &self.shutdown_timeout)
-            .field("settings", &self.settings)
-            .finish()
-    }
-}
-
 /// `shop up`: where the local stack keeps its data and finds its servers.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct DevConfig {
@@ -197,17 +163,6 @@ pub struct DevConfig {
     pub nats_cluster_dir: PathBuf,
     pub postgres_port: u16,
     pub nats_port: u16,
-}
-
-fn worker<S>(database: &str, settings: S) -> WorkerConfig<S> {
-    WorkerConfig {
-        database_url: format!("postgres://shop@127.0.0.1:5544/{database}"),
-        max_connections: 20,
-        acquire_timeout: Duration::from_secs(3),
-        migrate_on_start: true,
-        shutdown_timeout: Duration::from_secs(10),
-        settings,
-    }
 }
 
 impl Default for Config {
@@ -232,9 +187,9 @@ impl Default for Config {
                 otlp_endpoint: None,
                 sample_ratio: 1.0,
             },
-            goods: worker("shop_goods", shop_goods::Settings::default()),
-            stock: worker("shop_stock", shop_stock::Settings::default()),
-            order: worker("shop_order", shop_order::Settings::default()),
+            goods: WorkerConfig::new("shop_goods", shop_goods::Settings::default()),
+            stock: WorkerConfig::new("shop_stock", shop_stock::Settings::default()),
+            order: WorkerConfig::new("shop_order", shop_order::Settings::default()),
             gateway: shop_gateway::Settings::default(),
             crash_at: None,
             dev: DevConfig {
@@ -363,6 +318,8 @@ impl Config {
 // figment::Jail's closures return figment::Error, which is large by design.
 #[allow(clippy::result_large_err)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
     #[test]

@@ -1,5 +1,6 @@
 //! A consistent read of the stock database for `shop audit`: every goods' counts beside the
-//! sum of its `stock.set` adjustments, and every sell record. Read-only; one REPEATABLE READ
+//! sum of its `stock.set` adjustments and the sums of its whole ledger, and every sell
+//! record. Read-only; one REPEATABLE READ
 //! transaction, so the counts and the records are of the same moment.
 
 use std::collections::BTreeMap;
@@ -19,6 +20,10 @@ pub struct GoodsBalance {
     pub sold: i64,
     /// Sum of the goods' `adjustment` ledger rows (`delta_available + delta_sold`).
     pub adjusted: i64,
+    /// Sums of all the goods' ledger rows' `delta_available` and `delta_sold`: the counts
+    /// the ledger says the goods has.
+    pub ledger_available: i64,
+    pub ledger_sold: i64,
 }
 
 /// One sell record: `items` as `(goods_id, quantity)`, summed and in ascending goods_id.
@@ -41,11 +46,16 @@ pub async fn snapshot(pool: &PgPool) -> Result<StockSnapshot, StockError> {
     sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
         .execute(&mut *tx)
         .await?;
-    let goods: Vec<(i64, i64, i64, i64)> = sqlx::query_as(
-        "SELECT s.goods_id, s.available, s.sold, COALESCE(a.adjusted, 0)::bigint
+    let goods: Vec<(i64, i64, i64, i64, i64, i64)> = sqlx::query_as(
+        "SELECT s.goods_id, s.available, s.sold, COALESCE(l.adjusted, 0)::bigint,
+                COALESCE(l.available, 0)::bigint, COALESCE(l.sold, 0)::bigint
          FROM stock s
-         LEFT JOIN (SELECT goods_id, sum(delta_available + delta_sold) AS adjusted
-                    FROM stock_ledger WHERE kind = 'adjustment' GROUP BY goods_id) a
+         LEFT JOIN (SELECT goods_id,
+                           sum(delta_available + delta_sold)
+                             FILTER (WHERE kind = 'adjustment') AS adjusted,
+                           sum(delta_available) AS available,
+                           sum(delta_sold) AS sold
+                    FROM stock_ledger GROUP BY goods_id) l
            USING (goods_id)
          ORDER BY s.goods_id",
     )
@@ -74,12 +84,18 @@ pub async fn snapshot(pool: &PgPool) -> Result<StockSnapshot, StockError> {
     Ok(StockSnapshot {
         goods: goods
             .into_iter()
-            .map(|(goods_id, available, sold, adjusted)| GoodsBalance {
-                goods_id,
-                available,
-                sold,
-                adjusted,
-            })
+            .map(
+                |(goods_id, available, sold, adjusted, ledger_available, ledger_sold)| {
+                    GoodsBalance {
+                        goods_id,
+                        available,
+                        sold,
+                        adjusted,
+                        ledger_available,
+                        ledger_sold,
+                    }
+                },
+            )
             .collect(),
         sells,
     })

@@ -20,7 +20,7 @@ use serde::Serialize;
 
 use super::create::Creates;
 use super::record::Figures;
-use crate::config::Config;
+use crate::BenchConfig;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Ceilings {
@@ -33,7 +33,7 @@ pub struct Ceilings {
 }
 
 pub async fn measure(
-    config: &Config,
+    config: &BenchConfig,
     client: &async_nats::Client,
     creates: Creates,
     concurrency: usize,

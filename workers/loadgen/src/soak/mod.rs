@@ -12,10 +12,15 @@
 //! At the end it stops the load, waits for the system to settle, and requires a clean
 //! `shop audit --grace 0s`. It prints a summary, writes it as JSON, and exits non-zero when
 //! any audit failed.
+//!
+//! Starting, stopping and seeding `shop`'s own processes is the binary's business: it
+//! passes a [`Stack`] that does those, and the soak decides only when.
 
 mod load;
 
 use std::collections::BTreeMap;
+use std::future::Future;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -25,12 +30,15 @@ use serde_json::json;
 use shop_devstack::{NatsServer, NatsServerSpec, PostgresCluster, PostgresSpec};
 use tokio::process::Child;
 
-use super::up::{serving_and_seeded, spawn_worker_with, stop, WORKERS};
+use shop_kit::server::NatsTarget;
+
 use crate::cli::SoakArgs;
-use crate::config::Config;
+
+/// The worker kinds, one process of each.
+const KINDS: [&str; 3] = ["goods", "stock", "order"];
 
 /// Worker settings of the soak: deadlines and checks fast enough to happen many times.
-const WORKER_ENV: &[(&str, &str)] = &[
+pub const WORKER_ENV: &[(&str, &str)] = &[
     ("SHOP_ORDER__PAY_TIMEOUT", "10s"),
     ("SHOP_ORDER__CHECK_DELAY", "3s"),
     ("SHOP_ORDER__REQUEST_TIMEOUT", "3s"),
@@ -39,21 +47,62 @@ const WORKER_ENV: &[(&str, &str)] = &[
 ];
 /// How long after the load stops the final audit may take to come out clean.
 const SETTLE: Duration = Duration::from_secs(120);
+/// How long the audit waits for a database connection.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
 
-pub async fn run(mut config: Config, args: SoakArgs) -> anyhow::Result<()> {
+/// Where the soak's own servers come from: the `dev.*` settings.
+#[derive(Debug, Clone)]
+pub struct Dev {
+    /// `dev.data_dir`; the soak uses (and wipes) its `soak/` directory.
+    pub data_dir: PathBuf,
+    pub nats_server_bin: PathBuf,
+    pub nats_config: PathBuf,
+    pub nats_port: u16,
+    pub postgres_port: u16,
+}
+
+/// Where the soak's servers listen, once started.
+#[derive(Debug, Clone)]
+pub struct Urls {
+    pub nats: String,
+    pub goods_database: String,
+    pub stock_database: String,
+    pub order_database: String,
+}
+
+/// What the binary does for the soak: `shop`'s own processes and their setup.
+pub trait Stack {
+    /// Creates the databases at `urls` and applies every worker's migrations.
+    fn migrate(&self, urls: &Urls) -> impl Future<Output = anyhow::Result<()>>;
+    /// Starts a worker of `kind` on `urls` as its own NATS user, with [`WORKER_ENV`].
+    fn spawn(&self, urls: &Urls, kind: &str) -> anyhow::Result<Child>;
+    /// Stops a worker politely (SIGTERM, then SIGKILL).
+    fn stop(&self, child: &mut Child) -> impl Future<Output = ()>;
+    /// How an admin client connects to the soak's nats-server, named `name`.
+    fn admin(&self, urls: &Urls, name: &str) -> NatsTarget;
+    /// Waits until every worker kind answers, then seeds the demo room with `stock` of
+    /// each goods; returns the admin connection.
+    fn serving_and_seeded(
+        &self,
+        urls: &Urls,
+        stock: i64,
+    ) -> impl Future<Output = anyhow::Result<async_nats::Client>>;
+}
+
+pub async fn run(dev: Dev, args: SoakArgs, stack: &impl Stack) -> anyhow::Result<()> {
     let root = args
         .root
         .canonicalize()
         .with_context(|| format!("{} does not exist", args.root.display()))?;
-    let data = root.join(&config.dev.data_dir).join("soak");
+    let data = root.join(&dev.data_dir).join("soak");
     if data.exists() {
         std::fs::remove_dir_all(&data).with_context(|| format!("wiping {}", data.display()))?;
     }
     let logs = data.join("logs");
     let mut nats = NatsServer::start(NatsServerSpec {
-        binary: root.join(&config.dev.nats_server_bin),
-        config: root.join(&config.dev.nats_config),
-        port: config.dev.nats_port,
+        binary: root.join(&dev.nats_server_bin),
+        config: root.join(&dev.nats_config),
+        port: dev.nats_port,
         // Any free port: dev.conf's own (8222) may belong to a `shop up` running beside it.
         monitor_port: Some(shop_devstack::free_port().context("a port for monitoring")?),
         store_dir: data.join("nats"),
@@ -64,24 +113,24 @@ pub async fn run(mut config: Config, args: SoakArgs) -> anyhow::Result<()> {
     let postgres = PostgresCluster::start(PostgresSpec {
         bin_dir: None,
         data_dir: data.join("pg"),
-        port: config.dev.postgres_port,
+        port: dev.postgres_port,
         log_file: logs.join("postgres.log"),
         throwaway: false,
     })
     .context("starting PostgreSQL")?;
-    config.nats.url = nats.url();
-    config.goods.database_url = postgres.url("shop_goods");
-    config.stock.database_url = postgres.url("shop_stock");
-    config.order.database_url = postgres.url("shop_order");
-    super::migrate::run(&config).await?;
+    let urls = Urls {
+        nats: nats.url(),
+        goods_database: postgres.url("shop_goods"),
+        stock_database: postgres.url("shop_stock"),
+        order_database: postgres.url("shop_order"),
+    };
+    stack.migrate(&urls).await?;
 
     let mut workers: Vec<(&str, Child)> = Vec::new();
-    for (kind, _) in WORKERS {
-        workers.push((kind, spawn(&config, kind)?));
+    for kind in KINDS {
+        workers.push((kind, stack.spawn(&urls, kind)?));
     }
-    config.nats.user = Some("admin".into());
-    config.nats.password = Some("admin-dev".into());
-    let admin = serving_and_seeded(&config, "shop-soak", 1_000_000_000).await?;
+    let admin = stack.serving_and_seeded(&urls, 1_000_000_000).await?;
 
     let duration = Duration::from_secs_f64(args.minutes * 60.0);
     println!(
@@ -121,7 +170,7 @@ pub async fn run(mut config: Config, args: SoakArgs) -> anyhow::Result<()> {
             let kind = workers[i].0;
             let _ = workers[i].1.start_kill();
             let _ = workers[i].1.wait().await;
-            workers[i].1 = spawn(&config, kind)?;
+            workers[i].1 = stack.spawn(&urls, kind)?;
             *kills.entry(kind).or_default() += 1;
             next_kill = now + args.kill_every;
         }
@@ -131,7 +180,7 @@ pub async fn run(mut config: Config, args: SoakArgs) -> anyhow::Result<()> {
             next_restart = now + args.nats_restart_every;
         }
         if now >= next_audit {
-            let passed = audit(&config, "60s").await?;
+            let passed = audit(stack, &urls, Duration::from_secs(60)).await;
             let sample = worker_rss(&workers);
             println!(
                 "  {:>5.0}s: {} orders created, {} kills, {} nats restarts, audit {}, worker RSS {:?} KiB",
@@ -156,7 +205,7 @@ pub async fn run(mut config: Config, args: SoakArgs) -> anyhow::Result<()> {
     // Settle: deadlines pass, checks run, rollbacks are applied; then the audit must be clean.
     let settle_started = Instant::now();
     let settled = loop {
-        if audit(&config, "0s").await? {
+        if audit(stack, &urls, Duration::ZERO).await {
             break true;
         }
         if settle_started.elapsed() > SETTLE {
@@ -166,7 +215,7 @@ pub async fn run(mut config: Config, args: SoakArgs) -> anyhow::Result<()> {
     };
     let final_rss = worker_rss(&workers);
     for (_, child) in &mut workers {
-        stop(child).await;
+        stack.stop(child).await;
     }
     drop(postgres);
     drop(nats);
@@ -207,30 +256,19 @@ pub async fn run(mut config: Config, args: SoakArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn spawn(config: &Config, kind: &str) -> anyhow::Result<Child> {
-    let password = WORKERS
-        .iter()
-        .find(|(k, _)| *k == kind)
-        .map(|(_, p)| *p)
-        .context("a worker kind")?;
-    spawn_worker_with(config, kind, password, WORKER_ENV)
-}
-
-/// Runs `shop audit --grace <grace>` against the soak's stack; whether it passed.
-async fn audit(config: &Config, grace: &str) -> anyhow::Result<bool> {
-    let exe = std::env::current_exe().context("locating the shop binary")?;
-    let out = tokio::process::Command::new(exe)
-        .args(["audit", "--grace", grace])
-        .env("SHOP_NATS__URL", &config.nats.url)
-        .env("SHOP_NATS__USER", "admin")
-        .env("SHOP_NATS__PASSWORD", "admin-dev")
-        .env("SHOP_GOODS__DATABASE_URL", &config.goods.database_url)
-        .env("SHOP_STOCK__DATABASE_URL", &config.stock.database_url)
-        .env("SHOP_ORDER__DATABASE_URL", &config.order.database_url)
-        .output()
-        .await
-        .context("running shop audit")?;
-    Ok(out.status.success())
+/// Audits the soak's stack (work younger than `grace` counts as in flight); whether it
+/// could and every invariant held. A fresh connection each time, as after a restart.
+async fn audit(stack: &impl Stack, urls: &Urls, grace: Duration) -> bool {
+    let audited = async {
+        let sources = shop_audit::Sources {
+            stock_db: shop_kit::db::connect(&urls.stock_database, 2, ACQUIRE_TIMEOUT)?,
+            order_db: shop_kit::db::connect(&urls.order_database, 2, ACQUIRE_TIMEOUT)?,
+            nats: shop_kit::server::connect(&stack.admin(urls, "shop-audit")).await?,
+        };
+        let report = shop_audit::audit(&sources, grace, shop_audit::Progress::Hidden).await?;
+        anyhow::Ok(report.findings.is_empty())
+    };
+    audited.await.unwrap_or(false)
 }
 
 /// VmRSS of each worker, by kind.

@@ -17,7 +17,7 @@ use super::procs::Stack;
 use super::record::Figures;
 use super::request::NatsRequest;
 use super::rss::{self, WorkerMemory};
-use crate::config::Config;
+use crate::BenchConfig;
 
 pub struct SystemRun {
     pub figures: Figures,
@@ -31,7 +31,7 @@ pub struct SystemRun {
 
 /// Runs creates over NATS (`order.create`) in `mode` for `window`.
 pub async fn run(
-    config: &Config,
+    config: &BenchConfig,
     client: &async_nats::Client,
     creates: Creates,
     mode: Mode,
@@ -57,7 +57,7 @@ pub fn nats_create(
 /// Runs `operation`, which makes the creates of `creates` (over NATS, through the gateway),
 /// in `mode` for `window`.
 pub async fn run_with<O: Operation>(
-    config: &Config,
+    config: &BenchConfig,
     client: &async_nats::Client,
     creates: Creates,
     operation: Arc<O>,

@@ -16,7 +16,7 @@ use super::drive::Operation;
 use super::keepalive::{self, Pool};
 use super::outcome::Outcome;
 use super::request::TIMEOUT;
-use crate::config::Config;
+use crate::BenchConfig;
 
 const PATH: &str = "/v1/orders";
 
@@ -33,8 +33,8 @@ impl HttpCreate {
     /// Mints a token for each of the bench's users with the gateway's HS256 secret from
     /// `config` (the one `shop up` keeps in the data directory) and opens nothing yet: a
     /// connection is opened for each request in flight at once and kept alive.
-    pub fn new(config: &Config, creates: Creates) -> anyhow::Result<Self> {
-        let secret = config.gateway.auth.hs256_secret.as_ref().context(
+    pub fn new(config: &BenchConfig, creates: Creates) -> anyhow::Result<Self> {
+        let secret = config.gateway_hs256_secret.as_ref().context(
             "--via http needs the gateway's HS256 secret (gateway.auth.hs256_secret, or the \
              dev secrets file `shop up` writes into the data directory)",
         )?;
@@ -49,8 +49,8 @@ impl HttpCreate {
             })
             .collect::<anyhow::Result<Vec<_>>>()?;
         Ok(HttpCreate {
-            pool: Pool::new(config.gateway.listen),
-            host: config.gateway.listen.to_string(),
+            pool: Pool::new(config.gateway_listen),
+            host: config.gateway_listen.to_string(),
             bearers,
             creates,
         })

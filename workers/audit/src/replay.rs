@@ -4,13 +4,13 @@
 
 use std::time::Duration;
 
-use anyhow::Context;
 use async_nats::jetstream::{self, consumer::pull::OrderedConfig, consumer::DeliverPolicy};
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use shop_contracts::txn::RollbackEvent;
 
-use super::check::Replayed;
+use crate::check::Replayed;
+use crate::AuditError;
 
 pub const STREAM: &str = "STOCK_ROLLBACK";
 
@@ -26,12 +26,15 @@ pub async fn replay(
     js: &jetstream::Context,
     progress: &indicatif::ProgressBar,
     mut each: impl FnMut(Stored),
-) -> anyhow::Result<u64> {
+) -> Result<u64, AuditError> {
     let mut stream = js
         .get_stream(STREAM)
         .await
-        .with_context(|| format!("stream {STREAM} not found: have the workers started once?"))?;
-    let info = stream.info().await.context("reading the stream's state")?;
+        .map_err(|e| AuditError::NoStream(STREAM, e))?;
+    let info = stream
+        .info()
+        .await
+        .map_err(|e| AuditError::nats("reading the stream's state", e))?;
     let (stored, last_sequence) = (info.state.messages, info.state.last_sequence);
     progress.set_length(stored);
     if stored == 0 {
@@ -44,18 +47,24 @@ pub async fn replay(
             ..Default::default()
         })
         .await
-        .context("creating an ordered consumer")?;
-    let mut messages = consumer.messages().await.context("reading the stream")?;
+        .map_err(|e| AuditError::nats("creating an ordered consumer", e))?;
+    let mut messages = consumer
+        .messages()
+        .await
+        .map_err(|e| AuditError::nats("reading the stream", e))?;
     let mut read = 0;
     loop {
         let message = tokio::time::timeout(Duration::from_secs(30), messages.next())
             .await
-            .context("the stream stopped delivering")?
-            .context("the stream ended early")?
-            .context("reading a message")?;
-        let info = message
-            .info()
-            .map_err(|e| anyhow::anyhow!("a message without JetStream metadata: {e}"))?;
+            .map_err(|e| AuditError::nats("the stream stopped delivering", e))?
+            .ok_or_else(|| AuditError::nats("reading the stream", Ended))?
+            .map_err(|e| AuditError::nats("reading a message", e))?;
+        let info = message.info().map_err(|e| {
+            AuditError::nats(
+                "a message without JetStream metadata",
+                Metadata(e.to_string()),
+            )
+        })?;
         let sequence = info.stream_sequence;
         let published = DateTime::<Utc>::from_timestamp_nanos(
             i64::try_from(info.published.unix_timestamp_nanos()).unwrap_or(i64::MAX),
@@ -77,3 +86,11 @@ pub async fn replay(
         }
     }
 }
+
+#[derive(Debug, thiserror::Error)]
+#[error("the stream ended early")]
+struct Ended;
+
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct Metadata(String);

@@ -24,12 +24,12 @@ use shop_contracts::OrderSn;
 use super::procs::Stack;
 use super::{progress, publish_all, report, rss};
 use crate::cli::RetentionArgs;
-use crate::config::Config;
+use crate::BenchConfig;
 
 const SCRATCH: &str = "BENCH_RETENTION";
 
 pub async fn run(
-    config: &Config,
+    config: &BenchConfig,
     client: &async_nats::Client,
     args: &RetentionArgs,
 ) -> anyhow::Result<()> {

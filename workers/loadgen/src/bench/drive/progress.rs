@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use super::lock;
-use crate::commands::bench::record::Recorder;
+use crate::bench::record::Recorder;
 
 const TICK: Duration = Duration::from_millis(250);
 

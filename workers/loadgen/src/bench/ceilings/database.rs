@@ -22,13 +22,13 @@ use shop_stock::StockError;
 use sqlx::PgPool;
 
 use super::scratch::{tolerant, Scratch};
-use crate::commands::bench::create::Creates;
-use crate::commands::bench::drive::{self, Mode, Operation};
-use crate::commands::bench::fixture::PLENTY;
-use crate::commands::bench::outcome::Outcome;
-use crate::commands::bench::record::Figures;
-use crate::commands::bench::request::TIMEOUT;
-use crate::config::Config;
+use crate::bench::create::Creates;
+use crate::bench::drive::{self, Mode, Operation};
+use crate::bench::fixture::PLENTY;
+use crate::bench::outcome::Outcome;
+use crate::bench::record::Figures;
+use crate::bench::request::TIMEOUT;
+use crate::BenchConfig;
 
 /// Connections per scratch database at most: well inside the cluster's `max_connections`
 /// next to the workers' own pools.
@@ -37,23 +37,13 @@ const MAX_POOL: usize = 64;
 /// (b): the stock transaction in a scratch stock database, then the order's commit in a
 /// scratch order database.
 pub async fn split(
-    config: &Config,
+    config: &BenchConfig,
     creates: Creates,
     concurrency: usize,
     window: Duration,
 ) -> anyhow::Result<Figures> {
-    let stock_db = Scratch::create(
-        &config.stock.database_url,
-        "_bench",
-        &[&shop_stock::MIGRATOR],
-    )
-    .await?;
-    let order_db = Scratch::create(
-        &config.order.database_url,
-        "_bench",
-        &[&shop_order::MIGRATOR],
-    )
-    .await?;
+    let stock_db = Scratch::create(&config.stock.url, "_bench", &[&shop_stock::MIGRATOR]).await?;
+    let order_db = Scratch::create(&config.order.url, "_bench", &[&shop_order::MIGRATOR]).await?;
     let measured = async {
         let stock = pool(&stock_db, concurrency)?;
         let orders = pool(&order_db, concurrency)?;
@@ -83,7 +73,7 @@ pub async fn split(
 
 /// (c): both in one transaction of one scratch database holding both schemas.
 pub async fn monolith(
-    config: &Config,
+    config: &BenchConfig,
     creates: Creates,
     concurrency: usize,
     window: Duration,
@@ -93,7 +83,7 @@ pub async fn monolith(
         tolerant(&shop_order::MIGRATOR),
     );
     let db = Scratch::create(
-        &config.order.database_url,
+        &config.order.url,
         "_bench_monolith",
         &[&stock_schema, &order_schema],
     )
@@ -153,11 +143,10 @@ struct Create {
 }
 
 impl Work {
-    fn new(config: &Config, creates: Creates) -> Work {
+    fn new(config: &BenchConfig, creates: Creates) -> Work {
         Work {
             creates,
-            pay_timeout_ms: i64::try_from(config.order.settings.pay_timeout.as_millis())
-                .unwrap_or(i64::MAX),
+            pay_timeout_ms: i64::try_from(config.pay_timeout.as_millis()).unwrap_or(i64::MAX),
         }
     }
 

@@ -203,7 +203,7 @@ mod tests {
 
     #[test]
     fn cpu_is_what_each_component_used_during_the_run_per_create() {
-        let stack = Stack::of(&crate::config::Config::default());
+        let stack = Stack::of(&crate::BenchConfig::dev());
         let tick_ms = 1000.0 / clock_ticks_per_second();
         let sample = |processes: Vec<(u32, Component, u64)>, bench| Sample {
             processes: processes

@@ -50,10 +50,10 @@ use self::create::Creates;
 use self::drive::Mode;
 use self::settle::Settle;
 use crate::cli::{BenchTarget, LoadArgs, SettleArgs};
-use crate::config::Config;
+use crate::BenchConfig;
 
-pub async fn run(config: &Config, target: BenchTarget) -> anyhow::Result<()> {
-    let client = shop_kit::server::connect(&config.nats_target("shop-bench", None))
+pub async fn run(config: &BenchConfig, target: BenchTarget) -> anyhow::Result<()> {
+    let client = shop_kit::server::connect(&config.nats_target("shop-bench"))
         .await
         .context("connecting to NATS")?;
     match &target {
@@ -120,11 +120,9 @@ fn mode(load: &LoadArgs) -> Mode {
     }
 }
 
-fn settle_of(config: &Config, args: &SettleArgs) -> Settle {
+fn settle_of(config: &BenchConfig, args: &SettleArgs) -> Settle {
     Settle {
-        check_delay: args
-            .check_delay
-            .unwrap_or(config.order.settings.check_delay),
+        check_delay: args.check_delay.unwrap_or(config.check_delay),
         timeout: args.settle_timeout,
     }
 }

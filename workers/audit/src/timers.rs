@@ -6,7 +6,6 @@
 //! (a schedule is stored before its half message is acked, and fires before it is removed),
 //! so an order in motion is never missed; nothing is consumed or acked.
 
-use anyhow::Context;
 use async_nats::jetstream::{self, stream::LastRawMessageErrorKind};
 use shop_contracts::txn::{
     deadline_due_subject, deadline_schedule_subject, half_message_subject, ORDER_TIMERS_STREAM,
@@ -14,21 +13,24 @@ use shop_contracts::txn::{
 };
 use shop_contracts::OrderSn;
 
+use crate::AuditError;
+
 /// The order_sns among `unpaid` with no timer left.
 pub async fn missing(
     js: &jetstream::Context,
     unpaid: &[i64],
     progress: &indicatif::ProgressBar,
-) -> anyhow::Result<Vec<i64>> {
+) -> Result<Vec<i64>, AuditError> {
     progress.set_length(unpaid.len() as u64);
-    let txn = js.get_stream(ORDER_TXN_STREAM).await.with_context(|| {
-        format!("stream {ORDER_TXN_STREAM} not found: have the workers started once?")
-    })?;
+    let txn = js
+        .get_stream(ORDER_TXN_STREAM)
+        .await
+        .map_err(|e| AuditError::NoStream(ORDER_TXN_STREAM, e))?;
     // Absent on a server without message schedules, where the workers run nak_delay only.
     let timers = js.get_stream(ORDER_TIMERS_STREAM).await.ok();
     let mut gone = Vec::new();
     for &sn in unpaid {
-        let sn_typed = OrderSn::new(sn).context("a stored order_sn")?;
+        let sn_typed = OrderSn::new(sn).map_err(|_| AuditError::BadOrderSn(sn))?;
         let mut found = has(&txn, &half_message_subject(sn_typed)).await?;
         if let Some(timers) = timers.as_ref().filter(|_| !found) {
             found = has(timers, &deadline_schedule_subject(sn_typed)).await?
@@ -42,10 +44,10 @@ pub async fn missing(
     Ok(gone)
 }
 
-async fn has(stream: &jetstream::stream::Stream, subject: &str) -> anyhow::Result<bool> {
+async fn has(stream: &jetstream::stream::Stream, subject: &str) -> Result<bool, AuditError> {
     match stream.get_last_raw_message_by_subject(subject).await {
         Ok(_) => Ok(true),
         Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => Ok(false),
-        Err(e) => Err(e).with_context(|| format!("reading {subject}")),
+        Err(e) => Err(AuditError::nats(format!("reading {subject}"), e)),
     }
 }

@@ -10,12 +10,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::commands::bench::outcome::Outcome;
+use crate::bench::outcome::Outcome;
 
 use anyhow::Context;
 
 use super::{lock, Operation};
-use crate::commands::bench::record::Recorder;
+use crate::bench::record::Recorder;
 
 /// The clients of a closed loop.
 pub struct Clients {

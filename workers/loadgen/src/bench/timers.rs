@@ -32,7 +32,7 @@ use super::procs::{self, Component, Stack};
 use super::request::TIMEOUT;
 use super::{cpu, fixture, progress, publish_all, report, rss};
 use crate::cli::TimersArgs;
-use crate::config::Config;
+use crate::BenchConfig;
 
 /// The bench goods, away from the seed data and the other benches'.
 const GOODS_ID: i64 = 4_000_001;
@@ -40,18 +40,16 @@ const GOODS_ID: i64 = 4_000_001;
 const CHUNK: u64 = 100_000;
 
 pub async fn run(
-    config: &Config,
+    config: &BenchConfig,
     client: &async_nats::Client,
     args: &TimersArgs,
 ) -> anyhow::Result<()> {
     let mode = timer_mode(client).await?;
     let stack = Stack::of(config);
     let js = jetstream::new(client.clone());
-    let stock = shop_kit::db::connect(&config.stock.database_url, 4, TIMEOUT)?;
-    let orders = shop_kit::db::connect(&config.order.database_url, 4, TIMEOUT)?;
-    let check_delay = args
-        .check_delay
-        .unwrap_or(config.order.settings.check_delay);
+    let stock = shop_kit::db::connect(&config.stock.url, 4, TIMEOUT)?;
+    let orders = shop_kit::db::connect(&config.order.url, 4, TIMEOUT)?;
+    let check_delay = args.check_delay.unwrap_or(config.check_delay);
     println!(
         "timers: mode {mode}, {} waiting, a burst of {} in one second, {} failed creates",
         args.waiting, args.burst, args.orphans

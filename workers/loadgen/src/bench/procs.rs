@@ -22,7 +22,7 @@ use std::collections::BTreeSet;
 use std::path::Path;
 use std::str::FromStr;
 
-use crate::config::Config;
+use crate::BenchConfig;
 
 /// The worker kinds, in the order the bench reports them (the order of a create's path,
 /// from the worker that answers it).
@@ -42,17 +42,20 @@ pub struct Stack {
     /// Where the bench's gateway listens: of the gateways on the bench's NATS (the test
     /// suite runs many, one per account), the one that listens there is the stack's.
     gateway_listen: std::net::SocketAddr,
+    /// What a worker uses without `SHOP_NATS__URL` or `SHOP_GATEWAY__LISTEN`.
+    unset_nats_url: String,
+    unset_gateway_listen: std::net::SocketAddr,
 }
 
 impl Stack {
-    pub fn of(config: &Config) -> Stack {
+    pub fn of(config: &BenchConfig) -> Stack {
         let databases: Vec<_> = KINDS
             .into_iter()
             .filter_map(|kind| {
                 let url = match kind {
-                    "goods" => &config.goods.database_url,
-                    "stock" => &config.stock.database_url,
-                    _ => &config.order.database_url,
+                    "goods" => &config.goods.url,
+                    "stock" => &config.stock.url,
+                    _ => &config.order.url,
                 };
                 let (port, database) = database_of(url)?;
                 Some((kind, port, database))
@@ -62,7 +65,9 @@ impl Stack {
             nats_ports: nats_ports(&config.nats.url),
             postgres_ports: databases.iter().map(|(_, port, _)| *port).collect(),
             databases,
-            gateway_listen: config.gateway.listen,
+            gateway_listen: config.gateway_listen,
+            unset_nats_url: config.unset_nats_url.clone(),
+            unset_gateway_listen: config.unset_gateway_listen,
         }
     }
 
@@ -203,7 +208,7 @@ fn is_our_worker(stack: &Stack, pid: u32, kind: &str) -> bool {
     };
     // Without the variable the worker uses the default URL (or shop.toml's, which this
     // cannot see): the best guess there is.
-    let nats = var("SHOP_NATS__URL").unwrap_or_else(|| Config::default().nats.url);
+    let nats = var("SHOP_NATS__URL").unwrap_or_else(|| stack.unset_nats_url.clone());
     if !nats_port(&nats).is_some_and(|p| stack.nats_ports.contains(&p)) {
         return false;
     }
@@ -212,7 +217,7 @@ fn is_our_worker(stack: &Stack, pid: u32, kind: &str) -> bool {
         // variable is absent) says which is the stack's.
         let listen = var("SHOP_GATEWAY__LISTEN")
             .and_then(|addr| addr.parse().ok())
-            .unwrap_or_else(|| Config::default().gateway.listen);
+            .unwrap_or(stack.unset_gateway_listen);
         return listen == stack.gateway_listen;
     }
     let setting = format!("SHOP_{}__DATABASE_URL", kind.to_uppercase());
@@ -366,7 +371,7 @@ mod tests {
 
     #[test]
     fn the_scan_never_lists_this_test_process() {
-        let stack = Stack::of(&Config::default());
+        let stack = Stack::of(&BenchConfig::dev());
         assert!(scan(&stack).iter().all(|p| p.pid != std::process::id()));
     }
 }

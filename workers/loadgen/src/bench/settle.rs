@@ -1,5 +1,5 @@
-//! After a run: wait until the system has finished the run's work, then run `shop audit`
-//! in-process. A run that breaks an invariant fails, however fast it was.
+//! After a run: wait until the system has finished the run's work, then run the audit
+//! (`shop_audit`) in-process. A run that breaks an invariant fails, however fast it was.
 //!
 //! What is still in flight when the load stops: creates that deducted stock but never
 //! committed (a timeout, a refusal after the deduct). The checker gives their stock back
@@ -25,8 +25,7 @@ use shop_contracts::txn::{
     ORDER_TXN_CHECKER, ORDER_TXN_STREAM, STOCK_ROLLBACK_CONSUMER, STOCK_ROLLBACK_STREAM,
 };
 
-use crate::commands::audit;
-use crate::config::Config;
+use crate::BenchConfig;
 
 /// Slack for the outbox relay's sweep (every 2 s) and a redelivery's scheduling.
 const MARGIN: Duration = Duration::from_secs(5);
@@ -41,7 +40,7 @@ pub struct Settle {
 
 /// Waits for the work of a run that ended at `ended` to settle, then audits the system.
 pub async fn settle_then_audit(
-    config: &Config,
+    config: &BenchConfig,
     client: &async_nats::Client,
     ended: Instant,
     settle: &Settle,
@@ -51,7 +50,8 @@ pub async fn settle_then_audit(
         settle.check_delay.as_secs()
     );
     wait_until_settled(client, ended, settle).await?;
-    audit::run(config, MARGIN, false)
+    let sources = config.audit_sources("shop-audit").await?;
+    shop_audit::run(&sources, MARGIN, false)
         .await
         .context("the audit after the run")
 }

@@ -12,7 +12,7 @@ use anyhow::Context;
 use tokio::sync::mpsc;
 
 use super::{lock, Operation};
-use crate::commands::bench::record::Recorder;
+use crate::bench::record::Recorder;
 
 pub async fn run<O: Operation>(
     operation: Arc<O>,

@@ -12,19 +12,19 @@ use futures::StreamExt;
 use serde_json::{json, Value};
 use shop_contracts::subjects::QUEUE_GROUP;
 
-use crate::commands::bench::drive::{self, Mode};
-use crate::commands::bench::record::Figures;
-use crate::commands::bench::request::NatsRequest;
-use crate::config::Config;
+use crate::bench::drive::{self, Mode};
+use crate::bench::record::Figures;
+use crate::bench::request::NatsRequest;
+use crate::BenchConfig;
 
 pub async fn measure(
-    config: &Config,
+    config: &BenchConfig,
     client: &async_nats::Client,
     concurrency: usize,
     window: Duration,
     body: impl Fn(u64) -> Value + Send + Sync + 'static,
 ) -> anyhow::Result<Figures> {
-    let responder_client = shop_kit::server::connect(&config.nats_target("shop-bench-echo", None))
+    let responder_client = shop_kit::server::connect(&config.nats_target("shop-bench-echo"))
         .await
         .context("connecting the echo responder to NATS")?;
     let subject = format!(

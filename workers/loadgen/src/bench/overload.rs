@@ -14,7 +14,7 @@ use super::settle::{self, Settle};
 use super::system::{self, Verdict};
 use super::{fixture, plot, report, rss};
 use crate::cli::RunArgs;
-use crate::config::Config;
+use crate::BenchConfig;
 
 /// The clients of the two runs.
 #[derive(Debug, Clone, Copy)]
@@ -28,7 +28,7 @@ pub struct Crowds {
 }
 
 pub async fn run(
-    config: &Config,
+    config: &BenchConfig,
     client: &async_nats::Client,
     creates: Creates,
     crowds: Crowds,

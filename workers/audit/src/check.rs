@@ -30,6 +30,15 @@ pub enum Finding {
         sold: i64,
         adjusted: i64,
     },
+    /// Invariant 2: the counts differ from the sums of the goods' ledger rows, which are
+    /// written in the same transaction as every change.
+    LedgerDisagrees {
+        goods_id: i64,
+        available: i64,
+        sold: i64,
+        ledger_available: i64,
+        ledger_sold: i64,
+    },
     /// Invariant 2: `sold` differs from the quantities of `deducted` sell records.
     SoldDisagrees {
         goods_id: i64,
@@ -91,6 +100,17 @@ impl fmt::Display for Finding {
                 f,
                 "goods {goods_id}: available {available} + sold {sold} != adjustments {adjusted}"
             ),
+            Finding::LedgerDisagrees {
+                goods_id,
+                available,
+                sold,
+                ledger_available,
+                ledger_sold,
+            } => write!(
+                f,
+                "goods {goods_id}: counts {available}/{sold}, but the ledger sums to \
+                 {ledger_available}/{ledger_sold}"
+            ),
             Finding::SoldDisagrees {
                 goods_id,
                 sold,
@@ -147,7 +167,9 @@ impl fmt::Display for Finding {
     }
 }
 
-/// Invariants 1 and 2, within the stock snapshot.
+/// Invariants 1 and 2, within the stock snapshot: no goods below zero; `available + sold`
+/// equals its adjustments; the ledger sums to both counts; `sold` equals the quantities of
+/// its `deducted` sell records.
 pub fn stock_counts(stock: &StockSnapshot) -> Vec<Finding> {
     let mut deducted: BTreeMap<i64, i64> = BTreeMap::new();
     for sell in stock.sells.values() {
@@ -173,6 +195,15 @@ pub fn stock_counts(stock: &StockSnapshot) -> Vec<Finding> {
                 adjusted: g.adjusted,
             });
         }
+        if (g.available, g.sold) != (g.ledger_available, g.ledger_sold) {
+            findings.push(Finding::LedgerDisagrees {
+                goods_id: g.goods_id,
+                available: g.available,
+                sold: g.sold,
+                ledger_available: g.ledger_available,
+                ledger_sold: g.ledger_sold,
+            });
+        }
         let held = deducted.get(&g.goods_id).copied().unwrap_or(0);
         if g.sold != held {
             findings.push(Finding::SoldDisagrees {
@@ -184,6 +215,10 @@ pub fn stock_counts(stock: &StockSnapshot) -> Vec<Finding> {
     }
     findings
 }
+
+/// A grace that excuses nothing: every change is judged, however recent (for callers that
+/// know nothing is in flight, such as a test whose requests have all been answered).
+pub const NO_GRACE: chrono::Duration = chrono::Duration::MIN;
 
 /// Invariant 3, across both snapshots. `now` is the order database's clock.
 pub fn agreement(
@@ -335,6 +370,8 @@ mod tests {
                 available: 8,
                 sold: 2,
                 adjusted: 10,
+                ledger_available: 8,
+                ledger_sold: 2,
             }],
             sells: BTreeMap::from([
                 (
@@ -410,10 +447,30 @@ mod tests {
         assert!(found
             .iter()
             .any(|f| matches!(f, Finding::SoldDisagrees { .. })));
+        assert!(found
+            .iter()
+            .any(|f| matches!(f, Finding::LedgerDisagrees { .. })));
         stock.goods[0].available = -1;
         assert!(stock_counts(&stock)
             .iter()
             .any(|f| matches!(f, Finding::Oversold { .. })));
+    }
+
+    #[test]
+    fn counts_the_ledger_does_not_sum_to_are_found() {
+        let (mut stock, _) = healthy();
+        stock.goods[0].ledger_available = 9;
+        stock.goods[0].ledger_sold = 1;
+        assert_eq!(
+            stock_counts(&stock),
+            [Finding::LedgerDisagrees {
+                goods_id: 1,
+                available: 8,
+                sold: 2,
+                ledger_available: 9,
+                ledger_sold: 1,
+            }]
+        );
     }
 
     #[test]

@@ -20,7 +20,7 @@ use super::settle::{self, Settle};
 use super::system::{self, SystemRun, Verdict};
 use super::{cpu, fixture, plot, report, rss};
 use crate::cli::{LoadArgs, Via};
-use crate::config::Config;
+use crate::BenchConfig;
 
 /// What `shop bench order` measures besides the creates over NATS.
 #[derive(Debug, Clone, Copy)]
@@ -33,7 +33,7 @@ pub struct Options {
 }
 
 pub async fn run(
-    config: &Config,
+    config: &BenchConfig,
     client: &async_nats::Client,
     creates: Creates,
     load: &LoadArgs,
