@@ -11,13 +11,15 @@ use axum::extract::State;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use futures::Stream;
 use shop_contracts::{GoodsId, RoomId};
+use tokio::sync::broadcast;
 use tokio::sync::broadcast::error::RecvError;
-use tokio::sync::{broadcast, watch};
+use tokio_util::sync::WaitForCancellationFutureOwned;
 
 use crate::events::Change;
 use crate::extract::Path;
 use crate::problem::Problem;
 use crate::routes::goods::room_view;
+use crate::shutdown::Running;
 use crate::state::{AppState, Nats};
 use crate::views::RoomView;
 
@@ -26,8 +28,10 @@ struct Viewer {
     room_id: RoomId,
     goods: HashSet<GoodsId>,
     changes: broadcast::Receiver<Change>,
-    stopping: watch::Receiver<bool>,
+    stopping: std::pin::Pin<Box<WaitForCancellationFutureOwned>>,
     ready: VecDeque<Event>,
+    /// Counts this stream as open until it ends.
+    _open: Running,
 }
 
 impl Viewer {
@@ -58,7 +62,7 @@ impl Viewer {
                 return Some(event);
             }
             let change = tokio::select! {
-                _ = self.stopping.wait_for(|stop| *stop) => return None,
+                _ = &mut self.stopping => return None,
                 change = self.changes.recv() => change,
             };
             match change {
@@ -94,8 +98,9 @@ pub async fn room_events(
         room_id,
         goods: HashSet::new(),
         changes,
-        stopping: state.stopping.clone(),
+        stopping: Box::pin(state.drain.stopped()),
         ready: VecDeque::new(),
+        _open: state.drain.stream(),
     };
     let first = viewer.room_event(&room);
     viewer.ready.push_back(first);
