@@ -109,6 +109,42 @@ impl<const MAX: usize, const NONEMPTY: bool> Text<MAX, NONEMPTY> {
     }
 }
 
+/// What `str::trim` removes (Unicode `White_Space`), spelled out as a character class, so
+/// the documented pattern means the same in every regular-expression dialect.
+#[cfg(feature = "openapi")]
+const WHITE_SPACE: &str =
+    r"\t\n\u000b\f\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000";
+
+#[cfg(feature = "openapi")]
+impl<const MAX: usize, const NONEMPTY: bool> utoipa::PartialSchema for Text<MAX, NONEMPTY> {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{ObjectBuilder, Type};
+        let text = ObjectBuilder::new()
+            .schema_type(Type::String)
+            .max_length(Some(MAX));
+        if NONEMPTY {
+            text.min_length(Some(1))
+                .pattern(Some(format!("[^{WHITE_SPACE}]")))
+                .description(Some(format!("1 to {MAX} characters, not all white space")))
+                .into()
+        } else {
+            text.description(Some(format!("At most {MAX} characters")))
+                .into()
+        }
+    }
+}
+
+#[cfg(feature = "openapi")]
+impl<const MAX: usize, const NONEMPTY: bool> utoipa::ToSchema for Text<MAX, NONEMPTY> {
+    fn name() -> std::borrow::Cow<'static, str> {
+        match (MAX, NONEMPTY) {
+            (200, true) => "ShortText".into(),
+            (2000, false) => "LongText".into(),
+            _ => format!("Text{MAX}{}", if NONEMPTY { "NonEmpty" } else { "" }).into(),
+        }
+    }
+}
+
 impl<const MAX: usize> Default for Text<MAX, false> {
     fn default() -> Self {
         Text(String::new())

@@ -45,7 +45,9 @@ pub fn api() -> OpenApiRouter<AppState> {
 /// The router and the document it serves at `/openapi.json`.
 pub fn build() -> (Router<AppState>, Document) {
     let (router, openapi) = api().split_for_parts();
-    (router, Document::new(&openapi))
+    let mut json = serde_json::to_value(&openapi).unwrap_or_default();
+    events::event_data_schemas(&mut json);
+    (router, Document::new(&json))
 }
 
 #[cfg(test)]
