@@ -91,6 +91,11 @@ pub type LongText = Text<2000, false>;
 
 impl<const MAX: usize, const NONEMPTY: bool> Text<MAX, NONEMPTY> {
     pub fn new(text: String) -> Result<Self, RangeError> {
+        // PostgreSQL text cannot hold U+0000: refused here as bad input, not failed at the
+        // database as an internal error.
+        if text.contains('\0') {
+            return Err(RangeError("a text field must not contain U+0000"));
+        }
         if NONEMPTY && text.trim().is_empty() {
             return Err(RangeError("a required text field is empty"));
         }
@@ -124,11 +129,16 @@ impl<const MAX: usize, const NONEMPTY: bool> utoipa::PartialSchema for Text<MAX,
             .max_length(Some(MAX));
         if NONEMPTY {
             text.min_length(Some(1))
-                .pattern(Some(format!("[^{WHITE_SPACE}]")))
-                .description(Some(format!("1 to {MAX} characters, not all white space")))
+                .pattern(Some(format!(
+                    "^[^\\u0000]*[^\\u0000{WHITE_SPACE}][^\\u0000]*$"
+                )))
+                .description(Some(format!(
+                    "1 to {MAX} characters, not all white space, no U+0000"
+                )))
                 .into()
         } else {
-            text.description(Some(format!("At most {MAX} characters")))
+            text.pattern(Some("^[^\\u0000]*$"))
+                .description(Some(format!("At most {MAX} characters, no U+0000")))
                 .into()
         }
     }
@@ -184,5 +194,7 @@ mod tests {
         assert!(ShortText::new("  ".into()).is_err());
         assert!(ShortText::new("x".repeat(201)).is_err());
         assert!(LongText::new(String::new()).is_ok());
+        assert!(LongText::new("a\0b".into()).is_err());
+        assert!(ShortText::new("\0".into()).is_err());
     }
 }

@@ -50,10 +50,20 @@ pub struct StockBody {
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 pub struct RoomBody {
     /// 0..=100 distinct goods ids, in the order the room shows them.
-    #[schema(max_items = 100)]
+    #[schema(schema_with = room_goods_ids)]
     pub goods_ids: Vec<GoodsId>,
     #[serde(default)]
     pub current_goods_id: Option<GoodsId>,
+}
+
+/// At most [`shop_contracts::MAX_ITEMS`] goods ids, each once (the goods worker refuses a
+/// repeat).
+fn room_goods_ids() -> utoipa::openapi::schema::Array {
+    utoipa::openapi::schema::ArrayBuilder::new()
+        .items(<GoodsId as utoipa::PartialSchema>::schema())
+        .max_items(Some(shop_contracts::MAX_ITEMS))
+        .unique_items(true)
+        .build()
 }
 
 /// `GET /v1/goods` filters and page.

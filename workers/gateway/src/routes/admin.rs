@@ -31,7 +31,8 @@ pub async fn create_goods(
         .map(Json)
 }
 
-/// Creates or replaces the goods record `{goods_id}`.
+/// Creates or replaces the goods record `{goods_id}` (the path's id; a `goods_id` in the
+/// body is ignored, as on create: JSON Schema cannot say it must equal the path's).
 #[utoipa::path(put, operation_id = "update_goods", path = "/v1/admin/goods/{goods_id}", tag = "admin", security(("bearer" = [])),
     params(("goods_id" = GoodsId, Path)), request_body = UpsertGoods,
     responses((status = 200, body = Goods), (status = "4XX", body = crate::problem::ProblemBody, content_type = "application/problem+json"),
@@ -42,11 +43,6 @@ pub async fn update_goods(
     Path(goods_id): Path<GoodsId>,
     extract::Json(mut goods): extract::Json<UpsertGoods>,
 ) -> Result<Json<Goods>, Problem> {
-    if goods.goods_id.is_some_and(|id| id != goods_id) {
-        return Err(Problem::bad_request(
-            "goods_id in the body differs from the one in the path",
-        ));
-    }
     goods.goods_id = Some(goods_id);
     state
         .nats

@@ -22,7 +22,7 @@ const IDEMPOTENCY_KEY: &str = "idempotency-key";
 /// Creates an order for the token's user. `Idempotency-Key` makes repeats return the same
 /// order. Prices come from the goods service, never from the client.
 #[utoipa::path(post, operation_id = "create_order", path = "/v1/orders", tag = "orders", security(("bearer" = [])),
-    params(("Idempotency-Key" = Option<IdempotencyKey>, Header, description = "repeat a create safely: the same key returns the same order")),
+    params(("Idempotency-Key" = inline(Option<IdempotencyKey>), Header, description = "repeat a create safely: the same key returns the same order")),
     request_body = CreateOrderBody,
     responses((status = 201, body = Order, headers(("Location" = String, description = "/v1/orders/{order_sn}"))),
         (status = "4XX", body = crate::problem::ProblemBody, content_type = "application/problem+json"),
