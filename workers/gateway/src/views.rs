@@ -127,3 +127,28 @@ impl utoipa::PartialSchema for IdempotencyKey {
 }
 
 impl ToSchema for IdempotencyKey {}
+
+/// An id in a path, as the path carries it: decimal digits of `1..=MAX` of the id's type
+/// (JSON Schema's `integer` would also allow `290.0`, which is not how an id is written).
+pub struct IdInPath<const MAX: i64>;
+
+/// `{goods_id}` in a path.
+pub type GoodsIdInPath = IdInPath<{ GoodsId::MAX }>;
+/// `{room_id}` in a path.
+pub type RoomIdInPath = IdInPath<{ RoomId::MAX }>;
+const _: () = assert!(GoodsId::MIN == 1 && RoomId::MIN == 1);
+
+impl<const MAX: i64> utoipa::PartialSchema for IdInPath<MAX> {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{ObjectBuilder, Type};
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .pattern(Some(shop_contracts::ids::openapi::decimal_up_to(
+                MAX as u64,
+            )))
+            .description(Some(format!("a positive integer up to {MAX}")))
+            .into()
+    }
+}
+
+impl<const MAX: i64> ToSchema for IdInPath<MAX> {}

@@ -148,7 +148,7 @@ pub fn event_data_schemas(doc: &mut serde_json::Value) {
 
 /// Live changes of a room: `room` events (the whole room, first at once) and `stock` events.
 #[utoipa::path(get, operation_id = "room_events", path = "/v1/rooms/{room_id}/events", tag = "storefront",
-    params(("room_id" = RoomId, Path)),
+    params(("room_id" = inline(crate::views::RoomIdInPath), Path)),
     responses((status = 200, content_type = "text/event-stream", body = RoomEvent,
         description = "event `room`: the room as GET /v1/rooms/{room_id} returns it; event `stock`: {goods_id, available}"),
         (status = "4XX", body = crate::problem::ProblemBody, content_type = "application/problem+json"),
