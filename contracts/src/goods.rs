@@ -63,16 +63,12 @@ pub struct UpsertGoods {
     #[serde(default)]
     pub goods_id: Option<GoodsId>,
     pub category_id: CategoryId,
-    #[cfg_attr(feature = "openapi", schema(value_type = String, min_length = 1, max_length = 200))]
     pub title: ShortText,
     #[serde(default)]
-    #[cfg_attr(feature = "openapi", schema(value_type = String, max_length = 2000))]
     pub brief: LongText,
     #[serde(default)]
-    #[cfg_attr(feature = "openapi", schema(value_type = String, max_length = 2000))]
     pub brand_name: LongText,
     #[serde(default)]
-    #[cfg_attr(feature = "openapi", schema(value_type = String, max_length = 2000))]
     pub code: LongText,
     pub price_cents: Cents,
     /// The crossed-out "was" price; defaults to `price_cents`.
@@ -81,13 +77,10 @@ pub struct UpsertGoods {
     #[serde(default)]
     pub status: GoodsStatus,
     #[serde(default)]
-    #[cfg_attr(feature = "openapi", schema(value_type = Vec<String>))]
     pub head_imgs: Vec<Url>,
     #[serde(default)]
-    #[cfg_attr(feature = "openapi", schema(value_type = Vec<String>))]
     pub videos: Vec<Url>,
     #[serde(default)]
-    #[cfg_attr(feature = "openapi", schema(value_type = Vec<String>))]
     pub detail: Vec<Url>,
 }
 

@@ -134,6 +134,9 @@ impl OrderSn {
     pub const fn get(self) -> i64 {
         self.0
     }
+
+    /// The largest order_sn (the snowflake's 63 bits).
+    pub const MAX: i64 = i64::MAX;
 }
 
 impl fmt::Display for OrderSn {
@@ -148,9 +151,10 @@ impl utoipa::PartialSchema for OrderSn {
         use utoipa::openapi::schema::{ObjectBuilder, Type};
         ObjectBuilder::new()
             .schema_type(Type::String)
-            .pattern(Some("^[1-9][0-9]{0,18}$"))
+            .pattern(Some(openapi::decimal_up_to(OrderSn::MAX as u64)))
             .description(Some(
-                "A 63-bit snowflake id as a decimal string (it exceeds what a JavaScript number holds)",
+                "A 63-bit snowflake id as a decimal string (it exceeds what a JavaScript number holds): \
+                 1 to 9223372036854775807, digits only",
             ))
             .examples([serde_json::json!("383211497207996416")])
             .into()
@@ -177,8 +181,48 @@ pub mod openapi {
             .description(Some(rule))
             .into()
     }
-}
 
+    /// A regular expression for the decimals `1..=max` without sign (leading zeros allowed,
+    /// as the parser allows them): every shorter length, then for each digit of `max` the
+    /// numbers that share its prefix and are smaller at that digit, then `max` itself.
+    pub fn decimal_up_to(max: u64) -> String {
+        let digits: Vec<u32> = max
+            .to_string()
+            .bytes()
+            .map(|b| u32::from(b - b'0'))
+            .collect();
+        let n = digits.len();
+        let mut branches = Vec::new();
+        if n > 1 {
+            branches.push(if n == 2 {
+                "[1-9]".to_owned()
+            } else {
+                format!("[1-9][0-9]{{0,{}}}", n - 2)
+            });
+        }
+        for (i, &d) in digits.iter().enumerate() {
+            let low = if i == 0 { 1 } else { 0 };
+            if d <= low {
+                continue;
+            }
+            let prefix: String = digits[..i].iter().map(|d| d.to_string()).collect();
+            let rest = n - i - 1;
+            let class = if d - 1 == low {
+                low.to_string()
+            } else {
+                format!("[{low}-{}]", d - 1)
+            };
+            let tail = match rest {
+                0 => String::new(),
+                1 => "[0-9]".to_owned(),
+                r => format!("[0-9]{{{r}}}"),
+            };
+            branches.push(format!("{prefix}{class}{tail}"));
+        }
+        branches.push(max.to_string());
+        format!("^0*(?:{})$", branches.join("|"))
+    }
+}
 impl Serialize for OrderSn {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         s.collect_str(&self.0)
@@ -225,5 +269,88 @@ mod tests {
         assert!(serde_json::from_str::<OrderSn>("\"0\"").is_err());
         assert!(serde_json::from_str::<OrderSn>("\"99999999999999999999\"").is_err());
         assert!(serde_json::from_str::<OrderSn>("\"\"").is_err());
+    }
+
+    /// The documented pattern accepts exactly what `OrderSn::parse` accepts.
+    #[cfg(feature = "openapi")]
+    #[test]
+    fn the_order_sn_pattern_is_the_parser() {
+        let pattern = openapi::decimal_up_to(OrderSn::MAX as u64);
+        let body = pattern.trim_start_matches("^0*(?:").trim_end_matches(")$");
+        let branches: Vec<&str> = body.split('|').collect();
+        // A tiny matcher for this pattern's shapes: literal digits, [a-b] and [0-9]{k} / {0,k}.
+        fn matches(branch: &str, text: &str) -> bool {
+            let mut lengths = vec![0usize];
+            let mut chars = branch.chars().peekable();
+            let mut classes: Vec<(u8, u8, usize, usize)> = Vec::new();
+            while let Some(c) = chars.next() {
+                let (lo, hi) = if c == '[' {
+                    let lo = chars.next().unwrap() as u8;
+                    chars.next();
+                    let hi = chars.next().unwrap() as u8;
+                    chars.next();
+                    (lo, hi)
+                } else {
+                    (c as u8, c as u8)
+                };
+                let (mut min, mut max) = (1, 1);
+                if chars.peek() == Some(&'{') {
+                    chars.next();
+                    let spec: String = chars.by_ref().take_while(|c| *c != '}').collect();
+                    match spec.split_once(',') {
+                        Some((a, b)) => (min, max) = (a.parse().unwrap(), b.parse().unwrap()),
+                        None => (min, max) = (spec.parse().unwrap(), spec.parse().unwrap()),
+                    }
+                }
+                classes.push((lo, hi, min, max));
+            }
+            let bytes = text.as_bytes();
+            for (lo, hi, min, max) in classes {
+                let mut next = Vec::new();
+                for start in lengths {
+                    for k in min..=max {
+                        let end = start + k;
+                        if end <= bytes.len()
+                            && bytes[start..end].iter().all(|b| (lo..=hi).contains(b))
+                        {
+                            next.push(end);
+                        }
+                    }
+                }
+                lengths = next;
+            }
+            lengths.contains(&bytes.len())
+        }
+        // `^0*` first: leading zeros, then one branch.
+        let accepted = |text: &str| {
+            let rest = text.trim_start_matches('0');
+            branches.iter().any(|b| matches(b, rest))
+        };
+        for text in [
+            "1",
+            "9",
+            "10",
+            "383211497207996416",
+            "999999999999999999",
+            "1000000000000000000",
+            "9223372036854775807",
+            "9223372036854775806",
+            "9223372036854775799",
+            "9223372036854775808",
+            "9223372036854775810",
+            "9300000000000000000",
+            "9999999999999999999",
+            "10000000000000000000",
+            "0",
+            "00",
+            "01",
+            "0009223372036854775807",
+            "0009223372036854775808",
+            "",
+            "-1",
+            "+1",
+        ] {
+            assert_eq!(accepted(text), OrderSn::parse(text).is_ok(), "{text}");
+        }
     }
 }

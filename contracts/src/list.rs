@@ -91,6 +91,11 @@ pub type LongText = Text<2000, false>;
 
 impl<const MAX: usize, const NONEMPTY: bool> Text<MAX, NONEMPTY> {
     pub fn new(text: String) -> Result<Self, RangeError> {
+        // PostgreSQL text cannot hold U+0000: refused here as bad input, not failed at the
+        // database as an internal error.
+        if text.contains('\0') {
+            return Err(RangeError("a text field must not contain U+0000"));
+        }
         if NONEMPTY && text.trim().is_empty() {
             return Err(RangeError("a required text field is empty"));
         }
@@ -106,6 +111,47 @@ impl<const MAX: usize, const NONEMPTY: bool> Text<MAX, NONEMPTY> {
 
     pub fn into_string(self) -> String {
         self.0
+    }
+}
+
+/// What `str::trim` removes (Unicode `White_Space`), spelled out as a character class, so
+/// the documented pattern means the same in every regular-expression dialect.
+#[cfg(feature = "openapi")]
+const WHITE_SPACE: &str =
+    r"\t\n\u000b\f\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000";
+
+#[cfg(feature = "openapi")]
+impl<const MAX: usize, const NONEMPTY: bool> utoipa::PartialSchema for Text<MAX, NONEMPTY> {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{ObjectBuilder, Type};
+        let text = ObjectBuilder::new()
+            .schema_type(Type::String)
+            .max_length(Some(MAX));
+        if NONEMPTY {
+            text.min_length(Some(1))
+                .pattern(Some(format!(
+                    "^[^\\u0000]*[^\\u0000{WHITE_SPACE}][^\\u0000]*$"
+                )))
+                .description(Some(format!(
+                    "1 to {MAX} characters, not all white space, no U+0000"
+                )))
+                .into()
+        } else {
+            text.pattern(Some("^[^\\u0000]*$"))
+                .description(Some(format!("At most {MAX} characters, no U+0000")))
+                .into()
+        }
+    }
+}
+
+#[cfg(feature = "openapi")]
+impl<const MAX: usize, const NONEMPTY: bool> utoipa::ToSchema for Text<MAX, NONEMPTY> {
+    fn name() -> std::borrow::Cow<'static, str> {
+        match (MAX, NONEMPTY) {
+            (200, true) => "ShortText".into(),
+            (2000, false) => "LongText".into(),
+            _ => format!("Text{MAX}{}", if NONEMPTY { "NonEmpty" } else { "" }).into(),
+        }
     }
 }
 
@@ -148,5 +194,7 @@ mod tests {
         assert!(ShortText::new("  ".into()).is_err());
         assert!(ShortText::new("x".repeat(201)).is_err());
         assert!(LongText::new(String::new()).is_ok());
+        assert!(LongText::new("a\0b".into()).is_err());
+        assert!(ShortText::new("\0".into()).is_err());
     }
 }

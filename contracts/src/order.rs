@@ -103,7 +103,6 @@ pub struct PayRequest {
     pub order_sn: OrderSn,
     pub amount_cents: Cents,
     #[serde(default)]
-    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, min_length = 1, max_length = 200))]
     pub payment_ref: Option<ShortText>,
 }
 

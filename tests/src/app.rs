@@ -518,6 +518,22 @@ impl TestApp {
         &mut self.workers[index]
     }
 
+    /// The lines of every worker's log that contain `needle` (e.g. `ERROR`).
+    pub fn worker_log_lines(&self, needle: &str) -> String {
+        self.workers
+            .iter()
+            .flat_map(|w| {
+                std::fs::read_to_string(&w.log)
+                    .unwrap_or_default()
+                    .lines()
+                    .filter(|l| l.contains(needle))
+                    .map(|l| format!("{}: {l}", w.kind.name()))
+                    .collect::<Vec<_>>()
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
     /// Waits until `count` distinct `kind` workers answer `$SRV.PING.<kind>`.
     pub async fn wait_for_workers(&self, kind: Worker, count: usize) {
         let subject = format!("$SRV.PING.{}", kind.name());

@@ -1145,6 +1145,21 @@ impl Events {
         }
     }
 
+    /// Reads the rest of the stream until it ends (within `within`): `Ok` when it ended
+    /// cleanly (the chunked body's last chunk), `Err` on a reset, a cut body or the deadline.
+    async fn end(&mut self, within: Duration) -> Result<(), String> {
+        use futures::StreamExt;
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            match tokio::time::timeout_at(deadline, self.body.next()).await {
+                Err(_) => return Err(format!("the stream did not end within {within:?}")),
+                Ok(None) => return Ok(()),
+                Ok(Some(Ok(_))) => {}
+                Ok(Some(Err(error))) => return Err(format!("the stream broke: {error:?}")),
+            }
+        }
+    }
+
     /// Waits (with a deadline) for the first event that `pick` accepts.
     async fn until<T>(&mut self, what: &str, mut pick: impl FnMut(&str, &Value) -> Option<T>) -> T {
         let deadline = tokio::time::Instant::now() + SETTLE;
@@ -1254,4 +1269,130 @@ async fn gateway_room_events_stream_stock_and_room_changes_and_end_on_shutdown()
     })
     .await;
     assert!(ended.is_ok(), "the stream did not end");
+}
+
+/// A request whose handler is running: its head sent with `Expect: 100-continue`, and the
+/// gateway's `100 Continue` received (hyper sends it when the handler starts reading the
+/// body), so the request is in flight until [`InFlight::finish`] sends the body.
+struct InFlight {
+    tcp: tokio::net::TcpStream,
+    body: String,
+}
+
+impl InFlight {
+    async fn start(gw: &Gateway, path: &str, bearer: &str, body: Value) -> InFlight {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let addr = gw.url.trim_start_matches("http://");
+        let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let body = body.to_string();
+        let head = format!(
+            "PUT {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {bearer}\r\n\
+             Content-Type: application/json\r\nContent-Length: {}\r\nExpect: 100-continue\r\n\r\n",
+            body.len()
+        );
+        tcp.write_all(head.as_bytes()).await.unwrap();
+        let mut got = Vec::new();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while !String::from_utf8_lossy(&got).contains("\r\n\r\n") {
+            let mut buf = [0u8; 256];
+            let n = tokio::time::timeout_at(deadline, tcp.read(&mut buf))
+                .await
+                .expect("no 100 Continue within 10 s")
+                .unwrap();
+            assert!(
+                n > 0,
+                "closed before 100 Continue: {}",
+                String::from_utf8_lossy(&got)
+            );
+            got.extend_from_slice(&buf[..n]);
+        }
+        let got = String::from_utf8_lossy(&got);
+        assert!(got.starts_with("HTTP/1.1 100 Continue"), "{got}");
+        InFlight { tcp, body }
+    }
+
+    /// Sends the body and reads the whole response (the server closes the connection).
+    async fn finish(mut self) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        self.tcp.write_all(self.body.as_bytes()).await.unwrap();
+        let mut response = Vec::new();
+        tokio::time::timeout(Duration::from_secs(20), self.tcp.read_to_end(&mut response))
+            .await
+            .expect("the response did not end within 20 s")
+            .unwrap();
+        String::from_utf8_lossy(&response).into_owned()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gateway_stops_gracefully_finishing_requests_and_ending_streams() {
+    let app = TestApp::start(ALL).await;
+    let mut gw = app.spawn_gateway(&[]).await;
+    let admin = admin_token(ADMIN);
+    let a = goods(&gw, 100, 10).await;
+    ok(
+        call(
+            &gw,
+            Method::PUT,
+            "/v1/admin/rooms/5",
+            Some(&admin),
+            Some(json!({"goods_ids": [a]})),
+        )
+        .await,
+        StatusCode::OK,
+    )
+    .await;
+    let mut events = Events::open(&gw, "/v1/rooms/5/events").await;
+    assert_eq!(events.next().await.unwrap().0, "room");
+    let request = InFlight::start(
+        &gw,
+        &format!("/v1/admin/stock/{a}"),
+        &admin,
+        json!({"available": 77}),
+    )
+    .await;
+
+    // SIGTERM: the stream ends cleanly at once (which shows the signal arrived), the request
+    // in flight still completes, then the process exits 0.
+    let finishing = async {
+        let ended = events.end(Duration::from_secs(10)).await;
+        (ended, request.finish().await)
+    };
+    let (status, (ended, response)) = tokio::join!(gw.stop(Duration::from_secs(20)), finishing);
+    let log = gw.log_text();
+    ended.unwrap_or_else(|e| panic!("{e}\n{log}"));
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}\n{log}");
+    assert!(response.contains("\"available\":77"), "{response}");
+    let status = status.unwrap_or_else(|| panic!("the gateway did not exit within 20 s\n{log}"));
+    assert!(status.success(), "{status:?}\n{log}");
+    assert!(log.contains("stopping"), "{log}");
+
+    // Past gateway.shutdown_timeout it gives up on what is still in flight, says so, and
+    // exits non-zero.
+    let mut gw = app
+        .spawn_gateway(&[("SHOP_GATEWAY__SHUTDOWN_TIMEOUT", "1s")])
+        .await;
+    let stuck = InFlight::start(
+        &gw,
+        &format!("/v1/admin/stock/{a}"),
+        &admin,
+        json!({"available": 1}),
+    )
+    .await;
+    let status = gw
+        .stop(Duration::from_secs(20))
+        .await
+        .unwrap_or_else(|| panic!("the gateway did not give up within 20 s\n{}", gw.log_text()));
+    let log = gw.log_text();
+    assert!(!status.success(), "{status:?}\n{log}");
+    assert!(
+        log.contains("abandoned 1 request(s) in flight and 0 event stream(s)"),
+        "{log}"
+    );
+    drop(stuck);
+    let stock = app.ok("stock.get", json!({"goods_ids": [a]})).await;
+    assert_eq!(
+        stock["items"][0]["available"], 77,
+        "the abandoned request did nothing"
+    );
 }

@@ -52,6 +52,24 @@ async fn upsert_assigns_ids_and_replaces_records() {
     );
 }
 
+/// Ids are JSON-safe numbers: once the largest id (2^53-1) is used, a create is a
+/// `conflict`, never an id that no reply can carry, and every stored goods still reads.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn goods_ids_end_below_2_pow_53_with_a_conflict() {
+    let app = TestApp::start(&[Worker::Goods]).await;
+    let max = (1i64 << 53) - 1;
+    let mut last = goods("Last id", 1, 1);
+    last["goods_id"] = json!(max - 1);
+    app.ok("goods.upsert", &last).await;
+    assert_eq!(add(&app, "The very last", 1).await, max);
+    let e = app
+        .err("goods.upsert", goods("One too many", 1, 1), "conflict")
+        .await;
+    assert!(e.message.contains("exhausted"), "{}", e.message);
+    let page = app.ok("goods.list", json!({"after_id": max - 2})).await;
+    assert_eq!(page["goods"].as_array().unwrap().len(), 2);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn detail_of_unknown_goods_is_not_found() {
     let app = TestApp::start(&[Worker::Goods]).await;

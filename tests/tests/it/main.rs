@@ -7,6 +7,7 @@ mod cluster;
 mod fuzz;
 mod gateway;
 mod gateway_browser;
+mod gateway_schemathesis;
 mod goods;
 mod mixed;
 mod order;

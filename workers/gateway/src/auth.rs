@@ -2,9 +2,10 @@
 //! `shop token`. The user id always comes from the token's `sub`, never from a body; admin
 //! routes need `role: "admin"`.
 
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use axum::extract::FromRequestParts;
+use axum::extract::{FromRef, FromRequestParts};
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
@@ -14,7 +15,6 @@ use thiserror::Error;
 
 use crate::problem::Problem;
 use crate::settings::{AuthSettings, Secret, TokenAlgorithm};
-use crate::state::AppState;
 
 /// What a token says.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -157,7 +157,9 @@ pub struct User(pub Caller);
 /// An operator (`role: "admin"`). Rejects with 401, or 403 for a valid non-admin token.
 pub struct Admin(pub Caller);
 
-fn caller(parts: &Parts, state: &AppState) -> Result<Caller, Problem> {
+/// The extractors need only the verifier: any state that can hand one out (`FromRef`) will
+/// do, so this module never names the application's state.
+fn caller(parts: &Parts, verifier: &Verifier) -> Result<Caller, Problem> {
     let Some(value) = parts.headers.get(AUTHORIZATION) else {
         return Err(Problem::unauthorized(
             "Authorization: Bearer <token> is required",
@@ -170,22 +172,30 @@ fn caller(parts: &Parts, state: &AppState) -> Result<Caller, Problem> {
         .map(str::trim)
         .filter(|t| !t.is_empty())
         .ok_or_else(|| Problem::unauthorized("Authorization must be Bearer <token>"))?;
-    state.verifier.verify(token)
+    verifier.verify(token)
 }
 
-impl FromRequestParts<AppState> for User {
+impl<S> FromRequestParts<S> for User
+where
+    Arc<Verifier>: FromRef<S>,
+    S: Send + Sync,
+{
     type Rejection = Problem;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Problem> {
-        caller(parts, state).map(User)
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Problem> {
+        caller(parts, &Arc::<Verifier>::from_ref(state)).map(User)
     }
 }
 
-impl FromRequestParts<AppState> for Admin {
+impl<S> FromRequestParts<S> for Admin
+where
+    Arc<Verifier>: FromRef<S>,
+    S: Send + Sync,
+{
     type Rejection = Problem;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Problem> {
-        let caller = caller(parts, state)?;
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Problem> {
+        let caller = caller(parts, &Arc::<Verifier>::from_ref(state))?;
         if !caller.admin {
             return Err(Problem::forbidden("this route needs an admin token"));
         }

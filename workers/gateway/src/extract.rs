@@ -64,12 +64,33 @@ impl<S: Send + Sync> FromRequest<S> for RawJson {
 
 /// Decodes a JSON object into `T` with a message that names what is wrong.
 pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Problem> {
-    let value: serde_json::Value = serde_json::from_slice(bytes)
+    let mut value: serde_json::Value = serde_json::from_slice(bytes)
         .map_err(|e| Problem::bad_request(format!("the body is not valid JSON: {e}")))?;
     if !value.is_object() {
         return Err(Problem::bad_request("the body must be a JSON object"));
     }
+    whole_numbers(&mut value);
     serde_json::from_value(value).map_err(|e| Problem::bad_request(e.to_string()))
+}
+
+/// Writes whole floats (`11673.0`, `1e3`) as integers. The OpenAPI document is JSON Schema,
+/// to which `11673.0` is the integer 11673; the contract types take integer literals only
+/// (a NATS client's `11673.0` stays a `bad_request`), so the gateway converts before decoding.
+/// The contract has no float fields, so no float is lost.
+fn whole_numbers(value: &mut serde_json::Value) {
+    use serde_json::Value;
+    match value {
+        Value::Number(n) if n.is_f64() => {
+            // 2^63 as a float: every whole float below it fits an i64.
+            const LIMIT: f64 = 9_223_372_036_854_775_808.0;
+            if let Some(f) = n.as_f64().filter(|f| f.fract() == 0.0 && f.abs() < LIMIT) {
+                *value = Value::from(f as i64);
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(whole_numbers),
+        Value::Object(fields) => fields.values_mut().for_each(whole_numbers),
+        _ => {}
+    }
 }
 
 impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Json<T> {
@@ -106,5 +127,24 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for Query<T> {
             .await
             .map(|q| Query(q.0))
             .map_err(|e| Problem::bad_request(format!("bad query parameter: {}", e.body_text())))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn whole_floats_decode_as_integers_and_fractions_do_not() {
+        let v: serde_json::Value =
+            decode(br#"{"a": 11673.0, "b": [1e3, -0.0], "c": 1.5}"#).unwrap();
+        assert_eq!(v, serde_json::json!({"a": 11673, "b": [1000, 0], "c": 1.5}));
+        let ok: shop_contracts::stock::OrderLine =
+            decode(br#"{"goods_id": 7.0, "quantity": 2e0}"#).unwrap();
+        assert_eq!(ok.goods_id.get(), 7);
+        assert!(
+            decode::<shop_contracts::stock::OrderLine>(br#"{"goods_id": 7.5, "quantity": 2}"#)
+                .is_err()
+        );
     }
 }

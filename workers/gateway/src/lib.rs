@@ -5,7 +5,8 @@
 //! `shop-contracts` types, so input that reaches a worker is a valid contract request. It
 //! imports no worker crate.
 //!
-//! - [`routes`]: the handlers, one module per resource, and the table that registers them.
+//! - [`routes`]: the handlers, one module per resource, and the table that registers each
+//!   with its OpenAPI operation.
 //! - [`auth`]: bearer tokens (HS256 in dev, RS256/EdDSA public keys in production), the
 //!   `User`/`Admin` extractors, dev-token minting for `shop token`.
 //! - [`payment`]: the provider's HMAC-SHA256 signature, compared in constant time.
@@ -14,7 +15,8 @@
 //! - [`extract`]: body, path and query extractors whose rejections are problems.
 //! - [`rate_limit`]: the per-user limit on order creation.
 //! - [`events`]: the notifications hub behind the Server-Sent Events of a room.
-//! - [`openapi`]: the OpenAPI 3.1 document derived from the handlers and types.
+//! - [`openapi`]: the OpenAPI 3.1 document's frame (the routes add their operations).
+//! - [`shutdown`]: the stop signal the event streams watch, and what is still in flight.
 //! - [`settings`]: `[gateway]` configuration.
 
 pub mod auth;
@@ -26,6 +28,7 @@ pub mod problem;
 pub mod rate_limit;
 pub mod routes;
 pub mod settings;
+pub mod shutdown;
 pub mod state;
 pub mod views;
 
@@ -38,7 +41,6 @@ use axum::http::{header, HeaderName, Method, StatusCode};
 use axum::serve::ListenerExt;
 use axum::Router;
 use thiserror::Error;
-use tokio::sync::watch;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::timeout::TimeoutLayer;
@@ -49,6 +51,7 @@ pub use settings::{Secret, Settings};
 use crate::auth::Verifier;
 use crate::events::Hub;
 use crate::rate_limit::OrderLimiter;
+use crate::shutdown::{Drain, InFlight};
 use crate::state::{AppState, Nats, Shared};
 
 #[derive(Debug, Error)]
@@ -66,12 +69,21 @@ pub enum GatewayError {
     Serve(std::io::Error),
     #[error("the change notifications stopped (NATS connection closed)")]
     HubStopped,
+    #[error(
+        "stopping took longer than {timeout:?}: abandoned {} request(s) in flight and {} event stream(s)",
+        abandoned.requests, abandoned.streams
+    )]
+    ShutdownTimeout {
+        timeout: Duration,
+        abandoned: InFlight,
+    },
 }
 
-/// The application: routes, extractors' state and every layer (trace, timeout, body limit,
-/// CORS, problem+json for every error).
-pub fn app(state: AppState) -> Router {
+/// The application: routes (from [`routes::build`]), extractors' state and every layer
+/// (trace, timeout, body limit, CORS, problem+json for every error, the in-flight count).
+pub fn app(routes: Router<AppState>, state: AppState) -> Router {
     let settings = state.settings.clone();
+    let drain = state.drain.clone();
     let cors = CorsLayer::new()
         .allow_methods([Method::GET, Method::POST, Method::PUT])
         .allow_headers([
@@ -92,8 +104,7 @@ pub fn app(state: AppState) -> Router {
                     .collect::<Vec<_>>(),
             )
         });
-    routes::Routes::all()
-        .into_router()
+    routes
         .with_state(state)
         // Both limits: the tower-http layer refuses a declared or streamed body over 64 KiB
         // before it is read, axum's default limit (2 MiB) is lowered to match.
@@ -107,11 +118,14 @@ pub fn app(state: AppState) -> Router {
         ))
         .layer(axum::middleware::from_fn(problem::ensure_problem))
         .layer(cors)
+        .layer(axum::middleware::from_fn_with_state(drain, shutdown::track))
         .layer(TraceLayer::new_for_http())
 }
 
-/// Builds the state, binds, and serves until `shutdown` resolves; then event streams end
-/// and requests in flight finish.
+/// Builds the state, binds, and serves until `shutdown` resolves; then it stops accepting
+/// connections, event streams end, and requests in flight finish within
+/// `settings.shutdown_timeout` (else [`GatewayError::ShutdownTimeout`], after logging what
+/// was abandoned).
 pub async fn run(
     client: async_nats::Client,
     settings: Settings,
@@ -122,7 +136,7 @@ pub async fn run(
         tracing::warn!("gateway.payment.secret is not set: every payment callback gets 401");
     }
     let (hub, hub_task) = Hub::start(&client).await?;
-    let (stop, stopping) = watch::channel(false);
+    let drain = Drain::default();
     let limiter = Arc::new(OrderLimiter::new(
         settings.orders_per_second,
         settings.order_burst,
@@ -151,6 +165,8 @@ pub async fn run(
             tracing::debug!(%error, "could not set TCP_NODELAY");
         }
     });
+    let (routes, document) = routes::build();
+    let shutdown_timeout = settings.shutdown_timeout;
     let state = AppState::new(Shared {
         nats: Nats {
             client,
@@ -160,17 +176,32 @@ pub async fn run(
         limiter,
         hub,
         settings: Arc::new(settings),
-        stopping,
+        document,
+        drain: drain.clone(),
     });
     tracing::info!(%addr, "gateway listening");
-    let serving = axum::serve(listener, app(state)).with_graceful_shutdown(async move {
-        shutdown.await;
-        // Event streams end now, so the graceful shutdown does not wait for viewers.
-        let _ = stop.send(true);
-    });
+    // After the stop: no new connections, idle ones close, each connection finishes the
+    // request it is serving; event streams end (they watch the same signal).
+    let serving = axum::serve(listener, app(routes, state)).with_graceful_shutdown(drain.stopped());
+    let mut serving = std::pin::pin!(std::future::IntoFuture::into_future(serving));
     let result = tokio::select! {
-        result = serving => result.map_err(GatewayError::Serve),
+        result = serving.as_mut() => result.map_err(GatewayError::Serve),
         _ = hub_task => Err(GatewayError::HubStopped),
+        _ = shutdown => {
+            let in_flight = drain.in_flight();
+            tracing::info!(requests = in_flight.requests, streams = in_flight.streams,
+                timeout = ?shutdown_timeout, "stopping: finishing requests in flight, ending event streams");
+            drain.stop();
+            match tokio::time::timeout(shutdown_timeout, serving).await {
+                Ok(result) => result.map_err(GatewayError::Serve),
+                Err(_) => {
+                    let abandoned = drain.in_flight();
+                    tracing::error!(requests = abandoned.requests, streams = abandoned.streams,
+                        "stopping took longer than gateway.shutdown_timeout: abandoning what is still in flight");
+                    Err(GatewayError::ShutdownTimeout { timeout: shutdown_timeout, abandoned })
+                }
+            }
+        }
     };
     sweeper.abort();
     result

@@ -43,6 +43,10 @@ pub struct Settings {
     /// How often an idle event stream sends a keep-alive comment.
     #[serde(with = "humantime_serde")]
     pub keep_alive: Duration,
+    /// On SIGTERM or SIGINT: how long requests in flight may take to finish (event streams
+    /// end at once). Past it the gateway exits non-zero and logs what it abandoned.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_timeout: Duration,
     pub auth: AuthSettings,
     pub payment: PaymentSettings,
     /// Order creations per second per user (token `sub`), sustained; fractions allowed
@@ -93,6 +97,7 @@ impl Default for Settings {
             request_timeout: Duration::from_secs(10),
             nats_timeout: Duration::from_secs(5),
             keep_alive: Duration::from_secs(15),
+            shutdown_timeout: Duration::from_secs(10),
             auth: AuthSettings::default(),
             payment: PaymentSettings::default(),
             orders_per_second: 5.0,

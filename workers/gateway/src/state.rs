@@ -1,18 +1,22 @@
 //! What every handler shares: the NATS client with its deadline, the token verifier, the
-//! payment secret, the order rate limiter, the live-event hub and the shutdown signal.
+//! payment secret, the order rate limiter, the live-event hub, the OpenAPI document and the
+//! shutdown signal. Extractors that need one part ask for it alone (`FromRef`), so they
+//! never name this state.
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::extract::FromRef;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use tokio::sync::watch;
 
 use crate::auth::Verifier;
 use crate::events::Hub;
+use crate::openapi::Document;
 use crate::problem::Problem;
 use crate::rate_limit::OrderLimiter;
 use crate::settings::Settings;
+use crate::shutdown::Drain;
 
 /// The state of every handler: one pointer, since axum clones it for each request and for
 /// each extractor that asks for it (cloning the fields, the NATS client's among them, was
@@ -40,8 +44,28 @@ pub struct Shared {
     pub limiter: Arc<OrderLimiter>,
     pub hub: Hub,
     pub settings: Arc<Settings>,
-    /// Becomes `true` when the server is asked to stop: event streams end then.
-    pub stopping: watch::Receiver<bool>,
+    /// The document served at `/openapi.json`.
+    pub document: Document,
+    /// The stop signal the event streams watch, and the count of what is still running.
+    pub drain: Drain,
+}
+
+impl FromRef<AppState> for Arc<Verifier> {
+    fn from_ref(state: &AppState) -> Self {
+        state.verifier.clone()
+    }
+}
+
+impl FromRef<AppState> for Document {
+    fn from_ref(state: &AppState) -> Self {
+        state.document.clone()
+    }
+}
+
+impl FromRef<AppState> for Drain {
+    fn from_ref(state: &AppState) -> Self {
+        state.drain.clone()
+    }
 }
 
 /// Requests to the workers, each with the configured deadline.

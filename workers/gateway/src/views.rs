@@ -33,14 +33,10 @@ pub struct RoomView {
 pub struct CreateOrderBody {
     #[schema(value_type = Vec<OrderLine>, min_items = 1, max_items = 100)]
     pub items: ItemList<OrderLine>,
-    #[schema(value_type = String, min_length = 1, max_length = 200)]
     pub address: ShortText,
-    #[schema(value_type = String, min_length = 1, max_length = 200)]
     pub receiver_name: ShortText,
-    #[schema(value_type = String, min_length = 1, max_length = 200)]
     pub receiver_phone: ShortText,
     #[serde(default)]
-    #[schema(value_type = Option<String>, max_length = 2000)]
     pub note: Option<LongText>,
 }
 
@@ -54,9 +50,20 @@ pub struct StockBody {
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 pub struct RoomBody {
     /// 0..=100 distinct goods ids, in the order the room shows them.
+    #[schema(schema_with = room_goods_ids)]
     pub goods_ids: Vec<GoodsId>,
     #[serde(default)]
     pub current_goods_id: Option<GoodsId>,
+}
+
+/// At most [`shop_contracts::MAX_ITEMS`] goods ids, each once (the goods worker refuses a
+/// repeat).
+fn room_goods_ids() -> utoipa::openapi::schema::Array {
+    utoipa::openapi::schema::ArrayBuilder::new()
+        .items(<GoodsId as utoipa::PartialSchema>::schema())
+        .max_items(Some(shop_contracts::MAX_ITEMS))
+        .unique_items(true)
+        .build()
 }
 
 /// `GET /v1/goods` filters and page.
@@ -76,7 +83,6 @@ pub struct GoodsQuery {
 #[into_params(parameter_in = Query)]
 pub struct OrdersQuery {
     /// The `next_before_sn` of the previous page.
-    #[param(value_type = Option<String>)]
     pub before_sn: Option<OrderSn>,
     /// 1..=100, default 20.
     pub limit: Option<PageLimit>,
@@ -90,3 +96,59 @@ pub struct Health {
     /// Per dependency (`nats`, `goods`, `stock`, `order`): whether it answered.
     pub checks: std::collections::BTreeMap<String, bool>,
 }
+
+/// The `Idempotency-Key` header of `POST /v1/orders`: the contract's `idempotency_key` (1 to
+/// 200 characters, not blank) in what a header carries, visible ASCII and spaces (HTTP
+/// drops spaces around a value, so a key neither starts nor ends with one).
+pub struct IdempotencyKey;
+
+impl IdempotencyKey {
+    /// The key of a header value, or why it is refused.
+    pub fn parse(value: &axum::http::HeaderValue) -> Result<ShortText, &'static str> {
+        let text = value
+            .to_str()
+            .ok()
+            .filter(|t| t.bytes().all(|b| (0x20..=0x7e).contains(&b)))
+            .ok_or("Idempotency-Key must be visible ASCII")?;
+        ShortText::new(text.to_owned()).map_err(|_| "Idempotency-Key must be 1 to 200 characters")
+    }
+}
+
+impl utoipa::PartialSchema for IdempotencyKey {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{ObjectBuilder, Type};
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .min_length(Some(1))
+            .max_length(Some(200))
+            .pattern(Some("^[!-~](?:[ -~]*[!-~])?$"))
+            .into()
+    }
+}
+
+impl ToSchema for IdempotencyKey {}
+
+/// An id in a path, as the path carries it: decimal digits of `1..=MAX` of the id's type
+/// (JSON Schema's `integer` would also allow `290.0`, which is not how an id is written).
+pub struct IdInPath<const MAX: i64>;
+
+/// `{goods_id}` in a path.
+pub type GoodsIdInPath = IdInPath<{ GoodsId::MAX }>;
+/// `{room_id}` in a path.
+pub type RoomIdInPath = IdInPath<{ RoomId::MAX }>;
+const _: () = assert!(GoodsId::MIN == 1 && RoomId::MIN == 1);
+
+impl<const MAX: i64> utoipa::PartialSchema for IdInPath<MAX> {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{ObjectBuilder, Type};
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .pattern(Some(shop_contracts::ids::openapi::decimal_up_to(
+                MAX as u64,
+            )))
+            .description(Some(format!("a positive integer up to {MAX}")))
+            .into()
+    }
+}
+
+impl<const MAX: i64> ToSchema for IdInPath<MAX> {}

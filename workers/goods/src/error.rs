@@ -22,6 +22,9 @@ pub enum GoodsError {
     /// The database did not answer in time (pool exhausted, connection refused).
     #[error("database unavailable: {0}")]
     DatabaseUnavailable(#[source] Arc<sqlx::Error>),
+    /// Every goods id below 2^53 above the largest used one is taken.
+    #[error("goods ids are exhausted: no id below 2^53 is left above the largest one used")]
+    IdsExhausted,
     #[error("unexpected database error: {0}")]
     Unexpected(#[source] Arc<sqlx::Error>),
     /// A task of the worker that a request depends on has stopped (a bug).
@@ -31,7 +34,10 @@ pub enum GoodsError {
 
 impl From<sqlx::Error> for GoodsError {
     fn from(e: sqlx::Error) -> Self {
-        if shop_kit::db::is_unavailable(&e) {
+        // 2200H: the goods_id identity reached its MAXVALUE (2^53-1).
+        if matches!(&e, sqlx::Error::Database(db) if db.code().as_deref() == Some("2200H")) {
+            GoodsError::IdsExhausted
+        } else if shop_kit::db::is_unavailable(&e) {
             GoodsError::DatabaseUnavailable(Arc::new(e))
         } else {
             GoodsError::Unexpected(Arc::new(e))
@@ -44,6 +50,9 @@ impl ServiceError for GoodsError {
         match self {
             GoodsError::BadRequest(m) => ErrorDetail::bad_request(m),
             GoodsError::NotFound(m) => ErrorDetail::not_found(m),
+            GoodsError::IdsExhausted => {
+                ErrorDetail::new(shop_contracts::ErrorCode::Conflict, self.to_string())
+            }
             // The cause is logged by the endpoint; the caller gets no SQL or hosts.
             GoodsError::DatabaseUnavailable(_) => {
                 ErrorDetail::unavailable("the goods database is unavailable")

@@ -31,9 +31,10 @@ pub async fn create_goods(
         .map(Json)
 }
 
-/// Creates or replaces the goods record `{goods_id}`.
+/// Creates or replaces the goods record `{goods_id}` (the path's id; a `goods_id` in the
+/// body is ignored, as on create: JSON Schema cannot say it must equal the path's).
 #[utoipa::path(put, operation_id = "update_goods", path = "/v1/admin/goods/{goods_id}", tag = "admin", security(("bearer" = [])),
-    params(("goods_id" = i64, Path, minimum = 1)), request_body = UpsertGoods,
+    params(("goods_id" = inline(crate::views::GoodsIdInPath), Path)), request_body = UpsertGoods,
     responses((status = 200, body = Goods), (status = "4XX", body = crate::problem::ProblemBody, content_type = "application/problem+json"),
         (status = "5XX", body = crate::problem::ProblemBody, content_type = "application/problem+json")))]
 pub async fn update_goods(
@@ -42,11 +43,6 @@ pub async fn update_goods(
     Path(goods_id): Path<GoodsId>,
     extract::Json(mut goods): extract::Json<UpsertGoods>,
 ) -> Result<Json<Goods>, Problem> {
-    if goods.goods_id.is_some_and(|id| id != goods_id) {
-        return Err(Problem::bad_request(
-            "goods_id in the body differs from the one in the path",
-        ));
-    }
     goods.goods_id = Some(goods_id);
     state
         .nats
@@ -57,7 +53,7 @@ pub async fn update_goods(
 
 /// Sets the available stock of a goods (a restock or write-down, ledgered).
 #[utoipa::path(put, operation_id = "set_stock", path = "/v1/admin/stock/{goods_id}", tag = "admin", security(("bearer" = [])),
-    params(("goods_id" = i64, Path, minimum = 1)), request_body = StockBody,
+    params(("goods_id" = inline(crate::views::GoodsIdInPath), Path)), request_body = StockBody,
     responses((status = 200, body = StockLevel), (status = "4XX", body = crate::problem::ProblemBody, content_type = "application/problem+json"),
         (status = "5XX", body = crate::problem::ProblemBody, content_type = "application/problem+json")))]
 pub async fn set_stock(
@@ -77,9 +73,10 @@ pub async fn set_stock(
         .map(Json)
 }
 
-/// Replaces a room's goods list and the goods being presented.
+/// Replaces a room's goods list and the goods being presented: `current_goods_id`, when
+/// set, must be one of `goods_ids` (else 400 `bad_request`).
 #[utoipa::path(put, operation_id = "set_room", path = "/v1/admin/rooms/{room_id}", tag = "admin", security(("bearer" = [])),
-    params(("room_id" = i64, Path, minimum = 1)), request_body = RoomBody,
+    params(("room_id" = inline(crate::views::RoomIdInPath), Path)), request_body = RoomBody,
     responses((status = 200, body = Room), (status = "4XX", body = crate::problem::ProblemBody, content_type = "application/problem+json"),
         (status = "5XX", body = crate::problem::ProblemBody, content_type = "application/problem+json")))]
 pub async fn set_room(

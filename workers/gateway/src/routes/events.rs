@@ -10,14 +10,17 @@ use std::convert::Infallible;
 use axum::extract::State;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use futures::Stream;
+use shop_contracts::stock::StockChanged;
 use shop_contracts::{GoodsId, RoomId};
+use tokio::sync::broadcast;
 use tokio::sync::broadcast::error::RecvError;
-use tokio::sync::{broadcast, watch};
+use tokio_util::sync::WaitForCancellationFutureOwned;
 
 use crate::events::Change;
 use crate::extract::Path;
 use crate::problem::Problem;
 use crate::routes::goods::room_view;
+use crate::shutdown::Running;
 use crate::state::{AppState, Nats};
 use crate::views::RoomView;
 
@@ -26,8 +29,10 @@ struct Viewer {
     room_id: RoomId,
     goods: HashSet<GoodsId>,
     changes: broadcast::Receiver<Change>,
-    stopping: watch::Receiver<bool>,
+    stopping: std::pin::Pin<Box<WaitForCancellationFutureOwned>>,
     ready: VecDeque<Event>,
+    /// Counts this stream as open until it ends.
+    _open: Running,
 }
 
 impl Viewer {
@@ -58,7 +63,7 @@ impl Viewer {
                 return Some(event);
             }
             let change = tokio::select! {
-                _ = self.stopping.wait_for(|stop| *stop) => return None,
+                _ = &mut self.stopping => return None,
                 change = self.changes.recv() => change,
             };
             match change {
@@ -75,10 +80,76 @@ impl Viewer {
     }
 }
 
+/// One event of the stream as OpenAPI 3.1 describes an event stream's schema: each event
+/// is an object with its `event` name and its `data` text, here JSON of a [`RoomView`]
+/// (`room`) or a [`StockChanged`] (`stock`). [`event_data_schemas`] adds which.
+pub struct RoomEvent;
+
+impl utoipa::PartialSchema for RoomEvent {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{ObjectBuilder, OneOfBuilder, Type};
+        let event = |name: &str, what: &str| {
+            ObjectBuilder::new()
+                .property(
+                    "event",
+                    ObjectBuilder::new()
+                        .schema_type(Type::String)
+                        .enum_values(Some([name])),
+                )
+                .required("event")
+                .property(
+                    "data",
+                    ObjectBuilder::new()
+                        .schema_type(Type::String)
+                        .content_media_type("application/json")
+                        .description(Some(what)),
+                )
+                .required("data")
+        };
+        OneOfBuilder::new()
+            .item(event(
+                "room",
+                "the room as GET /v1/rooms/{room_id} returns it",
+            ))
+            .item(event(
+                "stock",
+                "{goods_id, available} of one of the room's goods",
+            ))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for RoomEvent {}
+
+/// The schemas of the events' `data` (`contentSchema`, which utoipa cannot write), added to
+/// the rendered document.
+pub fn event_data_schemas(doc: &mut serde_json::Value) {
+    let schema = &mut doc["paths"]["/v1/rooms/{room_id}/events"]["get"]["responses"]["200"]
+        ["content"]["text/event-stream"]["schema"];
+    let event = match schema.get("$ref").and_then(|r| r.as_str()) {
+        Some(reference) => {
+            let name = reference.rsplit('/').next().unwrap_or_default().to_owned();
+            &mut doc["components"]["schemas"][name]
+        }
+        None => schema,
+    };
+    let Some(events) = event.get_mut("oneOf").and_then(|e| e.as_array_mut()) else {
+        return;
+    };
+    use utoipa::ToSchema;
+    for (event, name) in events
+        .iter_mut()
+        .zip([RoomView::name(), StockChanged::name()])
+    {
+        event["properties"]["data"]["contentSchema"] =
+            serde_json::json!({"$ref": format!("#/components/schemas/{name}")});
+    }
+}
+
 /// Live changes of a room: `room` events (the whole room, first at once) and `stock` events.
 #[utoipa::path(get, operation_id = "room_events", path = "/v1/rooms/{room_id}/events", tag = "storefront",
-    params(("room_id" = i64, Path, minimum = 1)),
-    responses((status = 200, content_type = "text/event-stream", body = String,
+    params(("room_id" = inline(crate::views::RoomIdInPath), Path)),
+    responses((status = 200, content_type = "text/event-stream", body = RoomEvent,
         description = "event `room`: the room as GET /v1/rooms/{room_id} returns it; event `stock`: {goods_id, available}"),
         (status = "4XX", body = crate::problem::ProblemBody, content_type = "application/problem+json"),
         (status = "5XX", body = crate::problem::ProblemBody, content_type = "application/problem+json")))]
@@ -94,8 +165,9 @@ pub async fn room_events(
         room_id,
         goods: HashSet::new(),
         changes,
-        stopping: state.stopping.clone(),
+        stopping: Box::pin(state.drain.stopped()),
         ready: VecDeque::new(),
+        _open: state.drain.stream(),
     };
     let first = viewer.room_event(&room);
     viewer.ready.push_back(first);

@@ -80,7 +80,7 @@ pub async fn room_view(nats: &Nats, room_id: RoomId) -> Result<RoomView, Problem
 
 /// A live room: its goods in order, the one presented now, and each one's stock.
 #[utoipa::path(get, operation_id = "get_room", path = "/v1/rooms/{room_id}", tag = "storefront",
-    params(("room_id" = i64, Path, minimum = 1)),
+    params(("room_id" = inline(crate::views::RoomIdInPath), Path)),
     responses((status = 200, body = RoomView), (status = "4XX", body = crate::problem::ProblemBody, content_type = "application/problem+json"),
         (status = "5XX", body = crate::problem::ProblemBody, content_type = "application/problem+json")))]
 pub async fn room(
@@ -92,7 +92,7 @@ pub async fn room(
 
 /// One goods with its stock.
 #[utoipa::path(get, operation_id = "get_goods", path = "/v1/goods/{goods_id}", tag = "storefront",
-    params(("goods_id" = i64, Path, minimum = 1)),
+    params(("goods_id" = inline(crate::views::GoodsIdInPath), Path)),
     responses((status = 200, body = GoodsView), (status = "4XX", body = crate::problem::ProblemBody, content_type = "application/problem+json"),
         (status = "5XX", body = crate::problem::ProblemBody, content_type = "application/problem+json")))]
 pub async fn detail(

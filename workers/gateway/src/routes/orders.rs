@@ -9,20 +9,20 @@ use shop_contracts::order::{
     CancelRequest, CreateOrderRequest, GetOrderRequest, ListOrdersReply, ListOrdersRequest, Order,
 };
 use shop_contracts::subjects::order as subject;
-use shop_contracts::{OrderSn, ShortText};
+use shop_contracts::OrderSn;
 
 use crate::auth::{Caller, User};
 use crate::extract::{self, Path, Query};
 use crate::problem::{Code, Problem};
 use crate::state::AppState;
-use crate::views::{CreateOrderBody, OrdersQuery};
+use crate::views::{CreateOrderBody, IdempotencyKey, OrdersQuery};
 
 const IDEMPOTENCY_KEY: &str = "idempotency-key";
 
 /// Creates an order for the token's user. `Idempotency-Key` makes repeats return the same
 /// order. Prices come from the goods service, never from the client.
 #[utoipa::path(post, operation_id = "create_order", path = "/v1/orders", tag = "orders", security(("bearer" = [])),
-    params(("Idempotency-Key" = Option<String>, Header, description = "repeat a create safely: the same key returns the same order")),
+    params(("Idempotency-Key" = inline(Option<IdempotencyKey>), Header, description = "repeat a create safely: the same key returns the same order")),
     request_body = CreateOrderBody,
     responses((status = 201, body = Order, headers(("Location" = String, description = "/v1/orders/{order_sn}"))),
         (status = "4XX", body = crate::problem::ProblemBody, content_type = "application/problem+json"),
@@ -40,18 +40,11 @@ pub async fn create(
         );
     }
     let body: CreateOrderBody = extract::decode(&body.0)?;
-    let idempotency_key =
-        match headers.get(IDEMPOTENCY_KEY) {
-            None => None,
-            Some(value) => {
-                let text = value
-                    .to_str()
-                    .map_err(|_| Problem::bad_request("Idempotency-Key must be visible ASCII"))?;
-                Some(ShortText::new(text.to_owned()).map_err(|_| {
-                    Problem::bad_request("Idempotency-Key must be 1 to 200 characters")
-                })?)
-            }
-        };
+    let idempotency_key = headers
+        .get(IDEMPOTENCY_KEY)
+        .map(IdempotencyKey::parse)
+        .transpose()
+        .map_err(Problem::bad_request)?;
     let request = CreateOrderRequest {
         user_id: caller.user_id,
         items: body.items,
@@ -87,7 +80,7 @@ async fn owned(state: &AppState, caller: Caller, order_sn: OrderSn) -> Result<Or
 
 /// One of the caller's orders.
 #[utoipa::path(get, operation_id = "get_order", path = "/v1/orders/{order_sn}", tag = "orders", security(("bearer" = [])),
-    params(("order_sn" = String, Path, pattern = "^[1-9][0-9]{0,18}$")),
+    params(("order_sn" = OrderSn, Path)),
     responses((status = 200, body = Order), (status = "4XX", body = crate::problem::ProblemBody, content_type = "application/problem+json"),
         (status = "5XX", body = crate::problem::ProblemBody, content_type = "application/problem+json")))]
 pub async fn get(
@@ -117,7 +110,7 @@ pub async fn list(
 
 /// Cancels one of the caller's unpaid orders; its stock comes back.
 #[utoipa::path(post, operation_id = "cancel_order", path = "/v1/orders/{order_sn}/cancel", tag = "orders", security(("bearer" = [])),
-    params(("order_sn" = String, Path, pattern = "^[1-9][0-9]{0,18}$")),
+    params(("order_sn" = OrderSn, Path)),
     responses((status = 200, body = Order), (status = "4XX", body = crate::problem::ProblemBody, content_type = "application/problem+json"),
         (status = "5XX", body = crate::problem::ProblemBody, content_type = "application/problem+json")))]
 pub async fn cancel(

@@ -44,7 +44,7 @@ pub async fn home(State(state): State<AppState>) -> Response {
 
 /// The live-room page of a room.
 #[utoipa::path(get, operation_id = "room_page", path = "/rooms/{room_id}", tag = "pages",
-    params(("room_id" = i64, Path, minimum = 1)),
+    params(("room_id" = inline(crate::views::RoomIdInPath), Path)),
     responses((status = 200, content_type = "text/html", body = String),
         (status = "4XX", body = crate::problem::ProblemBody, content_type = "application/problem+json")))]
 pub async fn room(
