@@ -147,8 +147,9 @@ pub(crate) fn random_u64() -> u64 {
 }
 
 /// How long a fenced endpoint waits for the rest of its share before it closes: when no
-/// request has come for this long, none is on the wire ([`micro::Endpoint::close`]).
-const QUIET: Duration = Duration::from_millis(200);
+/// request has come for this long, none is on the wire ([`micro::Endpoint::close`]). Long
+/// against a busy machine's scheduling stalls, short against `shutdown_timeout`.
+const QUIET: Duration = Duration::from_secs(1);
 
 /// One endpoint's serving loop: every request in a task of its own on `requests` (so the
 /// worker can wait for them at a stop), until `stopping` fires; then the endpoint is
@@ -193,6 +194,7 @@ impl<S, H> Serving<S, H> {
                 match tokio::time::timeout(QUIET, self.endpoint.next()).await {
                     Ok(next) => next,
                     Err(_) => {
+                        tracing::info!(subject = self.subject, "fenced endpoint quiet; closing it");
                         self.endpoint.close().await?;
                         closed = true;
                         continue;

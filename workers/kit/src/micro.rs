@@ -222,9 +222,9 @@ pub struct Endpoint {
 /// Requests the fence leaves room for beyond those the client has delivered: more than can
 /// be on the wire to one process at once (a handful even at thousands a second: the client
 /// reads its socket continuously), so the server's count stays below the fence, and few
-/// enough that a stopping instance takes only a moment's share more: 25 ms at 2,500
-/// requests a second to it, half a second at 130.
-const FENCE_ROOM: u64 = 64;
+/// enough that a stopping instance takes only a moment's share more: 50 ms at 2,500
+/// requests a second to it, a second at 130.
+const FENCE_ROOM: u64 = 128;
 
 impl Endpoint {
     /// The next request, or `None` once the endpoint has stopped (after a fence, when the
