@@ -112,7 +112,7 @@ impl Pacing {
         self.steer(elapsed);
         let hint = self.hint_ms.load(Ordering::Relaxed);
         // 0.5..1.5 times the hint: jitter from std's per-process random hash keys.
-        let jitter = random_u64() % 1000;
+        let jitter = crate::random::random_u64() % 1000;
         (hint * (500 + jitter) / 1000).max(1)
     }
 
@@ -140,11 +140,6 @@ impl Pacing {
     }
 }
 
-/// Enough randomness for jitter (and instance ids) without a dependency.
-pub(crate) fn random_u64() -> u64 {
-    use std::hash::BuildHasher;
-    std::collections::hash_map::RandomState::new().hash_one(std::time::Instant::now())
-}
 
 /// How long a fenced endpoint waits for the rest of its share before it closes: when no
 /// request has come for this long, none is on the wire ([`micro::Endpoint::close`]). Long
@@ -166,7 +161,7 @@ pub(crate) struct Serving<S, H> {
 }
 
 impl<S, H> Serving<S, H> {
-    pub(crate) async fn run<Req, Rep, Err, Fut>(mut self) -> Result<(), crate::worker::TaskError>
+    pub(crate) async fn run<Req, Rep, Err, Fut>(mut self) -> Result<(), async_nats::Error>
     where
         S: Clone + Send + Sync + 'static,
         Req: DeserializeOwned + Send + 'static,

@@ -31,6 +31,7 @@ pub mod jetstream;
 pub mod metrics;
 pub mod micro;
 pub mod queue;
+mod random;
 pub mod reply;
 pub mod server;
 pub mod trace;

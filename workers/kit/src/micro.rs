@@ -85,7 +85,7 @@ impl Service {
     ) -> Result<Service, async_nats::Error> {
         let id = format!(
             "{:016x}{:08x}",
-            crate::endpoint::random_u64(),
+            crate::random::random_u64(),
             std::process::id()
         );
         let inner = Arc::new(Inner {
