@@ -74,19 +74,7 @@ impl WorkerProcess {
     /// SIGTERM, then waits up to `within` for the process to exit; its status, or `None` if
     /// it is still running then.
     pub async fn terminate(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        let deadline = tokio::time::Instant::now() + within;
-        loop {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                return Some(status);
-            }
-            if tokio::time::Instant::now() >= deadline {
-                return None;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        crate::wait::terminate(&mut self.child, within).await
     }
 
     /// What the process has logged so far.

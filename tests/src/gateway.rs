@@ -42,19 +42,7 @@ impl Gateway {
 
     /// Sends SIGTERM and waits up to `within` for a clean exit; its status, or `None`.
     pub async fn stop(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        let deadline = tokio::time::Instant::now() + within;
-        loop {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                return Some(status);
-            }
-            if tokio::time::Instant::now() >= deadline {
-                return None;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        crate::wait::terminate(&mut self.child, within).await
     }
 
     pub fn log_text(&self) -> String {

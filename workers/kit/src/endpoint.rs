@@ -140,7 +140,6 @@ impl Pacing {
     }
 }
 
-
 /// How long a fenced endpoint waits for the rest of its share before it closes: when no
 /// request has come for this long, none is on the wire ([`micro::Endpoint::close`]). Long
 /// against a busy machine's scheduling stalls, short against `shutdown_timeout`.

@@ -294,44 +294,6 @@ fn is_not_found(error: &jetstream::context::GetStreamError) -> bool {
     )
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn definitions_parse_and_say_what_the_contract_says() {
-        let txn = stream_config("ORDER_TXN", ORDER_TXN_STREAM_JSON).unwrap();
-        assert_eq!(txn.retention, stream::RetentionPolicy::WorkQueue);
-        assert_eq!(txn.subjects, vec!["order.txn.*"]);
-        let rollback = stream_config("STOCK_ROLLBACK", STOCK_ROLLBACK_STREAM_JSON).unwrap();
-        assert_eq!(rollback.retention, stream::RetentionPolicy::Limits);
-        assert_eq!(
-            rollback.max_age,
-            std::time::Duration::from_secs(7 * 24 * 3600)
-        );
-        let events = stream_config("ORDER_EVENTS", ORDER_EVENTS_STREAM_JSON).unwrap();
-        assert_eq!(events.subjects, vec!["order.events.*.*"]);
-
-        let checker = consumer_config("checker", ORDER_TXN_CHECKER_JSON).unwrap();
-        assert_eq!(checker.durable_name.as_deref(), Some("order-txn-checker"));
-        assert_eq!(checker.max_deliver, -1);
-        assert!(checker.backoff.is_empty());
-        assert_eq!(checker.max_ack_pending, 100_000);
-        assert_eq!(checker.ack_policy, consumer::AckPolicy::Explicit);
-        let rollback = consumer_config("stock-rollback", STOCK_ROLLBACK_CONSUMER_JSON).unwrap();
-        assert_eq!(rollback.durable_name.as_deref(), Some("stock-rollback"));
-        assert_eq!(rollback.max_deliver, -1);
-
-        let timers = stream_config("ORDER_TIMERS", ORDER_TIMERS_STREAM_JSON).unwrap();
-        assert!(timers.allow_message_schedules);
-        assert_eq!(timers.retention, stream::RetentionPolicy::WorkQueue);
-        let closer = consumer_config("order-timer-closer", ORDER_TIMER_CLOSER_JSON).unwrap();
-        assert_eq!(closer.filter_subject, "order.timer.due.*");
-        assert_eq!(closer.max_deliver, -1);
-        assert!(closer.backoff.is_empty());
-    }
-}
-
 /// Pull-consumes `consumer` until `stopping` fires: whatever has arrived together (up to
 /// `chunk` messages) goes to one `handle` call, at most `concurrency` calls at once, and
 /// each call acks or naks its messages. At a stop it takes no more, lets the calls in hand
@@ -384,10 +346,48 @@ where
         let nak =
             jetstream::AckKind::Nak((!unseen_back_after.is_zero()).then_some(unseen_back_after));
         while let Some(Some(Ok(message))) = messages.next().now_or_never() {
-            if let Err(error) = message.ack_with(nak.clone()).await {
+            if let Err(error) = message.ack_with(nak).await {
                 tracing::debug!(%error, "could not nak a message at stop");
             }
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn definitions_parse_and_say_what_the_contract_says() {
+        let txn = stream_config("ORDER_TXN", ORDER_TXN_STREAM_JSON).unwrap();
+        assert_eq!(txn.retention, stream::RetentionPolicy::WorkQueue);
+        assert_eq!(txn.subjects, vec!["order.txn.*"]);
+        let rollback = stream_config("STOCK_ROLLBACK", STOCK_ROLLBACK_STREAM_JSON).unwrap();
+        assert_eq!(rollback.retention, stream::RetentionPolicy::Limits);
+        assert_eq!(
+            rollback.max_age,
+            std::time::Duration::from_secs(7 * 24 * 3600)
+        );
+        let events = stream_config("ORDER_EVENTS", ORDER_EVENTS_STREAM_JSON).unwrap();
+        assert_eq!(events.subjects, vec!["order.events.*.*"]);
+
+        let checker = consumer_config("checker", ORDER_TXN_CHECKER_JSON).unwrap();
+        assert_eq!(checker.durable_name.as_deref(), Some("order-txn-checker"));
+        assert_eq!(checker.max_deliver, -1);
+        assert!(checker.backoff.is_empty());
+        assert_eq!(checker.max_ack_pending, 100_000);
+        assert_eq!(checker.ack_policy, consumer::AckPolicy::Explicit);
+        let rollback = consumer_config("stock-rollback", STOCK_ROLLBACK_CONSUMER_JSON).unwrap();
+        assert_eq!(rollback.durable_name.as_deref(), Some("stock-rollback"));
+        assert_eq!(rollback.max_deliver, -1);
+
+        let timers = stream_config("ORDER_TIMERS", ORDER_TIMERS_STREAM_JSON).unwrap();
+        assert!(timers.allow_message_schedules);
+        assert_eq!(timers.retention, stream::RetentionPolicy::WorkQueue);
+        let closer = consumer_config("order-timer-closer", ORDER_TIMER_CLOSER_JSON).unwrap();
+        assert_eq!(closer.filter_subject, "order.timer.due.*");
+        assert_eq!(closer.max_deliver, -1);
+        assert!(closer.backoff.is_empty());
+    }
 }

@@ -160,11 +160,7 @@ impl Worker {
     ) where
         E: Into<TaskError>,
     {
-        let id = self
-            .intake
-            .spawn(async move { task.await.map_err(Into::into) })
-            .id();
-        self.names.insert(id, name);
+        spawn_named(&mut self.intake, &mut self.names, name, task);
     }
 
     /// A task behind the intake (a batch writer, a relay, a probe): it must end once
@@ -176,11 +172,7 @@ impl Worker {
     ) where
         E: Into<TaskError>,
     {
-        let id = self
-            .background
-            .spawn(async move { task.await.map_err(Into::into) })
-            .id();
-        self.names.insert(id, name);
+        spawn_named(&mut self.background, &mut self.names, name, task);
     }
 
     /// Runs until `stop` resolves or a task ends on its own, then stops in order (module
@@ -255,6 +247,18 @@ impl Worker {
             }
         }
     }
+}
+
+fn spawn_named<E: Into<TaskError>>(
+    tasks: &mut JoinSet<Exit>,
+    names: &mut Names,
+    name: &'static str,
+    task: impl Future<Output = Result<(), E>> + Send + 'static,
+) {
+    let id = tasks
+        .spawn(async move { task.await.map_err(Into::into) })
+        .id();
+    names.insert(id, name);
 }
 
 /// Waits for every task of `tasks` until `deadline`; returns the names of those still
