@@ -127,48 +127,50 @@ async fn a_task_that_fails_stops_the_worker_and_names_it() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stop_answers_what_was_admitted_and_past_the_timeout_names_what_it_abandoned() {
     let app = TestApp::start(&[]).await;
-    // An endpoint whose requests take 1 s: a stop waits for them...
-    let mut worker = frame(&app, "slow").await;
-    worker
-        .serve("test.slow", (), |(), body: Value| async move {
-            tokio::time::sleep(Duration::from_secs(1)).await;
-            Ok::<Value, Refused>(body)
-        })
-        .await
-        .unwrap();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let running = tokio::spawn(worker.run(
-        async {
-            let _ = stopped.await;
-        },
+    // Requests that take 1 s: a stop waits for them...
+    let (asked, stopped) = stop_during_a_request(
+        &app,
+        "slow",
+        "test.slow",
+        Duration::from_secs(1),
         Duration::from_secs(10),
-    ));
-    let client = app.client().clone();
-    let asked = tokio::spawn(async move {
-        ask(
-            &client,
-            "test.slow",
-            &json!({"n": 1}),
-            Duration::from_secs(10),
-        )
-        .await
-    });
-    wait_until_in_flight("slow").await;
-    stop.send(()).unwrap();
+    )
+    .await;
+    stopped.expect("a stop within the timeout is clean");
     match asked.await.unwrap() {
         Answer::Reply(Ok(reply)) => assert_eq!(reply, json!({"n": 1})),
         other => panic!("the request admitted before the stop was not answered: {other:?}"),
     }
-    running
-        .await
-        .unwrap()
-        .expect("a stop within the timeout is clean");
 
     // ...but not past shutdown_timeout: then it says what it gave up.
-    let mut worker = frame(&app, "stuck").await;
+    let (_asked, stopped) = stop_during_a_request(
+        &app,
+        "stuck",
+        "test.stuck",
+        Duration::from_secs(30),
+        Duration::from_millis(500),
+    )
+    .await;
+    match stopped {
+        Err(WorkerError::Abandoned { requests, .. }) => assert_eq!(requests, 1),
+        other => panic!("a stop past its timeout must say what it abandoned, got {other:?}"),
+    }
+}
+
+/// A worker `name` serving `subject` with requests that take `handling`: one request is sent,
+/// and once it is in flight the worker is stopped with `timeout`. Returns the request's
+/// answer (to await) and how the stop ended.
+async fn stop_during_a_request(
+    app: &TestApp,
+    name: &'static str,
+    subject: &'static str,
+    handling: Duration,
+    timeout: Duration,
+) -> (tokio::task::JoinHandle<Answer>, Result<(), WorkerError>) {
+    let mut worker = frame(app, name).await;
     worker
-        .serve("test.stuck", (), |(), body: Value| async move {
-            tokio::time::sleep(Duration::from_secs(30)).await;
+        .serve(subject, (), move |(), body: Value| async move {
+            tokio::time::sleep(handling).await;
             Ok::<Value, Refused>(body)
         })
         .await
@@ -178,18 +180,15 @@ async fn a_stop_answers_what_was_admitted_and_past_the_timeout_names_what_it_aba
         async {
             let _ = stopped.await;
         },
-        Duration::from_millis(500),
+        timeout,
     ));
     let client = app.client().clone();
-    let _asked = tokio::spawn(async move {
-        ask(&client, "test.stuck", &json!({}), Duration::from_secs(30)).await
+    let asked = tokio::spawn(async move {
+        ask(&client, subject, &json!({"n": 1}), Duration::from_secs(30)).await
     });
-    wait_until_in_flight("stuck").await;
+    wait_until_in_flight(name).await;
     stop.send(()).unwrap();
-    match running.await.unwrap() {
-        Err(WorkerError::Abandoned { requests, .. }) => assert_eq!(requests, 1),
-        other => panic!("a stop past its timeout must say what it abandoned, got {other:?}"),
-    }
+    (asked, running.await.expect("the frame does not panic"))
 }
 
 /// Waits until the endpoint `test.<name>` of this process has a request in flight (from the

@@ -89,11 +89,10 @@ async fn publish(
         if let Err(error) = notify(&client, &pool, goods, &returned).await {
             tracing::warn!(%error, "stock change notifications skipped");
         }
-        if !draining.is_cancelled() {
-            tokio::select! {
-                _ = tokio::time::sleep(INTERVAL) => {}
-                _ = draining.cancelled() => {}
-            }
+        // At a stop, the next round goes at once.
+        tokio::select! {
+            _ = tokio::time::sleep(INTERVAL) => {}
+            _ = draining.cancelled() => {}
         }
     }
 }

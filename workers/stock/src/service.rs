@@ -26,14 +26,12 @@ pub async fn start(
 ) -> Result<Worker, async_nats::Error> {
     let js = async_nats::jetstream::new(client.clone());
     let consumer = rollback::setup(&js, replicas).await?;
-    let deducter = std::sync::Arc::new(std::sync::OnceLock::<Deducter>::new());
+    let (deducter, writer) = Deducter::start(&js, pool.clone(), &settings, replicas).await?;
     let stats = {
         let deducter = deducter.clone();
         move |endpoint: &str| match endpoint {
             // `$SRV.STATS.stock`: `stock.deduct` reports the strategy's figures (batch sizes).
-            subject::DEDUCT => deducter
-                .get()
-                .map_or(serde_json::Value::Null, Deducter::stats),
+            subject::DEDUCT => deducter.stats(),
             _ => serde_json::Value::Null,
         }
     };
@@ -51,8 +49,9 @@ pub async fn start(
         },
     )
     .await?;
-    let started = Deducter::start(&mut worker, &js, pool.clone(), &settings, replicas).await?;
-    let _ = deducter.set(started.clone());
+    if let Some(writer) = writer {
+        worker.background("stock batch writer", writer.run(worker.draining()));
+    }
     let changes = Changes::start(&mut worker, client.clone(), pool.clone());
 
     worker
@@ -60,7 +59,7 @@ pub async fn start(
         .await?;
     worker.serve(subject::GET, pool.clone(), get).await?;
     worker
-        .serve(subject::DEDUCT, (started, changes.clone()), deduct)
+        .serve(subject::DEDUCT, (deducter, changes.clone()), deduct)
         .await?;
     worker
         .serve(subject::RETURN, (pool.clone(), changes.clone()), return_)

@@ -94,29 +94,27 @@ pub struct Deducter {
 }
 
 impl Deducter {
-    /// Opens what the strategy needs: the lock bucket for `kv_lock`, the writer task for
-    /// `batch` (a background task of `worker`: a worker whose writer is gone stops, rather
-    /// than answer every deduct with an error).
+    /// Opens what the strategy needs: the lock bucket for `kv_lock`; for `batch`, the writer,
+    /// which the caller runs as a background task of its worker (a worker whose writer is
+    /// gone stops, rather than answer every deduct with an error).
     pub async fn start(
-        worker: &mut shop_kit::Worker,
         js: &async_nats::jetstream::Context,
         pool: PgPool,
         settings: &Settings,
         replicas: usize,
-    ) -> Result<Self, async_nats::Error> {
+    ) -> Result<(Self, Option<batch::Writer>), async_nats::Error> {
         let locks = match settings.strategy {
             Strategy::KvLock => Some(
                 kv_lock::Locks::open(js, settings.lock_ttl, settings.lock_wait, replicas).await?,
             ),
             _ => None,
         };
-        let batcher = match settings.strategy {
+        let (batcher, writer) = match settings.strategy {
             Strategy::Batch => {
                 let (batcher, writer) = batch::Batcher::new(pool.clone());
-                worker.background("stock batch writer", writer.run(worker.draining()));
-                Some(batcher)
+                (Some(batcher), Some(writer))
             }
-            _ => None,
+            _ => (None, None),
         };
         let deducter = Deducter {
             pool,
@@ -126,7 +124,7 @@ impl Deducter {
             locks,
             batcher,
         };
-        Ok(deducter)
+        Ok((deducter, writer))
     }
 
     pub fn pool(&self) -> &PgPool {
