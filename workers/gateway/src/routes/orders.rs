@@ -20,7 +20,9 @@ use crate::views::{CreateOrderBody, IdempotencyKey, OrdersQuery};
 const IDEMPOTENCY_KEY: &str = "idempotency-key";
 
 /// Creates an order for the token's user. `Idempotency-Key` makes repeats return the same
-/// order. Prices come from the goods service, never from the client.
+/// order. Prices come from the goods service, never from the client, so one rule of a
+/// create is beyond this document: its total (each goods' current price times its quantity,
+/// summed) must stay within 2^53-1 cents, and a larger one is refused with 400.
 #[utoipa::path(post, operation_id = "create_order", path = "/v1/orders", tag = "orders", security(("bearer" = [])),
     params(("Idempotency-Key" = inline(Option<IdempotencyKey>), Header, description = "repeat a create safely: the same key returns the same order")),
     request_body = CreateOrderBody,
