@@ -15,6 +15,7 @@ pub mod goods;
 pub mod ids;
 pub mod list;
 pub mod order;
+pub mod partition;
 pub mod stock;
 pub mod subjects;
 pub mod time;

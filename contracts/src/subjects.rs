@@ -34,6 +34,17 @@ pub mod stock {
     pub fn changed(goods_id: crate::GoodsId) -> String {
         format!("stock.changed.{goods_id}")
     }
+
+    /// Internal (not for clients): every stock endpoint of one partition,
+    /// `stock.part.<partition>.<op>`.
+    pub const PARTITION_ALL: &str = "stock.part.*.*";
+
+    /// Internal: the endpoint `public` (one of the subjects above, e.g. [`DEDUCT`]) of
+    /// `partition`, served only by that partition's workers: `stock.part.2.deduct`.
+    pub fn partition(public: &str, partition: crate::partition::PartitionId) -> String {
+        let op = public.strip_prefix("stock.").unwrap_or(public);
+        format!("stock.part.{partition}.{op}")
+    }
 }
 
 pub mod order {

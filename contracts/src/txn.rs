@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::ids::OrderSn;
+use crate::ids::{GoodsId, OrderSn};
 use crate::stock::OrderLine;
 
 pub const ORDER_TXN_STREAM: &str = "ORDER_TXN";
@@ -92,6 +92,11 @@ pub enum RollbackReason {
 pub struct RollbackEvent {
     pub order_sn: OrderSn,
     pub reason: RollbackReason,
+    /// The order's goods (an addition to the contract's payload): the stock partitions that
+    /// must give back are the owners of these goods. Absent (events written before it, or by
+    /// other publishers), every partition applies the return.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub goods_ids: Option<Vec<GoodsId>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]

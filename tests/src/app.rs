@@ -1,5 +1,6 @@
 //! One test's world: an account on the shared nats-server, databases, worker processes.
 
+use shop_contracts::partition::{PartitionMap, STOCK_MAP_KEY};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -51,6 +52,8 @@ impl ErrorReply {
 /// A worker running as a child process of the test.
 pub struct WorkerProcess {
     pub kind: Worker,
+    /// The stock partition it serves (stock workers only).
+    pub partition: Option<u16>,
     child: Child,
     pub log: PathBuf,
 }
@@ -131,6 +134,9 @@ pub struct TestApp {
     /// Extra `SHOP_*` settings passed to every worker started from now on.
     pub env: Vec<(String, String)>,
     workers: Vec<WorkerProcess>,
+    /// Stock partitions, each with a database of its own and its own worker processes
+    /// (1 unless the test asks for more, or `SHOP_TEST_STOCK_PARTITIONS` sets it for all).
+    stock_partitions: u16,
 }
 
 impl TestApp {
@@ -267,11 +273,41 @@ impl TestApp {
         app.with_workers(kinds, &env).await
     }
 
+    /// Like [`TestApp::start_with_env`] with stock spread over `partitions` partitions
+    /// (`PartitionMap::even`), whatever `SHOP_TEST_STOCK_PARTITIONS` says.
+    pub async fn start_with_stock_partitions(
+        kinds: &[Worker],
+        env: &[(&str, &str)],
+        partitions: u16,
+    ) -> TestApp {
+        let map = PartitionMap::even(partitions).expect("1..=256 partitions");
+        Self::start_with_stock_map(kinds, env, partitions, &map).await
+    }
+
+    /// Like [`TestApp::start_with_stock_partitions`], routed by `map` from the start.
+    pub async fn start_with_stock_map(
+        kinds: &[Worker],
+        env: &[(&str, &str)],
+        partitions: u16,
+        map: &PartitionMap,
+    ) -> TestApp {
+        let stack = stack();
+        let account = stack.take_account();
+        let mut app = TestApp::connect(account, stack.nats_url.clone(), None, PASSWORD, None).await;
+        app.stock_partitions = partitions;
+        app.write_stock_map(map).await;
+        app.with_workers(kinds, env).await
+    }
+
     async fn with_workers(mut self, kinds: &[Worker], env: &[(&str, &str)]) -> TestApp {
         self.env = env
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
+        if self.stock_partitions > 1 && self.stock_map_revision().await == 0 {
+            self.write_stock_map(&PartitionMap::even(self.stock_partitions).expect("1..=256"))
+                .await;
+        }
         for kind in kinds {
             self.spawn(*kind).await;
         }
@@ -311,6 +347,10 @@ impl TestApp {
             client,
             env: Vec::new(),
             workers: Vec::new(),
+            stock_partitions: std::env::var("SHOP_TEST_STOCK_PARTITIONS")
+                .ok()
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(1),
         }
     }
 
@@ -330,7 +370,54 @@ impl TestApp {
 
     /// The database URL of a worker kind for this test.
     pub fn database_url(&self, kind: Worker) -> String {
-        let name = format!("t{}_{}", self.account, kind.name());
+        self.named_database_url(&format!("t{}_{}", self.account, kind.name()))
+    }
+
+    /// The database of stock partition `p` (partition 0's is the stock database).
+    pub fn stock_database_url(&self, p: u16) -> String {
+        match p {
+            0 => self.database_url(Worker::Stock),
+            p => self.named_database_url(&format!("t{}_stock_p{p}", self.account)),
+        }
+    }
+
+    pub fn stock_partitions(&self) -> u16 {
+        self.stock_partitions
+    }
+
+    /// A pool on every stock partition's database, partition 0 first.
+    pub async fn stock_dbs(&self) -> Vec<sqlx::PgPool> {
+        let mut pools = Vec::new();
+        for p in 0..self.stock_partitions {
+            pools.push(pool(&self.stock_database_url(p)).await);
+        }
+        pools
+    }
+
+    /// Writes `map` as the next revision of the stock partition map.
+    pub async fn write_stock_map(&self, map: &PartitionMap) {
+        let store = shop_kit::partitions::open(&self.jetstream(), 1)
+            .await
+            .expect("the partition bucket");
+        let now = shop_kit::partitions::read(&store, STOCK_MAP_KEY)
+            .await
+            .expect("reading the stock map");
+        shop_kit::partitions::write(&store, STOCK_MAP_KEY, map, now.revision)
+            .await
+            .expect("writing the stock map");
+    }
+
+    async fn stock_map_revision(&self) -> u64 {
+        let store = shop_kit::partitions::open(&self.jetstream(), 1)
+            .await
+            .expect("the partition bucket");
+        shop_kit::partitions::read(&store, STOCK_MAP_KEY)
+            .await
+            .expect("reading the stock map")
+            .revision
+    }
+
+    fn named_database_url(&self, name: &str) -> String {
         match &self.own_postgres {
             Some(cluster) => cluster.lock().expect("the test's postgres").url(&name),
             None => stack().postgres_url(&name),
@@ -393,26 +480,41 @@ impl TestApp {
 
     /// A pool on a worker's database, for checking invariants directly.
     pub async fn db(&self, kind: Worker) -> sqlx::PgPool {
-        sqlx::postgres::PgPoolOptions::new()
-            .max_connections(4)
-            .connect(&self.database_url(kind))
-            .await
-            .expect("connecting to the worker database")
+        pool(&self.database_url(kind)).await
     }
 
-    /// Starts one more worker process of `kind` and waits until it answers `$SRV.PING`.
+    /// Starts one more worker process of `kind` (of stock: one for each partition) and waits
+    /// until it answers `$SRV.PING`; the index of the (first) process started.
     pub async fn spawn(&mut self, kind: Worker) -> usize {
-        let process = self.spawn_process(kind, &[]);
+        let processes: Vec<WorkerProcess> = match kind {
+            Worker::Stock => (0..self.stock_partitions)
+                .map(|p| self.spawn_stock_partition(p, &[]))
+                .collect(),
+            _ => vec![self.spawn_process(kind, &[])],
+        };
         // Killed processes no longer answer: count only the live ones.
-        let mut expected = 1;
+        let mut expected = processes.len();
         for worker in &mut self.workers {
             if worker.kind == kind && !worker.has_exited() {
                 expected += 1;
             }
         }
-        self.workers.push(process);
+        let first = self.workers.len();
+        self.workers.extend(processes);
         self.wait_for_workers(kind, expected).await;
-        self.workers.len() - 1
+        first
+    }
+
+    /// Starts a stock worker of partition `p` on its own database, without waiting for it.
+    pub fn spawn_stock_partition(&self, p: u16, extra_env: &[(&str, &str)]) -> WorkerProcess {
+        let partition = p.to_string();
+        let url = self.stock_database_url(p);
+        let mut env: Vec<(&str, &str)> = vec![
+            ("SHOP_STOCK__PARTITION", &partition),
+            ("SHOP_STOCK__DATABASE_URL", &url),
+        ];
+        env.extend_from_slice(extra_env);
+        self.spawn_process(Worker::Stock, &env)
     }
 
     /// The `SHOP_NATS__*` TLS settings of this test's clients (none without TLS).
@@ -471,7 +573,20 @@ impl TestApp {
             command.env(key, value);
         }
         let child = command.spawn().expect("starting a worker process");
-        WorkerProcess { kind, child, log }
+        let partition = (kind == Worker::Stock).then(|| {
+            extra_env
+                .iter()
+                .rev()
+                .find(|(key, _)| *key == "SHOP_STOCK__PARTITION")
+                .and_then(|(_, p)| p.parse().ok())
+                .unwrap_or(0)
+        });
+        WorkerProcess {
+            kind,
+            partition,
+            child,
+            log,
+        }
     }
 
     /// Runs `shop <args>` to the end as this test's admin user, against its databases.
@@ -490,6 +605,13 @@ impl TestApp {
             .envs(self.tls_env())
             .env("SHOP_GOODS__DATABASE_URL", self.database_url(Worker::Goods))
             .env("SHOP_STOCK__DATABASE_URL", self.database_url(Worker::Stock))
+            .env(
+                "SHOP_STOCK__PARTITION_DATABASES",
+                (0..self.stock_partitions)
+                    .map(|p| self.stock_database_url(p))
+                    .collect::<Vec<_>>()
+                    .join(","),
+            )
             .env("SHOP_ORDER__DATABASE_URL", self.database_url(Worker::Order))
             .env("NO_COLOR", "1")
             .output()
@@ -500,6 +622,13 @@ impl TestApp {
     pub fn adopt(&mut self, process: WorkerProcess) -> usize {
         self.workers.push(process);
         self.workers.len() - 1
+    }
+
+    /// The index of a live worker process of stock partition `p`.
+    pub fn stock_worker_of(&mut self, p: u16) -> Option<usize> {
+        self.workers
+            .iter_mut()
+            .position(|w| w.partition == Some(p) && !w.has_exited())
     }
 
     pub fn worker(&mut self, index: usize) -> &mut WorkerProcess {
@@ -716,4 +845,12 @@ pub fn shop_binary() -> PathBuf {
         bin.display()
     );
     bin
+}
+
+async fn pool(url: &str) -> sqlx::PgPool {
+    sqlx::postgres::PgPoolOptions::new()
+        .max_connections(4)
+        .connect(url)
+        .await
+        .expect("connecting to the worker database")
 }

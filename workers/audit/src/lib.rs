@@ -67,9 +67,10 @@ impl AuditError {
     }
 }
 
-/// What the audit reads: the stock and order databases and the NATS account of the workers.
+/// What the audit reads: the stock databases (one per partition, partition 0 first) and the
+/// order database, and the NATS account of the workers.
 pub struct Sources {
-    pub stock_db: PgPool,
+    pub stock_dbs: Vec<PgPool>,
     pub order_db: PgPool,
     pub nats: async_nats::Client,
 }
@@ -130,7 +131,7 @@ pub async fn audit(
     let grace = chrono::Duration::from_std(grace).map_err(|_| AuditError::GraceTooLong)?;
     // The two snapshots are of two moments; what changed between them is younger than the
     // grace period, which the checks treat as in flight.
-    let stock = snapshot::stock(&sources.stock_db).await?;
+    let stock = snapshot::stock(&sources.stock_dbs).await?;
     let orders = snapshot::orders(&sources.order_db).await?;
 
     let mut report = Report {

@@ -8,10 +8,17 @@ pub use shop_stock::audit::StockSnapshot;
 
 use crate::AuditError;
 
-pub async fn stock(pool: &PgPool) -> Result<StockSnapshot, AuditError> {
-    shop_stock::audit::snapshot(pool)
-        .await
-        .map_err(AuditError::Stock)
+/// Every stock partition's snapshot, merged into one ([`StockSnapshot::merge`]).
+pub async fn stock(pools: &[PgPool]) -> Result<StockSnapshot, AuditError> {
+    let mut parts = Vec::with_capacity(pools.len());
+    for pool in pools {
+        parts.push(
+            shop_stock::audit::snapshot(pool)
+                .await
+                .map_err(AuditError::Stock)?,
+        );
+    }
+    Ok(StockSnapshot::merge(parts))
 }
 
 pub async fn orders(pool: &PgPool) -> Result<OrderSnapshot, AuditError> {

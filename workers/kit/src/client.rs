@@ -55,6 +55,18 @@ pub async fn request<E: Endpoint>(
     call(client, E::SUBJECT, body, timeout).await
 }
 
+/// [`request`] on another subject that serves the same endpoint: a partition's own
+/// `stock.part.<partition>.<op>` ([`shop_contracts::subjects::stock::partition`]), with the
+/// bodies of `E` still tied to it.
+pub async fn request_on<E: Endpoint>(
+    client: &async_nats::Client,
+    subject: &str,
+    body: &E::Request,
+    timeout: Duration,
+) -> Result<E::Reply, CallError> {
+    call(client, subject, body, timeout).await
+}
+
 /// Sends `body` to `subject` and waits at most `timeout` for the reply.
 pub async fn call<Req: Serialize, Rep: DeserializeOwned>(
     client: &async_nats::Client,

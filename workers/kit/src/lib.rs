@@ -12,6 +12,7 @@
 //!   at start-up and read back.
 //! - [`client`]: calling another service (typed by its [`shop_contracts::Endpoint`]), telling a
 //!   refusal from no answer, and the one contract error a failed call answers with.
+//! - [`partitions`]: the slot -> partition map a worker routes by, followed in KV.
 //! - [`metrics`]: the process's Prometheus registry, per-endpoint counts and latencies,
 //!   gauges, and `GET /metrics`.
 //! - [`trace`]: W3C `traceparent` in NATS headers, so a request's span continues its caller's
@@ -30,6 +31,7 @@ pub mod endpoint;
 pub mod jetstream;
 pub mod metrics;
 pub mod micro;
+pub mod partitions;
 pub mod queue;
 mod random;
 pub mod reply;

@@ -70,7 +70,7 @@ impl BenchConfig {
             .await
             .context("connecting to NATS")?;
         Ok(shop_audit::Sources {
-            stock_db,
+            stock_dbs: vec![stock_db],
             order_db,
             nats,
         })

@@ -278,7 +278,11 @@ async fn close_all_due(ctx: &Ctx, sns: &[OrderSn]) -> Result<(), OrderError> {
     }
     let mut outbox = Vec::with_capacity(2 * closed.len());
     for order in &closed {
-        outbox.push(rollback_entry(order.order_sn, RollbackReason::Closed)?);
+        outbox.push(rollback_entry(
+            order.order_sn,
+            RollbackReason::Closed,
+            Some(order),
+        )?);
         outbox.push(event_entry(order, OrderEventKind::Closed)?);
     }
     repo::outbox_add_many(&mut tx, &outbox).await?;
@@ -300,7 +304,9 @@ pub async fn check(ctx: &Ctx, sn: OrderSn) -> Result<Verdict, OrderError> {
             return Ok(Verdict::Ack);
         }
         repo::fence(&mut tx, sn).await?;
-        outbox_rollback(&mut tx, sn, RollbackReason::Aborted).await?;
+        // The half message's goods are not at hand here: every stock partition gives back
+        // (an aborted order is rare; a partition that never deducted writes its tombstone).
+        outbox_rollback(&mut tx, sn, RollbackReason::Aborted, None).await?;
         tx.commit().await?;
         ctx.outbox.notify_one();
         crash::point("order.checker.after_fence");
@@ -317,7 +323,7 @@ pub async fn check(ctx: &Ctx, sn: OrderSn) -> Result<Verdict, OrderError> {
         let order = repo::get(&mut tx, sn)
             .await?
             .ok_or_else(|| OrderError::Bug("closed order vanished".into()))?;
-        outbox_rollback(&mut tx, sn, RollbackReason::Closed).await?;
+        outbox_rollback(&mut tx, sn, RollbackReason::Closed, Some(&order)).await?;
         outbox_event(&mut tx, &order, OrderEventKind::Closed).await?;
         tx.commit().await?;
         ctx.outbox.notify_one();

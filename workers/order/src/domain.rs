@@ -193,13 +193,16 @@ pub async fn outbox_event(
     repo::outbox_add(conn, &row.subject, &row.msg_id, &row.payload).await
 }
 
-/// Writes a STOCK_ROLLBACK event into the outbox, in the caller's transaction.
+/// Writes a STOCK_ROLLBACK event into the outbox, in the caller's transaction. `order` is
+/// the order when there is one: its goods name the stock partitions that must give back
+/// (without it, every partition does).
 pub async fn outbox_rollback(
     conn: &mut PgConnection,
     sn: OrderSn,
     reason: RollbackReason,
+    order: Option<&Order>,
 ) -> Result<(), OrderError> {
-    let row = rollback_entry(sn, reason)?;
+    let row = rollback_entry(sn, reason, order)?;
     repo::outbox_add(conn, &row.subject, &row.msg_id, &row.payload).await
 }
 
@@ -213,10 +216,15 @@ pub fn event_entry(order: &Order, kind: OrderEventKind) -> Result<OutboxEntry, O
 }
 
 /// The outbox row of a STOCK_ROLLBACK event, under `rollback-<order_sn>`.
-pub fn rollback_entry(sn: OrderSn, reason: RollbackReason) -> Result<OutboxEntry, OrderError> {
+pub fn rollback_entry(
+    sn: OrderSn,
+    reason: RollbackReason,
+    order: Option<&Order>,
+) -> Result<OutboxEntry, OrderError> {
     let event = RollbackEvent {
         order_sn: sn,
         reason,
+        goods_ids: order.map(|order| order.items.iter().map(|line| line.goods_id).collect()),
     };
     Ok(OutboxEntry {
         subject: rollback_subject(sn),
@@ -473,7 +481,7 @@ pub async fn cancel(ctx: &Ctx, req: CancelRequest) -> Result<Order, OrderError> 
     if repo::cancel(&mut tx, sn).await? {
         let order = repo::get(&mut tx, sn).await?.ok_or_else(|| not_found(sn))?;
         // Stock goes back through STOCK_ROLLBACK, relayed from the outbox after the commit.
-        outbox_rollback(&mut tx, sn, RollbackReason::Cancelled).await?;
+        outbox_rollback(&mut tx, sn, RollbackReason::Cancelled, Some(&order)).await?;
         outbox_event(&mut tx, &order, OrderEventKind::Cancelled).await?;
         tx.commit().await?;
         ctx.outbox.notify_one();

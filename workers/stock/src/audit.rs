@@ -41,6 +41,45 @@ pub struct StockSnapshot {
     pub sells: BTreeMap<i64, Sell>,
 }
 
+impl StockSnapshot {
+    /// One snapshot of partitioned stock from each partition's: the goods side by side (each
+    /// goods lives in one partition), and each order's sell record from its shares. A share
+    /// still `deducted` makes the order's record `deducted` with the items of every such
+    /// share (so a share left deducted beside a returned one shows as stock the order holds,
+    /// and the counts check sees exactly each partition's deducted units); otherwise it is
+    /// `returned`. With one partition this is that partition's snapshot.
+    pub fn merge(parts: Vec<StockSnapshot>) -> StockSnapshot {
+        let mut merged = StockSnapshot::default();
+        for part in parts {
+            merged.goods.extend(part.goods);
+            for (sn, share) in part.sells {
+                match merged.sells.entry(sn) {
+                    std::collections::btree_map::Entry::Vacant(slot) => {
+                        slot.insert(share);
+                    }
+                    std::collections::btree_map::Entry::Occupied(mut slot) => {
+                        let sell = slot.get_mut();
+                        sell.updated_at = sell.updated_at.max(share.updated_at);
+                        match (sell.status, share.status) {
+                            (SellStatus::Deducted, SellStatus::Deducted) => {
+                                sell.items.extend(share.items);
+                                sell.items.sort_unstable();
+                            }
+                            (_, SellStatus::Deducted) => {
+                                sell.status = SellStatus::Deducted;
+                                sell.items = share.items;
+                            }
+                            _ => {}
+                        }
+                    }
+                }
+            }
+        }
+        merged.goods.sort_by_key(|g| g.goods_id);
+        merged
+    }
+}
+
 pub async fn snapshot(pool: &PgPool) -> Result<StockSnapshot, StockError> {
     let mut tx = pool.begin().await?;
     sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")

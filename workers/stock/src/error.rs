@@ -11,6 +11,7 @@
 use std::sync::Arc;
 
 use shop_contracts::{ErrorCode, ErrorDetail, GoodsId};
+use shop_kit::client::CallError;
 use shop_kit::ServiceError;
 use thiserror::Error;
 
@@ -39,6 +40,14 @@ pub enum StockError {
     LockUnavailable(String),
     #[error("unexpected database error: {0}")]
     Unexpected(#[source] Arc<sqlx::Error>),
+    /// A call to another stock partition failed: its own mapping decides the answer (a
+    /// refusal passed on as it came, no answer `unavailable`).
+    #[error("{0}")]
+    Partition(#[source] Arc<CallError>),
+    /// A deduct refused in one partition could not record the rollback that gives back the
+    /// others' share: the outcome is left to the caller's checker.
+    #[error("the rollback of a partly deducted order could not be published: {0}")]
+    RollbackUnpublished(String),
     #[error("unexpected: {0}")]
     Bug(String),
 }
@@ -53,7 +62,23 @@ impl From<sqlx::Error> for StockError {
     }
 }
 
+impl From<CallError> for StockError {
+    fn from(e: CallError) -> Self {
+        StockError::Partition(Arc::new(e))
+    }
+}
+
 impl StockError {
+    /// A refusal that means nothing was done (the code is neither `unavailable` nor
+    /// `internal`): the order worker fences such a create at once, so a deduct that took
+    /// stock in another partition must give it back before it answers this.
+    pub fn is_definite(&self) -> bool {
+        !matches!(
+            self.to_contract().code,
+            ErrorCode::Unavailable | ErrorCode::Internal
+        )
+    }
+
     /// Whether retrying the same operation later may succeed (the rollback consumer naks
     /// these with a delay instead of terminating the message).
     pub fn is_transient(&self) -> bool {
@@ -64,6 +89,8 @@ impl StockError {
                 | StockError::Unexpected(_)
                 | StockError::Bug(_)
                 | StockError::Conflict(_)
+                | StockError::Partition(_)
+                | StockError::RollbackUnpublished(_)
         )
     }
 }
@@ -91,6 +118,10 @@ impl ServiceError for StockError {
             }
             StockError::LockUnavailable(_) => {
                 ErrorDetail::unavailable("the stock lock bucket is unavailable")
+            }
+            StockError::Partition(call) => call.to_contract(),
+            StockError::RollbackUnpublished(_) => {
+                ErrorDetail::unavailable("the stock service could not finish the deduct")
             }
             StockError::Unexpected(_) | StockError::Bug(_) => ErrorDetail::internal(),
         }

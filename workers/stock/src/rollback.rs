@@ -1,5 +1,8 @@
 //! The `stock-rollback` durable pull consumer on `STOCK_ROLLBACK` (CONTRACT section 5):
 //! every rollback event is applied as `stock.return` and acked only after that commits.
+//! One consumer for all partitions: the worker that receives an event returns the order in
+//! the partitions owning the goods the event names (every partition when it names none),
+//! its own directly and the others through their `stock.part.<p>.return`.
 //!
 //! - Transient failure (database down): nak with a delay, redelivered forever
 //!   (`max_deliver: -1`).
@@ -14,11 +17,8 @@ use shop_kit::jetstream::{
     consumer_config, ensure_consumer, ensure_stream, stream_config, SetupError,
     STOCK_ROLLBACK_CONSUMER_JSON, STOCK_ROLLBACK_STREAM_JSON,
 };
-use sqlx::PgPool;
 
-use crate::changes::Changes;
-
-use crate::repo;
+use crate::route::Router;
 
 /// Creates or updates the stream and the consumer from `nats-config/`.
 pub async fn setup(js: &jetstream::Context, replicas: usize) -> Result<PullConsumer, SetupError> {
@@ -44,13 +44,12 @@ const CONCURRENCY: usize = 8;
 /// Consumes until the worker stops (`stopping`), settling every event it holds.
 pub async fn run(
     consumer: PullConsumer,
-    pool: PgPool,
+    router: Router,
     retry_delay: Duration,
-    changes: Changes,
     stopping: tokio_util::sync::CancellationToken,
 ) -> Result<(), async_nats::Error> {
     tracing::info!("consuming STOCK_ROLLBACK");
-    let (pool, changes) = (&pool, &changes);
+    let router = &router;
     shop_kit::jetstream::consume(
         consumer,
         stopping,
@@ -60,19 +59,14 @@ pub async fn run(
         Duration::ZERO,
         |events| async move {
             for event in events {
-                apply(pool, event, retry_delay, changes).await;
+                apply(router, event, retry_delay).await;
             }
         },
     )
     .await
 }
 
-async fn apply(
-    pool: &PgPool,
-    message: jetstream::Message,
-    retry_delay: Duration,
-    changes: &Changes,
-) {
+async fn apply(router: &Router, message: jetstream::Message, retry_delay: Duration) {
     let subject = message.subject.to_string();
     let event: RollbackEvent = match serde_json::from_slice(&message.payload) {
         Ok(event) => event,
@@ -86,18 +80,15 @@ async fn apply(
         }
     };
     let sn = event.order_sn;
-    let ack = match repo::return_order(pool, sn).await {
+    let ack = match router.return_in(sn, event.goods_ids.as_deref()).await {
         Ok(returned) => {
             shop_kit::crash::point("stock.return.after_commit");
             tracing::info!(order_sn = %sn, reason = ?event.reason, returned, "rollback applied");
-            if returned {
-                changes.returned(sn);
-            }
             AckKind::Ack
         }
         Err(error) => {
-            // Every failure of a return is a database failure (there is nothing else to go
-            // wrong with a well-formed event): retry later, forever.
+            // Every failure of a return is a database or partition that is away (there is
+            // nothing else to go wrong with a well-formed event): retry later, forever.
             tracing::warn!(order_sn = %sn, %error, transient = error.is_transient(),
                 "rollback failed; redelivering after {retry_delay:?}");
             AckKind::Nak(Some(retry_delay))

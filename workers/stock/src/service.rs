@@ -1,19 +1,19 @@
-//! The `stock` micro service: one handler per subject of CONTRACT section 3, plus the
-//! rollback consumer running beside it.
+//! The `stock` micro service of one partition: its own subjects `stock.part.<p>.<op>`
+//! ([`crate::local`]), the public subjects of CONTRACT section 3 over every partition
+//! ([`crate::route`]), and the rollback consumer running beside them.
 
 use std::collections::HashMap;
 
-use shop_contracts::stock::{
-    DeductReply, DeductRequest, NormalizedLines, ReturnReply, ReturnRequest, SellDetail,
-    SellDetailRequest, SellStatus, StockGetReply, StockGetRequest, StockLevel, StockSetRequest,
-};
-use shop_contracts::subjects::stock as subject;
+use shop_contracts::partition::STOCK_MAP_KEY;
+use shop_contracts::subjects::stock::{self as subject, partition};
 use shop_kit::{ServiceConfig, Worker};
 use sqlx::PgPool;
 
 use crate::changes::Changes;
+use crate::local::Local;
+use crate::route::Router;
 use crate::strategies::Deducter;
-use crate::{repo, rollback, Settings, StockError, SERVICE_VERSION};
+use crate::{rollback, Settings, SERVICE_VERSION};
 
 /// The `stock` worker on `client`: its endpoints, the `stock-rollback` consumer beside them
 /// and the strategy's writer, ready to [`Worker::run`]. `replicas` (`nats.replicas`) is what
@@ -41,10 +41,10 @@ pub async fn start(
             name: subject::SERVICE,
             version: SERVICE_VERSION,
             description: "stock counts, sell records and the ledger",
-            metadata: HashMap::from([(
-                "strategy".to_owned(),
-                settings.strategy.as_str().to_owned(),
-            )]),
+            metadata: HashMap::from([
+                ("strategy".to_owned(), settings.strategy.as_str().to_owned()),
+                ("partition".to_owned(), settings.partition.to_string()),
+            ]),
             stats: Some(Box::new(stats)),
         },
     )
@@ -54,18 +54,57 @@ pub async fn start(
     }
     let changes = Changes::start(&mut worker, client.clone(), pool.clone());
 
+    let (partitions, follow) =
+        shop_kit::partitions::follow(&js, STOCK_MAP_KEY, replicas, worker.draining()).await?;
+    worker.background("stock partition map", follow);
+    let me = settings.partition;
+    let local = Local {
+        pool,
+        deducter,
+        changes,
+    };
+    let router = Router {
+        me,
+        partitions,
+        local: local.clone(),
+        client: client.clone(),
+        js: js.clone(),
+        timeout: settings.forward_timeout,
+    };
+
+    // This partition's own subjects, `stock.part.<me>.<op>`: only its database answers.
+    // (Leaked once per process: the frame names endpoints by `&'static str`.)
+    let own = |public: &str| -> &'static str { Box::leak(partition(public, me).into_boxed_str()) };
     worker
-        .serve(subject::SET, (pool.clone(), changes.clone()), set)
+        .serve(own(subject::SET), local.clone(), Local::set)
         .await?;
-    worker.serve(subject::GET, pool.clone(), get).await?;
     worker
-        .serve(subject::DEDUCT, (deducter, changes.clone()), deduct)
+        .serve(own(subject::GET), local.clone(), Local::get)
         .await?;
     worker
-        .serve(subject::RETURN, (pool.clone(), changes.clone()), return_)
+        .serve(own(subject::DEDUCT), local.clone(), Local::deduct)
         .await?;
     worker
-        .serve(subject::SELL_DETAIL, pool.clone(), sell_detail)
+        .serve(own(subject::RETURN), local.clone(), Local::return_)
+        .await?;
+    worker
+        .serve(own(subject::SELL_DETAIL), local, Local::sell_detail)
+        .await?;
+    // The public subjects of CONTRACT section 3, over every partition.
+    worker
+        .serve(subject::SET, router.clone(), Router::set)
+        .await?;
+    worker
+        .serve(subject::GET, router.clone(), Router::get)
+        .await?;
+    worker
+        .serve(subject::DEDUCT, router.clone(), Router::deduct)
+        .await?;
+    worker
+        .serve(subject::RETURN, router.clone(), Router::return_)
+        .await?;
+    worker
+        .serve(subject::SELL_DETAIL, router.clone(), Router::sell_detail)
         .await?;
     // `shop_consumer_pending` / `shop_consumer_ack_pending` of stock-rollback: returns waiting.
     worker.background(
@@ -82,63 +121,12 @@ pub async fn start(
         "STOCK_ROLLBACK consumer",
         rollback::run(
             consumer,
-            pool,
+            router,
             settings.rollback_retry_delay,
-            changes,
             worker.stopping(),
         ),
     );
     tracing::info!(strategy = %settings.strategy, "stock strategy");
+    tracing::info!("serving stock partition {me}");
     Ok(worker)
-}
-
-#[tracing::instrument(skip_all, fields(goods_id = %req.goods_id))]
-async fn set(
-    (pool, changes): (PgPool, Changes),
-    req: StockSetRequest,
-) -> Result<StockLevel, StockError> {
-    let level = repo::set(&pool, req.goods_id, req.available).await?;
-    changes.goods([req.goods_id]);
-    Ok(level)
-}
-
-async fn get(pool: PgPool, req: StockGetRequest) -> Result<StockGetReply, StockError> {
-    Ok(StockGetReply {
-        items: repo::get(&pool, req.goods_ids.as_slice()).await?,
-    })
-}
-
-async fn deduct(
-    (deducter, changes): (Deducter, Changes),
-    req: DeductRequest,
-) -> Result<DeductReply, StockError> {
-    let lines = NormalizedLines::new(req.items.iter());
-    let items = deducter.deduct(req.order_sn, &lines).await?;
-    shop_kit::crash::point("stock.deduct.after_commit");
-    changes.goods(items.iter().map(|line| line.goods_id));
-    Ok(DeductReply {
-        order_sn: req.order_sn,
-        status: SellStatus::Deducted,
-        items,
-    })
-}
-
-async fn return_(
-    (pool, changes): (PgPool, Changes),
-    req: ReturnRequest,
-) -> Result<ReturnReply, StockError> {
-    let returned = repo::return_order(&pool, req.order_sn).await?;
-    if returned {
-        changes.returned(req.order_sn);
-    }
-    Ok(ReturnReply {
-        order_sn: req.order_sn,
-        status: SellStatus::Returned,
-        returned,
-    })
-}
-
-#[tracing::instrument(skip_all, fields(order_sn = %req.order_sn))]
-async fn sell_detail(pool: PgPool, req: SellDetailRequest) -> Result<SellDetail, StockError> {
-    repo::sell_detail(&pool, req.order_sn).await
 }

@@ -153,7 +153,7 @@ async fn events_of(app: &TestApp, sn: &str) -> Vec<&'static str> {
 /// Nothing is excused as in flight: every change is judged. `Err` says what is wrong.
 async fn invariants(app: &TestApp) -> Result<(), String> {
     let q = |e: shop_audit::AuditError| e.to_string();
-    let stock = shop_audit::snapshot::stock(&app.db(Worker::Stock).await)
+    let stock = shop_audit::snapshot::stock(&app.stock_dbs().await)
         .await
         .map_err(q)?;
     let orders = shop_audit::snapshot::orders(&app.db(Worker::Order).await)

@@ -261,7 +261,11 @@ pub async fn run(dev: Dev, args: SoakArgs, stack: &impl Stack) -> anyhow::Result
 async fn audit(stack: &impl Stack, urls: &Urls, grace: Duration) -> bool {
     let audited = async {
         let sources = shop_audit::Sources {
-            stock_db: shop_kit::db::connect(&urls.stock_database, 2, ACQUIRE_TIMEOUT)?,
+            stock_dbs: vec![shop_kit::db::connect(
+                &urls.stock_database,
+                2,
+                ACQUIRE_TIMEOUT,
+            )?],
             order_db: shop_kit::db::connect(&urls.order_database, 2, ACQUIRE_TIMEOUT)?,
             nats: shop_kit::server::connect(&stack.admin(urls, "shop-audit")).await?,
         };

@@ -8,9 +8,17 @@ use anyhow::Context;
 use crate::config::Config;
 
 pub async fn run(config: &Config, grace: Duration, json: bool) -> anyhow::Result<()> {
-    let stock_db =
-        shop_kit::db::connect(&config.stock.database_url, 2, config.stock.acquire_timeout)
-            .context("connecting to the stock database")?;
+    let stock_dbs = config
+        .stock
+        .settings
+        .all_databases(&config.stock.database_url)
+        .into_iter()
+        .enumerate()
+        .map(|(p, url)| {
+            shop_kit::db::connect(url, 2, config.stock.acquire_timeout)
+                .with_context(|| format!("connecting to stock partition {p}'s database"))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
     let order_db =
         shop_kit::db::connect(&config.order.database_url, 2, config.order.acquire_timeout)
             .context("connecting to the order database")?;
@@ -18,7 +26,7 @@ pub async fn run(config: &Config, grace: Duration, json: bool) -> anyhow::Result
         .await
         .context("connecting to NATS")?;
     let sources = shop_audit::Sources {
-        stock_db,
+        stock_dbs,
         order_db,
         nats,
     };

@@ -1,0 +1,232 @@
+//! The partition map as a worker follows it: read from the KV bucket
+//! [`shop_contracts::partition::BUCKET`] at start-up, then kept current by a watch on its
+//! key, so a new revision (slots moved by `shop partitions`) reaches every worker without a
+//! restart. A key that was never written means one partition owning every slot: the shop
+//! before it is partitioned.
+//!
+//! The map only routes. Which partition a request reaches is decided here; what a partition
+//! may answer is decided by its own database.
+
+use std::sync::Arc;
+
+use async_nats::jetstream::{self, kv};
+use futures::StreamExt;
+use shop_contracts::partition::{PartitionId, PartitionMap, BUCKET};
+use thiserror::Error;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::jetstream::{ensure_bucket, SetupError};
+
+/// One revision of a map: the KV revision it was written at (0: never written).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Revision {
+    pub revision: u64,
+    pub map: PartitionMap,
+}
+
+/// A worker's view of one map, updated in place as revisions arrive. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Partitions {
+    current: watch::Receiver<Arc<Revision>>,
+}
+
+#[derive(Debug, Error)]
+pub enum MapError {
+    #[error(transparent)]
+    Setup(#[from] SetupError),
+    #[error("reading the partition map {key}: {reason}")]
+    Read { key: String, reason: String },
+    /// A revision that does not decode is refused, never applied: the worker keeps routing
+    /// by the last good one and says so.
+    #[error("partition map {key} revision {revision} is not a valid map: {reason}")]
+    Invalid {
+        key: String,
+        revision: u64,
+        reason: String,
+    },
+}
+
+impl Partitions {
+    /// A fixed map (tests, tools): no bucket, no watch.
+    pub fn fixed(map: PartitionMap) -> Partitions {
+        let (_, current) = watch::channel(Arc::new(Revision { revision: 0, map }));
+        Partitions { current }
+    }
+
+    /// The map now.
+    pub fn now(&self) -> Arc<Revision> {
+        self.current.borrow().clone()
+    }
+}
+
+/// Opens (or creates, with `replicas`) the bucket, reads `key`'s map and returns it with the
+/// task that follows it until `stop` fires.
+pub async fn follow(
+    js: &jetstream::Context,
+    key: &'static str,
+    replicas: usize,
+    stop: CancellationToken,
+) -> Result<
+    (
+        Partitions,
+        impl std::future::Future<Output = Result<(), MapError>>,
+    ),
+    MapError,
+> {
+    let store = open(js, replicas).await?;
+    let first = match store.entry(key).await.map_err(|e| read_error(key, e))? {
+        Some(entry) if entry.operation == kv::Operation::Put => decode(key, &entry)?,
+        _ => Revision {
+            revision: 0,
+            map: PartitionMap::default(),
+        },
+    };
+    tracing::info!(key, revision = first.revision, partitions = ?owners(&first.map),
+        "partition map");
+    let (publish, current) = watch::channel(Arc::new(first));
+    let task = async move {
+        // From the last value on, so a revision written since the read above is not missed;
+        // revisions already applied are skipped.
+        let mut updates = store
+            .watch_with_history(key)
+            .await
+            .map_err(|e| read_error(key, e))?;
+        loop {
+            let entry = tokio::select! {
+                () = stop.cancelled() => return Ok(()),
+                entry = updates.next() => entry,
+            };
+            let Some(entry) = entry else {
+                return Err(MapError::Read {
+                    key: key.into(),
+                    reason: "the watch ended".into(),
+                });
+            };
+            let entry = entry.map_err(|e| read_error(key, e))?;
+            if entry.revision <= publish.borrow().revision || entry.operation != kv::Operation::Put
+            {
+                continue;
+            }
+            match decode(key, &entry) {
+                Ok(next) => {
+                    tracing::info!(key, revision = next.revision,
+                        partitions = ?owners(&next.map), "partition map changed");
+                    publish.send_replace(Arc::new(next));
+                }
+                Err(error) => tracing::error!(%error, "partition map revision refused"),
+            }
+        }
+    };
+    Ok((Partitions { current }, task))
+}
+
+/// The bucket of partition maps, created with `replicas` when absent. It keeps a history, so
+/// an operator can see what the map was before a move.
+pub async fn open(js: &jetstream::Context, replicas: usize) -> Result<kv::Store, SetupError> {
+    ensure_bucket(
+        js,
+        kv::Config {
+            bucket: BUCKET.into(),
+            description: "slot -> partition maps of stock and orders".into(),
+            history: 16,
+            storage: jetstream::stream::StorageType::File,
+            num_replicas: replicas,
+            ..Default::default()
+        },
+    )
+    .await
+}
+
+/// Writes `map` as `key`'s next revision, only if the map is still at `expected` (0: never
+/// written): two operators cannot overwrite each other's move. The new revision.
+pub async fn write(
+    store: &kv::Store,
+    key: &str,
+    map: &PartitionMap,
+    expected: u64,
+) -> Result<u64, async_nats::Error> {
+    let value = serde_json::to_vec(map)?.into();
+    Ok(if expected == 0 {
+        store.create(key, value).await?
+    } else {
+        store.update(key, value, expected).await?
+    })
+}
+
+/// `key`'s map now, with its revision (0 and the one-partition map when never written).
+pub async fn read(store: &kv::Store, key: &'static str) -> Result<Revision, MapError> {
+    match store.entry(key).await.map_err(|e| read_error(key, e))? {
+        Some(entry) if entry.operation == kv::Operation::Put => decode(key, &entry),
+        _ => Ok(Revision {
+            revision: 0,
+            map: PartitionMap::default(),
+        }),
+    }
+}
+
+fn decode(key: &str, entry: &kv::Entry) -> Result<Revision, MapError> {
+    serde_json::from_slice::<PartitionMap>(&entry.value)
+        .map(|map| Revision {
+            revision: entry.revision,
+            map,
+        })
+        .map_err(|e| MapError::Invalid {
+            key: key.into(),
+            revision: entry.revision,
+            reason: e.to_string(),
+        })
+}
+
+/// The partitions of a map as plain numbers, for the log.
+fn owners(map: &PartitionMap) -> Vec<u16> {
+    map.partitions().into_iter().map(PartitionId::get).collect()
+}
+
+fn read_error(key: &str, error: impl std::fmt::Display) -> MapError {
+    MapError::Read {
+        key: key.into(),
+        reason: error.to_string(),
+    }
+}
+
+/// Groups `keys` by the partition owning each, keeping their order within a group; groups
+/// come in ascending partition order.
+pub fn group_by_owner<T>(
+    map: &PartitionMap,
+    keys: impl IntoIterator<Item = T>,
+    key_of: impl Fn(&T) -> i64,
+) -> Vec<(PartitionId, Vec<T>)> {
+    let mut groups: Vec<(PartitionId, Vec<T>)> = Vec::new();
+    for item in keys {
+        let owner = map.owner_of(key_of(&item));
+        match groups.iter_mut().find(|(p, _)| *p == owner) {
+            Some((_, group)) => group.push(item),
+            None => groups.push((owner, vec![item])),
+        }
+    }
+    groups.sort_by_key(|(p, _)| *p);
+    groups
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_group_by_their_owner_in_order() {
+        let map = PartitionMap::even(4).unwrap();
+        let keys: Vec<i64> = (1..=40).collect();
+        let groups = group_by_owner(&map, keys.clone(), |k| *k);
+        assert!(groups.len() > 1);
+        let mut seen: Vec<i64> = Vec::new();
+        for (owner, group) in &groups {
+            assert!(group.windows(2).all(|w| w[0] < w[1]));
+            assert!(group.iter().all(|k| map.owner_of(*k) == *owner));
+            seen.extend(group);
+        }
+        seen.sort_unstable();
+        assert_eq!(seen, keys);
+        assert!(groups.windows(2).all(|w| w[0].0 < w[1].0));
+    }
+}

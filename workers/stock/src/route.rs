@@ -1,0 +1,330 @@
+//! The public stock subjects over partitions. Clients see one stock service; each goods
+//! lives in the partition that owns its slot ([`shop_kit::partitions`]), and each
+//! partition's workers alone serve `stock.part.<partition>.<op>` from its database
+//! ([`crate::local`]). Any stock worker takes a public request and answers this
+//! partition's share itself; the rest it asks of the owners, so with one partition nothing
+//! is forwarded and the path is what it was before partitions.
+//!
+//! - `stock.get` and `stock.set`: by goods, each share to its owner, answers in request order.
+//! - `stock.deduct`: all-or-nothing across partitions. Each owner deducts its share under the
+//!   same `order_sn` (so every share keeps its own idempotent, anti-hanging sell record). A
+//!   definite refusal in one share (`insufficient_stock`, `order_cancelled`, ...) is
+//!   answered only after the shares that may have taken stock are given back *through the
+//!   rollback path*: a `stock.rollback.<order_sn>` event naming the goods, durable before the
+//!   answer, applied by every owner as a return (a null compensation where nothing was
+//!   taken). The order worker fences an order_sn it was refused, and its checker then gives
+//!   nothing back, so the refusal must not leave stock taken elsewhere. Without a definite
+//!   refusal, a share that did not answer makes the deduct `unavailable`: its outcome is the
+//!   caller's checker's to settle, as for a deduct that never answered at all.
+//! - `stock.return` and `stock.sell_detail` name only an `order_sn`, so they go to every
+//!   partition; the rollback consumer uses the goods its events carry and asks only their
+//!   owners.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use futures::future::join_all;
+use shop_contracts::endpoint::{StockDeduct, StockGet, StockReturn, StockSellDetail, StockSet};
+use shop_contracts::partition::PartitionId;
+use shop_contracts::stock::{
+    DeductReply, DeductRequest, OrderLine, ReturnReply, ReturnRequest, SellDetail,
+    SellDetailRequest, SellStatus, StockGetReply, StockGetRequest, StockLevel, StockSetRequest,
+};
+use shop_contracts::subjects::stock::partition as partition_subject;
+use shop_contracts::txn::{rollback_msg_id, rollback_subject, RollbackEvent, RollbackReason};
+use shop_contracts::{Endpoint, GoodsId, ItemList, OrderSn};
+use shop_kit::partitions::{group_by_owner, Partitions};
+
+use crate::local::Local;
+use crate::StockError;
+
+/// A stock worker's view of all partitions: its own (`me`, served by `local`) and the map
+/// that says who owns the rest.
+#[derive(Clone)]
+pub struct Router {
+    pub me: PartitionId,
+    pub partitions: Partitions,
+    pub local: Local,
+    pub client: async_nats::Client,
+    pub js: async_nats::jetstream::Context,
+    /// How long a share asked of another partition may take.
+    pub timeout: Duration,
+}
+
+impl Router {
+    /// `req` to partition `p`: answered here when `p` is this partition, else asked of its
+    /// workers on `stock.part.<p>.<op>`.
+    async fn on<E, F, Fut>(
+        &self,
+        p: PartitionId,
+        req: E::Request,
+        local: F,
+    ) -> Result<E::Reply, StockError>
+    where
+        E: Endpoint,
+        F: FnOnce(Local, E::Request) -> Fut,
+        Fut: std::future::Future<Output = Result<E::Reply, StockError>>,
+    {
+        if p == self.me {
+            return local(self.local.clone(), req).await;
+        }
+        let subject = partition_subject(E::SUBJECT, p);
+        Ok(shop_kit::client::request_on::<E>(&self.client, &subject, &req, self.timeout).await?)
+    }
+
+    pub async fn set(self, req: StockSetRequest) -> Result<StockLevel, StockError> {
+        let owner = self.partitions.now().map.owner_of(req.goods_id.get());
+        self.on::<StockSet, _, _>(owner, req, Local::set).await
+    }
+
+    pub async fn get(self, req: StockGetRequest) -> Result<StockGetReply, StockError> {
+        let map = self.partitions.now();
+        let order: Vec<GoodsId> = req.goods_ids.as_slice().to_vec();
+        let groups = group_by_owner(&map.map, req.goods_ids.into_vec(), |id| id.get());
+        let shares = join_all(groups.into_iter().map(|(p, ids)| {
+            let share = StockGetRequest {
+                goods_ids: ItemList::new(ids).expect("a share is a non-empty part of a valid list"),
+            };
+            self.on::<StockGet, _, _>(p, share, Local::get)
+        }))
+        .await;
+        let mut levels: HashMap<GoodsId, StockLevel> = HashMap::new();
+        for share in shares {
+            levels.extend(
+                share?
+                    .items
+                    .into_iter()
+                    .map(|level| (level.goods_id, level)),
+            );
+        }
+        Ok(StockGetReply {
+            items: order
+                .iter()
+                .filter_map(|id| levels.get(id).copied())
+                .collect(),
+        })
+    }
+
+    pub async fn deduct(self, req: DeductRequest) -> Result<DeductReply, StockError> {
+        let map = self.partitions.now();
+        let sn = req.order_sn;
+        let goods: Vec<GoodsId> = req.items.iter().map(|line| line.goods_id).collect();
+        let groups = group_by_owner(&map.map, req.items.into_vec(), |line| line.goods_id.get());
+        let shares = join_all(groups.into_iter().map(|(p, items)| {
+            let share = DeductRequest {
+                order_sn: sn,
+                items: ItemList::new(items).expect("a share is a non-empty part of a valid list"),
+            };
+            self.on::<StockDeduct, _, _>(p, share, Local::deduct)
+        }))
+        .await;
+        let (mut deducted, mut refusal, mut unknown): (
+            Vec<OrderLine>,
+            Option<StockError>,
+            Option<StockError>,
+        ) = (Vec::new(), None, None);
+        let mut may_have_taken = false;
+        for share in shares {
+            match share {
+                Ok(reply) => {
+                    may_have_taken = true;
+                    deducted.extend(reply.items);
+                }
+                Err(error) if error.is_definite() => {
+                    refusal.get_or_insert(error);
+                }
+                Err(error) => {
+                    may_have_taken = true;
+                    unknown.get_or_insert(error);
+                }
+            }
+        }
+        if let Some(refusal) = refusal {
+            if may_have_taken {
+                self.give_back(sn, goods).await?;
+            }
+            return Err(refusal);
+        }
+        if let Some(unknown) = unknown {
+            return Err(unknown);
+        }
+        deducted.sort_by_key(|line| line.goods_id);
+        Ok(DeductReply {
+            order_sn: sn,
+            status: SellStatus::Deducted,
+            items: deducted,
+        })
+    }
+
+    /// Records durably that `sn`'s stock of `goods` must come back: the rollback path, which
+    /// every owner applies as an idempotent return (or a null compensation).
+    async fn give_back(&self, sn: OrderSn, goods: Vec<GoodsId>) -> Result<(), StockError> {
+        let event = RollbackEvent {
+            order_sn: sn,
+            reason: RollbackReason::Aborted,
+            goods_ids: Some(goods),
+        };
+        let payload = serde_json::to_vec(&event).map_err(|e| StockError::Bug(e.to_string()))?;
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert("Nats-Msg-Id", rollback_msg_id(sn).as_str());
+        let unpublished =
+            |e: &dyn std::fmt::Display| StockError::RollbackUnpublished(e.to_string());
+        self.js
+            .publish_with_headers(rollback_subject(sn), headers, payload.into())
+            .await
+            .map_err(|e| unpublished(&e))?
+            .await
+            .map_err(|e| unpublished(&e))?;
+        tracing::info!(order_sn = %sn, "deduct refused in one partition: the others give back");
+        Ok(())
+    }
+
+    /// Returns `sn` in `targets` (every partition when `None`): all must succeed.
+    pub async fn return_in(
+        &self,
+        sn: OrderSn,
+        targets: Option<&[GoodsId]>,
+    ) -> Result<bool, StockError> {
+        let map = self.partitions.now();
+        let partitions = match targets {
+            Some(goods) => {
+                let mut owners: Vec<PartitionId> =
+                    goods.iter().map(|id| map.map.owner_of(id.get())).collect();
+                owners.sort_unstable();
+                owners.dedup();
+                owners
+            }
+            None => map.map.partitions(),
+        };
+        let shares = join_all(partitions.into_iter().map(|p| {
+            self.on::<StockReturn, _, _>(p, ReturnRequest { order_sn: sn }, Local::return_)
+        }))
+        .await;
+        let mut returned = false;
+        for share in shares {
+            returned |= share?.returned;
+        }
+        Ok(returned)
+    }
+
+    pub async fn return_(self, req: ReturnRequest) -> Result<ReturnReply, StockError> {
+        let returned = self.return_in(req.order_sn, None).await?;
+        Ok(ReturnReply {
+            order_sn: req.order_sn,
+            status: SellStatus::Returned,
+            returned,
+        })
+    }
+
+    pub async fn sell_detail(self, req: SellDetailRequest) -> Result<SellDetail, StockError> {
+        let map = self.partitions.now();
+        let shares = join_all(
+            map.map
+                .partitions()
+                .into_iter()
+                .map(|p| self.on::<StockSellDetail, _, _>(p, req.clone(), Local::sell_detail)),
+        )
+        .await;
+        let mut parts = Vec::with_capacity(shares.len());
+        for share in shares {
+            parts.push(share?);
+        }
+        Ok(merge_sell_details(req.order_sn, parts))
+    }
+}
+
+/// One order's sell record from its shares: `none` when no partition has one; `returned`
+/// when any share is returned (a return covers the whole order); else `deducted`. The items
+/// are those of the shares in that status, ascending `goods_id`.
+pub fn merge_sell_details(sn: OrderSn, parts: Vec<SellDetail>) -> SellDetail {
+    let status = if parts.iter().any(|p| p.status == SellStatus::Returned) {
+        SellStatus::Returned
+    } else if parts.iter().any(|p| p.status == SellStatus::Deducted) {
+        SellStatus::Deducted
+    } else {
+        SellStatus::None
+    };
+    let mut items: Vec<OrderLine> = Vec::new();
+    let mut updated_at = None;
+    for part in parts.into_iter().filter(|p| p.status == status) {
+        items.extend(part.items);
+        updated_at = updated_at.max(part.updated_at);
+    }
+    items.sort_by_key(|line| line.goods_id);
+    SellDetail {
+        order_sn: sn,
+        status,
+        items,
+        updated_at,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::{TimeZone, Utc};
+    use shop_contracts::Quantity;
+
+    use super::*;
+
+    fn part(status: SellStatus, goods: &[i64], second: u32) -> SellDetail {
+        SellDetail {
+            order_sn: OrderSn::new(7).unwrap(),
+            status,
+            items: goods
+                .iter()
+                .map(|&g| OrderLine {
+                    goods_id: GoodsId::new(g).unwrap(),
+                    quantity: Quantity::new(1).unwrap(),
+                })
+                .collect(),
+            updated_at: (status != SellStatus::None)
+                .then(|| Utc.with_ymd_and_hms(2026, 12, 7, 0, 0, second).unwrap()),
+        }
+    }
+
+    #[track_caller]
+    fn check(parts: Vec<SellDetail>, status: SellStatus, goods: &[i64], second: Option<u32>) {
+        let merged = merge_sell_details(OrderSn::new(7).unwrap(), parts);
+        assert_eq!(merged.status, status);
+        let ids: Vec<i64> = merged.items.iter().map(|l| l.goods_id.get()).collect();
+        assert_eq!(ids, goods);
+        assert_eq!(
+            merged.updated_at,
+            second.map(|s| Utc.with_ymd_and_hms(2026, 12, 7, 0, 0, s).unwrap())
+        );
+    }
+
+    #[test]
+    fn shares_of_a_sell_record_merge_into_one() {
+        use SellStatus::*;
+        check(
+            vec![part(None, &[], 0), part(None, &[], 0)],
+            None,
+            &[],
+            Option::None,
+        );
+        check(
+            vec![
+                part(Deducted, &[9, 3], 2),
+                part(None, &[], 0),
+                part(Deducted, &[5], 4),
+            ],
+            Deducted,
+            &[3, 5, 9],
+            Some(4),
+        );
+        // A return (or a tombstone) in any share makes the order returned.
+        check(
+            vec![part(Deducted, &[3], 2), part(Returned, &[], 5)],
+            Returned,
+            &[],
+            Some(5),
+        );
+        check(
+            vec![part(Returned, &[3], 6), part(Returned, &[8], 5)],
+            Returned,
+            &[3, 8],
+            Some(6),
+        );
+    }
+}
