@@ -419,8 +419,8 @@ impl TestApp {
 
     fn named_database_url(&self, name: &str) -> String {
         match &self.own_postgres {
-            Some(cluster) => cluster.lock().expect("the test's postgres").url(&name),
-            None => stack().postgres_url(&name),
+            Some(cluster) => cluster.lock().expect("the test's postgres").url(name),
+            None => stack().postgres_url(name),
         }
     }
 

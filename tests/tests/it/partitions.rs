@@ -71,16 +71,21 @@ async fn available(app: &TestApp, id: i64) -> i64 {
         .unwrap()
 }
 
+/// Waits until `available` of a goods is `want` (a partition restarting may answer
+/// `unavailable` meanwhile).
 async fn wait_available(app: &TestApp, id: i64, want: i64) {
     let deadline = Instant::now() + SETTLE;
     loop {
-        let now = available(app, id).await;
-        if now == want {
+        let now = app
+            .request("stock.get", json!({"goods_ids": [id]}))
+            .await
+            .map(|reply| reply["items"][0]["available"].as_i64().unwrap());
+        if matches!(now, Ok(n) if n == want) {
             return;
         }
         assert!(
             Instant::now() < deadline,
-            "goods {id}: available {now}, want {want}"
+            "goods {id}: available {now:?}, want {want}"
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -287,5 +292,71 @@ async fn workers_follow_a_new_map_revision_without_a_restart() {
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
         }
+    }
+}
+
+/// The steps only a deduct across partitions has (`shop_kit::crash::PARTITION_POINTS`): every
+/// stock worker armed, a create refused in one partition after another took its share; the
+/// worker routing it dies there, the caller gets no answer, replacements start, and once the
+/// checker has settled the order_sn every unit is back and the audit is clean.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_between_partitions_settles_through_the_checker() {
+    for (point, _, _) in shop_kit::crash::PARTITION_POINTS {
+        let mut app = TestApp::start_with_stock_partitions(
+            &[Worker::Goods, Worker::Order],
+            &[
+                ("SHOP_ORDER__CHECK_DELAY", "2s"),
+                ("SHOP_ORDER__REQUEST_TIMEOUT", "2s"),
+            ],
+            PARTITIONS,
+        )
+        .await;
+        for p in 0..PARTITIONS {
+            let armed = app.spawn_stock_partition(p, &[("SHOP_CRASH_AT", point)]);
+            app.adopt(armed);
+        }
+        app.wait_for_workers(Worker::Stock, usize::from(PARTITIONS))
+            .await;
+        let spread = spread_goods(&app, 5).await;
+        let (short, _) = *spread.last().unwrap();
+        app.ok("stock.set", json!({"goods_id": short, "available": 1}))
+            .await;
+        let items: Vec<(i64, i64)> = spread.iter().map(|(id, _)| (*id, 2)).collect();
+        let answer = ask(
+            app.client(),
+            "order.create",
+            &create_body(9, &items),
+            Duration::from_secs(5),
+        )
+        .await;
+        assert!(
+            !matches!(answer, Answer::Reply(Ok(_))),
+            "{point}: the create cannot succeed: {answer:?}"
+        );
+        // The routing worker died at the point; the others may still be running.
+        let deadline = Instant::now() + SETTLE;
+        let dead = loop {
+            if let Some(dead) = (0..PARTITIONS).find(|p| app.stock_worker_of(*p).is_none()) {
+                break dead;
+            }
+            assert!(Instant::now() < deadline, "{point}: no worker reached it");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        let replacement = app.spawn_stock_partition(dead, &[]);
+        app.adopt(replacement);
+        app.wait_for_workers(Worker::Stock, usize::from(PARTITIONS))
+            .await;
+        for (id, _) in &spread {
+            let want = if *id == short { 1 } else { 5 };
+            wait_available(&app, *id, want).await;
+        }
+        check_invariants(&app).await;
+        let audit = app.run_shop(&["audit", "--grace", "0s"]);
+        assert!(
+            audit.status.success(),
+            "{point}: shop audit:\n{}",
+            String::from_utf8_lossy(&audit.stdout)
+        );
+        eprintln!("{point}: the router died there; settled and audited");
     }
 }

@@ -67,6 +67,22 @@ pub const POINTS: &[(&str, &str, &str)] = &[
     ),
 ];
 
+/// Crash points reached only when stock is spread over several partitions (a deduct whose
+/// shares live in different partitions); `partitions::a_crash_between_partitions_settles`
+/// sweeps them.
+pub const PARTITION_POINTS: &[(&str, &str, &str)] = &[
+    (
+        "stock.route.before_give_back",
+        "stock",
+        "a share refused, other shares deducted, their rollback not yet written",
+    ),
+    (
+        "stock.route.after_give_back",
+        "stock",
+        "the rollback of the deducted shares written, the refusal not answered",
+    ),
+];
+
 static ARMED: OnceLock<Option<&'static str>> = OnceLock::new();
 
 /// Arms `point` for this process (once, at start-up). An unknown name is refused, so a typo
@@ -77,6 +93,7 @@ pub fn arm(point: Option<&str>) -> Result<(), UnknownPoint> {
         Some(name) => Some(
             POINTS
                 .iter()
+                .chain(PARTITION_POINTS)
                 .map(|(known, _, _)| *known)
                 .find(|known| *known == name)
                 .ok_or_else(|| UnknownPoint(name.to_owned()))?,

@@ -141,7 +141,9 @@ impl Router {
         }
         if let Some(refusal) = refusal {
             if may_have_taken {
+                shop_kit::crash::point("stock.route.before_give_back");
                 self.give_back(sn, goods).await?;
+                shop_kit::crash::point("stock.route.after_give_back");
             }
             return Err(refusal);
         }

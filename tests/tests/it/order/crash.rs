@@ -46,7 +46,18 @@ async fn crash_at(point: &'static str, kind: &str) -> String {
     let mut app = TestApp::start_with_env(&others, ENV).await;
     let armed = app.spawn_process(armed_kind, &[("SHOP_CRASH_AT", point)]);
     let armed = app.adopt(armed);
-    app.wait_for_workers(armed_kind, 1).await;
+    // With stock over several partitions the armed worker is partition 0's (the load's
+    // first goods lives there); the others run unarmed.
+    let partitions = if armed_kind == Worker::Stock {
+        for p in 1..app.stock_partitions() {
+            let plain = app.spawn_stock_partition(p, &[]);
+            app.adopt(plain);
+        }
+        usize::from(app.stock_partitions())
+    } else {
+        1
+    };
+    app.wait_for_workers(armed_kind, partitions).await;
     let a = goods(&app, 100, 1000).await;
     let b = goods(&app, 250, 1000).await;
 
@@ -76,7 +87,7 @@ async fn crash_at(point: &'static str, kind: &str) -> String {
     );
     let replacement = app.spawn_process(armed_kind, &[]);
     app.adopt(replacement);
-    app.wait_for_workers(armed_kind, 1).await;
+    app.wait_for_workers(armed_kind, partitions).await;
     created.extend(load(&app, a, b, 24..36).await);
 
     settled_and_audited(&app, point).await;
