@@ -37,6 +37,8 @@ pub enum MapError {
     Setup(#[from] SetupError),
     #[error("reading the partition map {key}: {reason}")]
     Read { key: String, reason: String },
+    #[error("{0}")]
+    Count(String),
     /// A revision that does not decode is refused, never applied: the worker keeps routing
     /// by the last good one and says so.
     #[error("partition map {key} revision {revision} is not a valid map: {reason}")]
@@ -163,6 +165,33 @@ pub async fn read(store: &kv::Store, key: &'static str) -> Result<Revision, MapE
             map: PartitionMap::default(),
         }),
     }
+}
+
+/// Makes `key`'s map one of `count` partitions `0..count`: a map never written becomes the
+/// even map ([`PartitionMap::even`]); a stored map of other partitions is an error, because
+/// the data lives where that map put it and only a move may change it.
+pub async fn ensure_count(
+    store: &kv::Store,
+    key: &'static str,
+    count: u16,
+) -> Result<Revision, MapError> {
+    let stored = read(store, key).await?;
+    let want: Vec<u16> = (0..count).collect();
+    let have: Vec<u16> = owners(&stored.map);
+    if stored.revision == 0 && count > 1 {
+        let map = PartitionMap::even(count).map_err(|e| MapError::Count(e.to_string()))?;
+        let revision = write(store, key, &map, 0)
+            .await
+            .map_err(|e| read_error(key, e))?;
+        return Ok(Revision { revision, map });
+    }
+    if have != want {
+        return Err(MapError::Count(format!(
+            "the {key} map names partitions {have:?}, not 0..{count}: its data lives where that \
+             map put it"
+        )));
+    }
+    Ok(stored)
 }
 
 fn decode(key: &str, entry: &kv::Entry) -> Result<Revision, MapError> {

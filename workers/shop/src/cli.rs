@@ -66,6 +66,11 @@ pub enum Command {
         /// the number of nats-servers. Streams that exist keep theirs.
         #[arg(long)]
         nats_replicas: Option<usize>,
+        /// Stock partitions, each a PostgreSQL server of its own (on the ports after
+        /// dev.postgres_port) with its own stock workers; the first run writes an even map
+        /// (docs/scaling.md). Orders are not partitioned yet.
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=16))]
+        partitions: u16,
         /// Project directory holding nats-config/ (default: the current directory).
         #[arg(long, default_value = ".")]
         root: PathBuf,

@@ -38,6 +38,11 @@ pub struct Config {
 /// `shop.toml`, so `shop token` and a hand-started `shop gateway` agree with the stack.
 pub const DEV_SECRETS_FILE: &str = "gateway-dev-secrets.toml";
 
+/// Inside `dev.data_dir`: the stock partitions' databases of `shop up --partitions N`,
+/// written by it and read as a layer beside [`DEV_SECRETS_FILE`], so `shop audit` reads every
+/// partition of the local stack.
+pub const DEV_PARTITIONS_FILE: &str = "partitions.toml";
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Mode {
@@ -208,10 +213,12 @@ impl Config {
     /// Loads the layered configuration. The error is boxed: figment's is large, and it is
     /// only ever reported once, at start-up.
     pub fn load() -> Result<Config, Box<figment::Error>> {
-        let layers = |dev_secrets: Option<PathBuf>| {
+        let layers = |data_dir: Option<PathBuf>| {
             let mut figment = Figment::from(Serialized::defaults(Config::default()));
-            if let Some(path) = dev_secrets {
-                figment = figment.merge(Toml::file(path));
+            if let Some(dir) = data_dir {
+                figment = figment
+                    .merge(Toml::file(dir.join(DEV_SECRETS_FILE)))
+                    .merge(Toml::file(dir.join(DEV_PARTITIONS_FILE)));
             }
             figment
                 .merge(Toml::file("shop.toml"))
@@ -220,7 +227,7 @@ impl Config {
         // The dev secrets live in the data directory, which is itself configurable: find
         // it first, then load again with the secrets under shop.toml and the environment.
         let first: Config = layers(None).extract().map_err(Box::new)?;
-        let mut config: Config = layers(Some(first.dev.data_dir.join(DEV_SECRETS_FILE)))
+        let mut config: Config = layers(Some(first.dev.data_dir.clone()))
             .extract()
             .map_err(Box::new)?;
         // An empty value unsets a path (`SHOP_NATS__TLS_CA=` overrides a shop.toml entry).

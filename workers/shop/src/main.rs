@@ -50,13 +50,14 @@ async fn main() -> anyhow::Result<()> {
             workers,
             nats_nodes,
             nats_replicas,
+            partitions,
             root,
         } => {
             let nats = commands::up::NatsLayout {
                 nodes: nats_nodes,
                 replicas: nats_replicas.unwrap_or(nats_nodes),
             };
-            commands::up::run(config, workers, nats, root).await
+            commands::up::run(config, workers, nats, partitions, root).await
         }
         Command::Audit { grace, json } => commands::audit::run(&config, grace, json).await,
         Command::Bench { target } => commands::bench::run(&config, target).await,

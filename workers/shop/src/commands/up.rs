@@ -19,7 +19,9 @@ use shop_devstack::{
 };
 use tokio::process::{Child, Command};
 
-use crate::config::{Config, DEV_SECRETS_FILE};
+use shop_contracts::partition::STOCK_MAP_KEY;
+
+use crate::config::{Config, DEV_PARTITIONS_FILE, DEV_SECRETS_FILE};
 
 /// Worker kinds with their NATS user and dev password (nats-config/dev.conf).
 pub(super) const WORKERS: [(&str, &str); 3] = [
@@ -54,6 +56,7 @@ pub async fn run(
     mut config: Config,
     per_kind: usize,
     layout: NatsLayout,
+    partitions: u16,
     root: PathBuf,
 ) -> anyhow::Result<()> {
     if layout.replicas == 0 || layout.replicas > layout.nodes {
@@ -105,6 +108,20 @@ pub async fn run(
         throwaway: false,
     })
     .context("starting PostgreSQL")?;
+    // Stock partitions 1.. each get a PostgreSQL server of their own on the next ports.
+    let mut stock_servers = Vec::new();
+    for p in 1..partitions {
+        stock_servers.push(
+            PostgresCluster::start(PostgresSpec {
+                bin_dir: None,
+                data_dir: data.join(format!("pg-stock-{p}")),
+                port: config.dev.postgres_port + p,
+                log_file: logs.join(format!("postgres-stock-{p}.log")),
+                throwaway: false,
+            })
+            .with_context(|| format!("starting PostgreSQL for stock partition {p}"))?,
+        );
+    }
     tracing::info!(nats = %nats.url(), postgres_port = postgres.port(), "servers up");
 
     config.nats.url = nats.url();
@@ -113,6 +130,15 @@ pub async fn run(
     config.stock.database_url = postgres.url("shop_stock");
     config.order.database_url = postgres.url("shop_order");
     super::migrate::run(&config).await?;
+    let stock_urls: Vec<String> = std::iter::once(config.stock.database_url.clone())
+        .chain(stock_servers.iter().map(|server| server.url("shop_stock")))
+        .collect();
+    for url in &stock_urls[1..] {
+        shop_kit::db::create_and_migrate(url, &shop_stock::MIGRATOR)
+            .await
+            .context("migrating a stock partition's database")?;
+    }
+    stock_partitions(&mut config, &data, &stock_urls).await?;
 
     dev_secrets(&mut config, &data)?;
     let mut children = Vec::new();
@@ -136,6 +162,20 @@ pub async fn run(
             })?);
         }
     }
+    // The other stock partitions' workers, each on its own partition's database.
+    for (p, url) in stock_urls.iter().enumerate().skip(1) {
+        for i in 0..per_kind {
+            let name = format!("stock-p{p}-{i}");
+            let (config, url, partition) = (config.clone(), url.clone(), p.to_string());
+            children.push(Supervised::start(name, move || {
+                let env = [
+                    ("SHOP_STOCK__PARTITION", partition.as_str()),
+                    ("SHOP_STOCK__DATABASE_URL", url.as_str()),
+                ];
+                spawn_worker_with(&config, "stock", "stock-dev", &env)
+            })?);
+        }
+    }
 
     serving_and_seeded(&config, "shop-up", 100).await?;
     children.push(Supervised::start("gateway".to_owned(), {
@@ -146,7 +186,7 @@ pub async fn run(
     let http = format!("http://{}", config.gateway.listen);
 
     eprintln!(
-        "\nshop is up in {:.1}s: NATS {} (JetStream, streams at {} replica(s)), PostgreSQL 127.0.0.1:{}, {} worker(s) of each kind.\n\
+        "\nshop is up in {:.1}s: NATS {} (JetStream, streams at {} replica(s)), PostgreSQL 127.0.0.1:{}, {} worker(s) of each kind, stock in {partitions} partition(s).\n\
          HTTP gateway {http}: live room {http}/rooms/1, API docs {http}/docs\n\
          Try:  nats req goods.room.list '{{\"room_id\":1}}'\n\
          \x20     curl {http}/v1/rooms/1\n\
@@ -168,8 +208,41 @@ pub async fn run(
     }
     // All at once: each finishes what it admitted within its own shutdown_timeout.
     futures::future::join_all(children.iter_mut().map(|p| stop(&mut p.child))).await;
+    drop(stock_servers);
     drop(postgres);
     drop(nats);
+    Ok(())
+}
+
+/// Stock over `urls` (partition 0 first): writes the even map on the first partitioned run,
+/// refuses a stored map of other partitions (its data lives where that map put it), and
+/// keeps the URLs in the data directory for `shop audit`.
+async fn stock_partitions(config: &mut Config, data: &Path, urls: &[String]) -> anyhow::Result<()> {
+    let count = u16::try_from(urls.len()).context("too many partitions")?;
+    let client = shop_kit::server::connect(&config.nats_target("shop-up", None))
+        .await
+        .context("connecting to NATS")?;
+    let js = async_nats::jetstream::new(client);
+    let store = shop_kit::partitions::open(&js, config.nats.replicas)
+        .await
+        .context("opening the partition map bucket")?;
+    shop_kit::partitions::ensure_count(&store, STOCK_MAP_KEY, count)
+        .await
+        .with_context(|| {
+            format!(
+                "stock in {count} partition(s) (start with the --partitions the data directory \
+                 was made with, or wipe {})",
+                data.display()
+            )
+        })?;
+    config.stock.settings.partition_databases = urls.join(",");
+    let path = data.join(DEV_PARTITIONS_FILE);
+    let text = format!(
+        "# The stock partitions' databases of `shop up --partitions {count}`, for `shop audit`.\n\
+         [stock]\npartition_databases = \"{}\"\n",
+        urls.join(",")
+    );
+    std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
     Ok(())
 }
 
@@ -345,7 +418,6 @@ pub(super) fn spawn_worker_with(
 ) -> anyhow::Result<Child> {
     let exe = std::env::current_exe().context("locating the shop binary")?;
     let mut command = std::process::Command::new(exe);
-    command.envs(extra_env.iter().copied());
     command
         .arg(kind)
         .env("SHOP_NATS__URL", &config.nats.url)
@@ -359,6 +431,7 @@ pub(super) fn spawn_worker_with(
             format!("SHOP_{}__MIGRATE_ON_START", kind.to_uppercase()),
             "false",
         )
+        .envs(extra_env.iter().copied())
         .stdin(Stdio::null());
     shop_devstack::die_with_parent(&mut command, libc_sigterm());
     let mut command = Command::from(command);
