@@ -29,6 +29,9 @@ pub struct BenchConfig {
     pub nats: NatsTarget,
     pub goods: Database,
     pub stock: Database,
+    /// Every stock partition's database URL, partition 0 (`stock`) first (empty: `stock`
+    /// alone): their servers, backends and workers are the stack's too.
+    pub stock_partitions: Vec<String>,
     pub order: Database,
     /// Where the HTTP gateway listens (`gateway.listen`).
     pub gateway_listen: SocketAddr,
@@ -60,17 +63,31 @@ impl BenchConfig {
         }
     }
 
+    /// Every stock partition's database URL, partition 0 first.
+    pub fn stock_databases(&self) -> Vec<&str> {
+        if self.stock_partitions.is_empty() {
+            vec![self.stock.url.as_str()]
+        } else {
+            self.stock_partitions.iter().map(String::as_str).collect()
+        }
+    }
+
     /// Connects to what the audit reads (two connections per database).
     pub async fn audit_sources(&self, name: &str) -> anyhow::Result<shop_audit::Sources> {
-        let stock_db = shop_kit::db::connect(&self.stock.url, 2, self.stock.acquire_timeout)
-            .context("connecting to the stock database")?;
+        let mut stock_dbs = Vec::new();
+        for url in self.stock_databases() {
+            stock_dbs.push(
+                shop_kit::db::connect(url, 2, self.stock.acquire_timeout)
+                    .context("connecting to a stock partition's database")?,
+            );
+        }
         let order_db = shop_kit::db::connect(&self.order.url, 2, self.order.acquire_timeout)
             .context("connecting to the order database")?;
         let nats = shop_kit::server::connect(&self.nats_target(name))
             .await
             .context("connecting to NATS")?;
         Ok(shop_audit::Sources {
-            stock_dbs: vec![stock_db],
+            stock_dbs,
             order_db,
             nats,
         })
@@ -95,6 +112,7 @@ impl BenchConfig {
             },
             goods: database("shop_goods"),
             stock: database("shop_stock"),
+            stock_partitions: Vec::new(),
             order: database("shop_order"),
             gateway_listen: gateway.listen,
             gateway_hs256_secret: None,

@@ -51,14 +51,16 @@ impl Stack {
     pub fn of(config: &BenchConfig) -> Stack {
         let databases: Vec<_> = KINDS
             .into_iter()
-            .filter_map(|kind| {
-                let url = match kind {
-                    "goods" => &config.goods.url,
-                    "stock" => &config.stock.url,
-                    _ => &config.order.url,
+            .flat_map(|kind| {
+                let urls: Vec<&str> = match kind {
+                    "goods" => vec![config.goods.url.as_str()],
+                    "stock" => config.stock_databases(),
+                    _ => vec![config.order.url.as_str()],
                 };
-                let (port, database) = database_of(url)?;
-                Some((kind, port, database))
+                urls.into_iter().filter_map(move |url| {
+                    let (port, database) = database_of(url)?;
+                    Some((kind, port, database))
+                })
             })
             .collect();
         Stack {
@@ -226,8 +228,7 @@ fn is_our_worker(stack: &Stack, pid: u32, kind: &str) -> bool {
         Some(url) => stack
             .databases
             .iter()
-            .find(|(k, _, _)| *k == kind)
-            .is_some_and(|(_, port, name)| database_of(&url) == Some((*port, name.clone()))),
+            .any(|(k, port, name)| *k == kind && database_of(&url) == Some((*port, name.clone()))),
         None => true,
     }
 }

@@ -17,6 +17,13 @@ fn bench_config(config: &Config) -> shop_loadgen::BenchConfig {
         nats: config.nats_target("shop-bench", None),
         goods: database(&config.goods.database_url, config.goods.acquire_timeout),
         stock: database(&config.stock.database_url, config.stock.acquire_timeout),
+        stock_partitions: config
+            .stock
+            .settings
+            .all_databases(&config.stock.database_url)
+            .into_iter()
+            .map(str::to_owned)
+            .collect(),
         order: database(&config.order.database_url, config.order.acquire_timeout),
         gateway_listen: config.gateway.listen,
         gateway_hs256_secret: config.gateway.auth.hs256_secret.clone(),
