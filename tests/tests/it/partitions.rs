@@ -280,6 +280,12 @@ async fn workers_follow_a_new_map_revision_without_a_restart() {
         .with_moved(0..=255, PartitionId::new(1).unwrap())
         .unwrap();
     app.write_stock_map(&everything_to_1).await;
+    let shown = app.run_shop(&["partitions"]);
+    let shown = String::from_utf8_lossy(&shown.stdout);
+    assert!(
+        shown.contains("map revision 2") && shown.contains("slots   0-255  partition 1"),
+        "shop partitions:\n{shown}"
+    );
     let deadline = Instant::now() + SETTLE;
     loop {
         match app.request("stock.get", json!({"goods_ids": [id]})).await {

@@ -104,6 +104,9 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Show the stock partition map: its revision and the partition owning each range of
+    /// slots (docs/scaling.md).
+    Partitions,
     /// Measure the running system: deducts or whole creates per second and their latency,
     /// against the system's own ceilings; writes JSON and an SVG plot per run.
     Bench {

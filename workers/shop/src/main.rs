@@ -59,6 +59,7 @@ async fn main() -> anyhow::Result<()> {
             };
             commands::up::run(config, workers, nats, partitions, root).await
         }
+        Command::Partitions => commands::partitions::show(&config).await,
         Command::Audit { grace, json } => commands::audit::run(&config, grace, json).await,
         Command::Bench { target } => commands::bench::run(&config, target).await,
         Command::Req {

@@ -4,6 +4,7 @@ pub mod audit;
 pub mod bench;
 pub mod gateway;
 pub mod migrate;
+pub mod partitions;
 pub mod req;
 pub mod seed;
 pub mod soak;

@@ -1,0 +1,27 @@
+//! `shop partitions`: the stock partition map as the workers route by it (KV bucket
+//! `shop_partitions`): its revision and which partition owns each range of slots.
+
+use anyhow::Context;
+use shop_contracts::partition::STOCK_MAP_KEY;
+
+use crate::config::Config;
+
+pub async fn show(config: &Config) -> anyhow::Result<()> {
+    let client = shop_kit::server::connect(&config.nats_target("shop-partitions", None))
+        .await
+        .context("connecting to NATS")?;
+    let js = async_nats::jetstream::new(client);
+    let store = shop_kit::partitions::open(&js, config.nats.replicas)
+        .await
+        .context("opening the partition map bucket")?;
+    let now = shop_kit::partitions::read(&store, STOCK_MAP_KEY).await?;
+    match now.revision {
+        0 => println!("stock: one partition (the map was never written)"),
+        revision => println!("stock: map revision {revision}"),
+    }
+    for (first, last, owner) in now.map.ranges() {
+        println!("  slots {first:>3}-{last:<3}  partition {owner}");
+    }
+    println!("orders: one partition (orders are not partitioned yet; docs/scaling.md)");
+    Ok(())
+}
