@@ -506,13 +506,16 @@ impl TestApp {
     }
 
     /// Starts a stock worker of partition `p` on its own database, without waiting for it.
+    /// Partition 0 is a plain stock worker, so a test's own `SHOP_STOCK__*` settings (a
+    /// database that is away, say) still apply to it.
     pub fn spawn_stock_partition(&self, p: u16, extra_env: &[(&str, &str)]) -> WorkerProcess {
         let partition = p.to_string();
         let url = self.stock_database_url(p);
-        let mut env: Vec<(&str, &str)> = vec![
-            ("SHOP_STOCK__PARTITION", &partition),
-            ("SHOP_STOCK__DATABASE_URL", &url),
-        ];
+        let mut env: Vec<(&str, &str)> = Vec::new();
+        if p > 0 {
+            env.push(("SHOP_STOCK__PARTITION", &partition));
+            env.push(("SHOP_STOCK__DATABASE_URL", &url));
+        }
         env.extend_from_slice(extra_env);
         self.spawn_process(Worker::Stock, &env)
     }

@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 use shop_contracts::partition::{PartitionId, PartitionMap};
 use shop_tests::{ask, Answer, TestApp, Worker};
 
-use crate::order::{check_invariants, create_body, goods, sn_of};
+use crate::order::{check_invariants, create_body, goods, settled_and_audited, sn_of};
 
 const PARTITIONS: u16 = 3;
 const ENV: &[(&str, &str)] = &[
@@ -252,14 +252,7 @@ async fn a_partition_worker_killed_under_load_leaves_the_books_exact() {
     let (ok, failed) = load.await.unwrap();
     eprintln!("partitions kill: {ok} created, {failed} failed or timed out");
     assert!(ok > 0);
-    check_invariants(&app).await;
-    let audit = app.run_shop(&["audit", "--grace", "0s"]);
-    assert!(
-        audit.status.success(),
-        "shop audit:\n{}{}",
-        String::from_utf8_lossy(&audit.stdout),
-        String::from_utf8_lossy(&audit.stderr)
-    );
+    settled_and_audited(&app, "a partition's worker killed").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -356,13 +349,7 @@ async fn a_crash_between_partitions_settles_through_the_checker() {
             let want = if *id == short { 1 } else { 5 };
             wait_available(&app, *id, want).await;
         }
-        check_invariants(&app).await;
-        let audit = app.run_shop(&["audit", "--grace", "0s"]);
-        assert!(
-            audit.status.success(),
-            "{point}: shop audit:\n{}",
-            String::from_utf8_lossy(&audit.stdout)
-        );
+        settled_and_audited(&app, point).await;
         eprintln!("{point}: the router died there; settled and audited");
     }
 }

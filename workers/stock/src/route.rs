@@ -25,7 +25,7 @@ use std::time::Duration;
 
 use futures::future::join_all;
 use shop_contracts::endpoint::{StockDeduct, StockGet, StockReturn, StockSellDetail, StockSet};
-use shop_contracts::partition::PartitionId;
+use shop_contracts::partition::{PartitionId, PartitionMap};
 use shop_contracts::stock::{
     DeductReply, DeductRequest, OrderLine, ReturnReply, ReturnRequest, SellDetail,
     SellDetailRequest, SellStatus, StockGetReply, StockGetRequest, StockLevel, StockSetRequest,
@@ -79,6 +79,9 @@ impl Router {
 
     pub async fn get(self, req: StockGetRequest) -> Result<StockGetReply, StockError> {
         let map = self.partitions.now();
+        if let Some(owner) = sole_owner(&map.map, req.goods_ids.iter().map(|id| id.get())) {
+            return self.on::<StockGet, _, _>(owner, req, Local::get).await;
+        }
         let order: Vec<GoodsId> = req.goods_ids.as_slice().to_vec();
         let groups = group_by_owner(&map.map, req.goods_ids.into_vec(), |id| id.get());
         let shares = join_all(groups.into_iter().map(|(p, ids)| {
@@ -107,6 +110,12 @@ impl Router {
 
     pub async fn deduct(self, req: DeductRequest) -> Result<DeductReply, StockError> {
         let map = self.partitions.now();
+        // One owner (always, with one partition): the request as it came, to that owner.
+        if let Some(owner) = sole_owner(&map.map, req.items.iter().map(|l| l.goods_id.get())) {
+            return self
+                .on::<StockDeduct, _, _>(owner, req, Local::deduct)
+                .await;
+        }
         let sn = req.order_sn;
         let goods: Vec<GoodsId> = req.items.iter().map(|line| line.goods_id).collect();
         let groups = group_by_owner(&map.map, req.items.into_vec(), |line| line.goods_id.get());
@@ -233,6 +242,12 @@ impl Router {
         }
         Ok(merge_sell_details(req.order_sn, parts))
     }
+}
+
+/// The partition owning every one of `keys`, if one does.
+fn sole_owner(map: &PartitionMap, mut keys: impl Iterator<Item = i64>) -> Option<PartitionId> {
+    let first = map.owner_of(keys.next()?);
+    keys.all(|key| map.owner_of(key) == first).then_some(first)
 }
 
 /// One order's sell record from its shares: `none` when no partition has one; `returned`
