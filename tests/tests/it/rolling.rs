@@ -1,6 +1,6 @@
-//! Stopping a worker loses no request (issue 18, point 1): a rolling restart under a mixed
-//! load (start a replacement, SIGTERM the old process) gives callers nothing but successes,
-//! every stopped process exits 0, and the shop settles to a clean audit. And the frame's two
+//! Stopping a worker loses no request (issue 18, point 1): a rolling restart of every worker
+//! kind and of the gateway under a mixed load over NATS and over HTTP (start a replacement,
+//! SIGTERM the old process) gives callers nothing but successes, every stopped process exits 0, and the shop settles to a clean audit. And the frame's two
 //! ways to end badly: a task that dies stops the worker naming it, and a stop that outlasts
 //! `shutdown_timeout` says what it abandoned.
 
@@ -11,11 +11,11 @@ use shop_contracts::{ErrorCode, ErrorDetail};
 use shop_kit::{ServiceConfig, Worker, WorkerError};
 use shop_tests::{ask, Answer, TestApp, Worker as Kind};
 
-use crate::mixed::{audit_passes, check_acknowledged, wait_unpaid_closed, MixedLoad};
+use crate::mixed::{audit_passes, check_acknowledged, wait_unpaid_closed, Front, MixedLoad, Via};
 use crate::order::{check_invariants, goods};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_rolling_restart_of_every_worker_kind_loses_no_request() {
+async fn a_rolling_restart_of_every_worker_kind_and_the_gateway_loses_no_request() {
     let mut app = TestApp::start_with_env(
         &[Kind::Goods, Kind::Stock, Kind::Order],
         &[
@@ -24,13 +24,33 @@ async fn a_rolling_restart_of_every_worker_kind_loses_no_request() {
         ],
     )
     .await;
+    // No create may be turned away by the per-user limit: every answer must be a success.
+    let unlimited = [
+        ("SHOP_GATEWAY__ORDERS_PER_SECOND", "100000"),
+        ("SHOP_GATEWAY__ORDER_BURST", "100000"),
+    ];
+    let mut gateway = app.spawn_gateway(&unlimited).await;
     let mut ids = Vec::new();
     for i in 0..5 {
         ids.push(goods(&app, 100 + i, 1_000_000).await);
     }
-    // A request a worker lost would never be answered: the load waits 10 s for each.
-    let load = MixedLoad::start(app.client().clone(), ids, 32, Duration::from_secs(10));
-    load.wait_for_more(30, "before the restarts").await;
+    // A request a worker or the gateway lost would never be answered: the loads wait 10 s
+    // for each. One load over NATS, one over HTTP through the gateway.
+    let load = MixedLoad::start(
+        app.client().clone(),
+        ids.clone(),
+        24,
+        Duration::from_secs(10),
+    );
+    let front = Front::new(&gateway.url);
+    let http = MixedLoad::start_via(Via::Http(front.clone()), ids, 8, Duration::from_secs(10));
+    let more = |what: String| {
+        let (load, http) = (&load, &http);
+        async move {
+            tokio::join!(load.wait_for_more(30, &what), http.wait_for_more(10, &what));
+        }
+    };
+    more("before the restarts".to_owned()).await;
 
     // As a deploy rolls: for each kind, a new process first, then SIGTERM to the old one,
     // while requests keep coming.
@@ -52,20 +72,46 @@ async fn a_rolling_restart_of_every_worker_kind_loses_no_request() {
             "the old {} worker's log does not say it stopped cleanly:\n{log}",
             kind.name()
         );
-        load.wait_for_more(30, &format!("after the {} restart", kind.name()))
-            .await;
+        more(format!("after the {} restart", kind.name())).await;
     }
-    let tally = load.stop().await;
-    eprintln!("rolling: answers {:?}", tally.answers);
+
+    // The gateway, as behind a load balancer: the replacement takes new requests first, then
+    // the old one gets SIGTERM with requests still in flight to it and its keep-alive
+    // connections open.
+    let replacement = app.spawn_gateway(&unlimited).await;
+    front.switch_to(&replacement.url);
+    let status = gateway
+        .stop(Duration::from_secs(15))
+        .await
+        .unwrap_or_else(|| panic!("the old gateway did not stop within 15 s"));
+    let log = gateway.log_text();
+    assert!(
+        status.success(),
+        "the old gateway exited with {status}:\n{log}"
+    );
+    gateway = replacement;
+    more("after the gateway restart".to_owned()).await;
+
+    let (tally, http) = tokio::join!(load.stop(), http.stop());
+    eprintln!("rolling: answers over NATS {:?}", tally.answers);
+    eprintln!("rolling: answers over HTTP {:?}", http.answers);
 
     // Stock is plentiful, no create carries an idempotency key and every process that
-    // stopped was asked to: nothing but success is allowed, no timeout, no `unavailable`.
-    let outside = tally.answers_outside(&["ok"]);
-    assert!(outside.is_empty(), "callers saw {outside:?}");
+    // stopped was asked to: nothing but success is allowed, no timeout, no `unavailable`,
+    // no 5xx, no connection error.
+    for tally in [&tally, &http] {
+        let outside = tally.answers_outside(&["ok"]);
+        assert!(
+            outside.is_empty(),
+            "callers saw {outside:?}\n{}",
+            gateway.log_text()
+        );
+    }
 
     wait_unpaid_closed(&app).await;
     check_invariants(&app).await;
     check_acknowledged(&app, &tally).await;
+    check_acknowledged(&app, &http).await;
     audit_passes(&app);
 }
 
