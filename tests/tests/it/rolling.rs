@@ -4,6 +4,8 @@
 //! ways to end badly: a task that dies stops the worker naming it, and a stop that outlasts
 //! `shutdown_timeout` says what it abandoned.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{json, Value};
@@ -201,6 +203,85 @@ async fn a_stop_answers_what_was_admitted_and_past_the_timeout_names_what_it_aba
         Err(WorkerError::Abandoned { requests, .. }) => assert_eq!(requests, 1),
         other => panic!("a stop past its timeout must say what it abandoned, got {other:?}"),
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_under_a_trickle_of_requests_ends_in_time_and_answers_them_all() {
+    let app = TestApp::start(&[]).await;
+    let echo = |(), body: Value| async move { Ok::<Value, Refused>(body) };
+    let mut old = frame(&app, "trickle").await;
+    old.serve("test.trickle", (), echo).await.unwrap();
+    let mut replacement = frame(&app, "trickle").await;
+    replacement.serve("test.trickle", (), echo).await.unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let old = tokio::spawn(old.run(
+        async {
+            let _ = stopped.await;
+        },
+        Duration::from_secs(10),
+    ));
+    let replacement =
+        tokio::spawn(replacement.run(std::future::pending(), Duration::from_secs(10)));
+
+    // Ten requests a second over the two: too many for the stopping one's fence to go quiet,
+    // far too few to use up its room within the stop's 10 s.
+    let trickling = Arc::new(AtomicBool::new(true));
+    let sender = {
+        let (client, trickling) = (app.client().clone(), trickling.clone());
+        tokio::spawn(async move {
+            let mut answers = Vec::new();
+            while trickling.load(Ordering::Relaxed) {
+                let n = answers.len();
+                answers.push(
+                    ask(
+                        &client,
+                        "test.trickle",
+                        &json!({"n": n}),
+                        Duration::from_secs(10),
+                    )
+                    .await,
+                );
+                // The load's pace, not a wait for anything.
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            answers
+        })
+    };
+    wait_until_answered("test.trickle", 10).await;
+    stop.send(()).unwrap();
+    let stopped = old.await.expect("the frame does not panic");
+    trickling.store(false, Ordering::Relaxed);
+    let answers = sender.await.unwrap();
+    replacement.abort();
+    stopped.expect("a stop under a trickle of requests ends cleanly within its timeout");
+    for (n, answer) in answers.iter().enumerate() {
+        match answer {
+            Answer::Reply(Ok(reply)) => assert_eq!(reply, &json!({"n": n})),
+            other => panic!("request {n} of the trickle was not answered: {other:?}"),
+        }
+    }
+}
+
+/// Waits until this process's endpoints on `subject` have answered `count` requests (from
+/// its own metrics).
+async fn wait_until_answered(subject: &str, count: u64) {
+    shop_tests::eventually(
+        &format!("{count} {subject} requests answered"),
+        Duration::from_secs(10),
+        || async move {
+            let text = shop_kit::metrics::global().encode();
+            let answered: u64 = text
+                .lines()
+                .filter(|line| {
+                    line.starts_with("shop_requests_total{")
+                        && line.contains(&format!("endpoint=\"{subject}\""))
+                })
+                .filter_map(|line| line.rsplit(' ').next()?.parse::<u64>().ok())
+                .sum();
+            (answered >= count).then_some(())
+        },
+    )
+    .await;
 }
 
 /// A worker `name` serving `subject` with requests that take `handling`: one request is sent,
