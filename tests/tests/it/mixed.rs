@@ -1,6 +1,7 @@
 //! A mixed load that keeps running while a test kills and starts processes: clients in a
 //! closed loop create an order, then pay it, cancel it or leave it to time out (one in three
-//! each). The load has a NATS client of its own, so the test keeps `&mut TestApp` to kill
+//! each), over NATS or over HTTP through the gateway (the payment provider's signed callback
+//! pays). The load has a NATS client of its own, so the test keeps `&mut TestApp` to kill
 //! and start things while it runs.
 //!
 //! Every answer is recorded: which creates, pays and cancels were acknowledged (the test
@@ -13,6 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::{json, Value};
+use shop_tests::gateway::{signature, token};
 use shop_tests::{ask, eventually, Answer, TestApp, Worker};
 use tokio::task::JoinHandle;
 
@@ -54,6 +56,129 @@ impl Tally {
     }
 }
 
+/// The way the load's requests go: over NATS to the workers, or over HTTP to the gateway at
+/// the address a [`Front`] holds now.
+#[derive(Clone)]
+pub enum Via {
+    Nats(async_nats::Client),
+    Http(Arc<Front>),
+}
+
+/// One request of a load client.
+enum Step {
+    /// `body` is the `order.create` body; over HTTP its `user_id` comes from the token.
+    Create {
+        user: i64,
+        body: Value,
+    },
+    /// The `order.pay` body; over HTTP, the payment provider's signed callback.
+    Pay {
+        body: Value,
+    },
+    Cancel {
+        user: i64,
+        sn: String,
+    },
+}
+
+impl Via {
+    /// Sends `step`: what it was (no space in it), how it ended (`ok`, an error code or an
+    /// HTTP status, `timed out`, ...), and the reply of a success.
+    async fn ask(&self, step: Step, timeout: Duration) -> (&'static str, String, Option<Value>) {
+        match self {
+            Via::Nats(client) => {
+                let (subject, body) = match step {
+                    Step::Create { body, .. } => ("order.create", body),
+                    Step::Pay { body } => ("order.pay", body),
+                    Step::Cancel { sn, .. } => ("order.cancel", json!({"order_sn": sn})),
+                };
+                let answer = ask(client, subject, &body, timeout).await;
+                let how = match &answer {
+                    Answer::Reply(Ok(_)) => "ok".to_owned(),
+                    Answer::Reply(Err(e)) => e.code().to_owned(),
+                    Answer::TimedOut => "timed out".to_owned(),
+                    Answer::NoResponders => "no responders".to_owned(),
+                    Answer::Failed(_) => "failed".to_owned(),
+                };
+                let reply = match answer {
+                    Answer::Reply(Ok(reply)) => Some(reply),
+                    _ => None,
+                };
+                (subject, how, reply)
+            }
+            Via::Http(front) => front.ask(step, timeout).await,
+        }
+    }
+}
+
+/// What a load balancer in front of gateways does for the load: one address at a time that
+/// new requests go to, which a test switches to a replacement before it stops the old
+/// gateway. A request already sent to the old one (on a keep-alive connection, too) stays
+/// there.
+pub struct Front {
+    current: Mutex<String>,
+    http: reqwest::Client,
+}
+
+impl Front {
+    pub fn new(url: &str) -> Arc<Front> {
+        Arc::new(Front {
+            current: Mutex::new(url.to_owned()),
+            http: reqwest::Client::new(),
+        })
+    }
+
+    /// From now on, new requests go to `url`.
+    pub fn switch_to(&self, url: &str) {
+        *self.current.lock().unwrap() = url.to_owned();
+    }
+
+    async fn ask(&self, step: Step, timeout: Duration) -> (&'static str, String, Option<Value>) {
+        let base = self.current.lock().unwrap().clone();
+        let (what, request) = match step {
+            Step::Create { user, mut body } => {
+                body.as_object_mut().unwrap().remove("user_id");
+                let request = self.http.post(format!("{base}/v1/orders"));
+                (
+                    "gateway.create",
+                    request.bearer_auth(token(user)).json(&body),
+                )
+            }
+            Step::Pay { mut body } => {
+                body["payment_ref"] = json!(format!("psp-{}", body["order_sn"].as_str().unwrap()));
+                let raw = serde_json::to_vec(&body).unwrap();
+                let request = self
+                    .http
+                    .post(format!("{base}/v1/payments/callback"))
+                    .header("content-type", "application/json")
+                    .header("x-signature", signature(&raw))
+                    .body(raw);
+                ("gateway.pay", request)
+            }
+            Step::Cancel { user, sn } => {
+                let request = self.http.post(format!("{base}/v1/orders/{sn}/cancel"));
+                ("gateway.cancel", request.bearer_auth(token(user)))
+            }
+        };
+        let response = match request.timeout(timeout).send().await {
+            Ok(response) => response,
+            Err(e) if e.is_timeout() => return (what, "timed out".to_owned(), None),
+            Err(e) => return (what, format!("failed: {e}"), None),
+        };
+        let status = response.status();
+        match response.json::<Value>().await {
+            Ok(reply) if status.is_success() => (what, "ok".to_owned(), Some(reply)),
+            Ok(problem) => (
+                what,
+                format!("{} {}", status.as_u16(), problem["code"]),
+                None,
+            ),
+            Err(e) if e.is_timeout() => (what, "timed out".to_owned(), None),
+            Err(e) => (what, format!("{} body failed: {e}", status.as_u16()), None),
+        }
+    }
+}
+
 pub struct MixedLoad {
     stop: Arc<AtomicBool>,
     created: Arc<AtomicUsize>,
@@ -70,43 +195,39 @@ impl MixedLoad {
         clients: usize,
         timeout: Duration,
     ) -> MixedLoad {
+        MixedLoad::start_via(Via::Nats(client), goods, clients, timeout)
+    }
+
+    /// [`MixedLoad::start`] through `via`: NATS, or HTTP to the gateway.
+    pub fn start_via(via: Via, goods: Vec<i64>, clients: usize, timeout: Duration) -> MixedLoad {
         let stop = Arc::new(AtomicBool::new(false));
         let created = Arc::new(AtomicUsize::new(0));
         let tally = Arc::new(Mutex::new(Tally::default()));
         let next = Arc::new(AtomicUsize::new(0));
         let clients = (0..clients)
             .map(|_| {
-                let (client, goods) = (client.clone(), goods.clone());
+                let (via, goods) = (via.clone(), goods.clone());
                 let (stop, created, tally, next) =
                     (stop.clone(), created.clone(), tally.clone(), next.clone());
                 tokio::spawn(async move {
                     while !stop.load(Ordering::Relaxed) {
                         let i = next.fetch_add(1, Ordering::Relaxed);
-                        let one = |subject: &'static str, body: Value| {
-                            let (client, tally) = (&client, &tally);
+                        let one = |step: Step| {
+                            let (via, tally) = (&via, &tally);
                             async move {
-                                let answer = ask(client, subject, &body, timeout).await;
-                                let how = match &answer {
-                                    Answer::Reply(Ok(_)) => "ok".to_owned(),
-                                    Answer::Reply(Err(e)) => e.code().to_owned(),
-                                    Answer::TimedOut => "timed out".to_owned(),
-                                    Answer::NoResponders => "no responders".to_owned(),
-                                    Answer::Failed(_) => "failed".to_owned(),
-                                };
+                                let (what, how, reply) = via.ask(step, timeout).await;
                                 let mut tally = tally.lock().unwrap();
-                                *tally.answers.entry(format!("{subject} {how}")).or_default() += 1;
-                                match answer {
-                                    Answer::Reply(Ok(reply)) => Some(reply),
-                                    _ => None,
-                                }
+                                *tally.answers.entry(format!("{what} {how}")).or_default() += 1;
+                                reply
                             }
                         };
                         let items = [
                             (goods[i % goods.len()], 1 + (i % 2) as i64),
                             (goods[(i + 1) % goods.len()], 1),
                         ];
-                        let body = create_body((i % 50 + 1) as i64, &items);
-                        let Some(order) = one("order.create", body).await else {
+                        let user = (i % 50 + 1) as i64;
+                        let body = create_body(user, &items);
+                        let Some(order) = one(Step::Create { user, body }).await else {
                             continue;
                         };
                         created.fetch_add(1, Ordering::Relaxed);
@@ -115,12 +236,17 @@ impl MixedLoad {
                             0 => {
                                 let pay =
                                     json!({"order_sn": sn, "amount_cents": order["total_cents"]});
-                                match one("order.pay", pay).await {
+                                match one(Step::Pay { body: pay }).await {
                                     Some(_) => Fate::Paid,
                                     None => Fate::Unknown,
                                 }
                             }
-                            1 => match one("order.cancel", json!({"order_sn": sn})).await {
+                            1 => match one(Step::Cancel {
+                                user,
+                                sn: sn.clone(),
+                            })
+                            .await
+                            {
                                 Some(_) => Fate::Cancelled,
                                 None => Fate::Unknown,
                             },

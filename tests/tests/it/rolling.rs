@@ -1,9 +1,11 @@
-//! Stopping a worker loses no request (issue 18, point 1): a rolling restart under a mixed
-//! load (start a replacement, SIGTERM the old process) gives callers nothing but successes,
-//! every stopped process exits 0, and the shop settles to a clean audit. And the frame's two
+//! Stopping a worker loses no request (issue 18, point 1): a rolling restart of every worker
+//! kind and of the gateway under a mixed load over NATS and over HTTP (start a replacement,
+//! SIGTERM the old process) gives callers nothing but successes, every stopped process exits 0, and the shop settles to a clean audit. And the frame's two
 //! ways to end badly: a task that dies stops the worker naming it, and a stop that outlasts
 //! `shutdown_timeout` says what it abandoned.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{json, Value};
@@ -11,11 +13,11 @@ use shop_contracts::{ErrorCode, ErrorDetail};
 use shop_kit::{ServiceConfig, Worker, WorkerError};
 use shop_tests::{ask, Answer, TestApp, Worker as Kind};
 
-use crate::mixed::{audit_passes, check_acknowledged, wait_unpaid_closed, MixedLoad};
+use crate::mixed::{audit_passes, check_acknowledged, wait_unpaid_closed, Front, MixedLoad, Via};
 use crate::order::{check_invariants, goods};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_rolling_restart_of_every_worker_kind_loses_no_request() {
+async fn a_rolling_restart_of_every_worker_kind_and_the_gateway_loses_no_request() {
     let mut app = TestApp::start_with_env(
         &[Kind::Goods, Kind::Stock, Kind::Order],
         &[
@@ -24,13 +26,33 @@ async fn a_rolling_restart_of_every_worker_kind_loses_no_request() {
         ],
     )
     .await;
+    // No create may be turned away by the per-user limit: every answer must be a success.
+    let unlimited = [
+        ("SHOP_GATEWAY__ORDERS_PER_SECOND", "100000"),
+        ("SHOP_GATEWAY__ORDER_BURST", "100000"),
+    ];
+    let mut gateway = app.spawn_gateway(&unlimited).await;
     let mut ids = Vec::new();
     for i in 0..5 {
         ids.push(goods(&app, 100 + i, 1_000_000).await);
     }
-    // A request a worker lost would never be answered: the load waits 10 s for each.
-    let load = MixedLoad::start(app.client().clone(), ids, 32, Duration::from_secs(10));
-    load.wait_for_more(30, "before the restarts").await;
+    // A request a worker or the gateway lost would never be answered: the loads wait 10 s
+    // for each. One load over NATS, one over HTTP through the gateway.
+    let load = MixedLoad::start(
+        app.client().clone(),
+        ids.clone(),
+        24,
+        Duration::from_secs(10),
+    );
+    let front = Front::new(&gateway.url);
+    let http = MixedLoad::start_via(Via::Http(front.clone()), ids, 8, Duration::from_secs(10));
+    let more = |what: String| {
+        let (load, http) = (&load, &http);
+        async move {
+            tokio::join!(load.wait_for_more(30, &what), http.wait_for_more(10, &what));
+        }
+    };
+    more("before the restarts".to_owned()).await;
 
     // As a deploy rolls: for each kind, a new process first, then SIGTERM to the old one,
     // while requests keep coming.
@@ -52,20 +74,46 @@ async fn a_rolling_restart_of_every_worker_kind_loses_no_request() {
             "the old {} worker's log does not say it stopped cleanly:\n{log}",
             kind.name()
         );
-        load.wait_for_more(30, &format!("after the {} restart", kind.name()))
-            .await;
+        more(format!("after the {} restart", kind.name())).await;
     }
-    let tally = load.stop().await;
-    eprintln!("rolling: answers {:?}", tally.answers);
+
+    // The gateway, as behind a load balancer: the replacement takes new requests first, then
+    // the old one gets SIGTERM with requests still in flight to it and its keep-alive
+    // connections open.
+    let replacement = app.spawn_gateway(&unlimited).await;
+    front.switch_to(&replacement.url);
+    let status = gateway
+        .stop(Duration::from_secs(15))
+        .await
+        .unwrap_or_else(|| panic!("the old gateway did not stop within 15 s"));
+    let log = gateway.log_text();
+    assert!(
+        status.success(),
+        "the old gateway exited with {status}:\n{log}"
+    );
+    gateway = replacement;
+    more("after the gateway restart".to_owned()).await;
+
+    let (tally, http) = tokio::join!(load.stop(), http.stop());
+    eprintln!("rolling: answers over NATS {:?}", tally.answers);
+    eprintln!("rolling: answers over HTTP {:?}", http.answers);
 
     // Stock is plentiful, no create carries an idempotency key and every process that
-    // stopped was asked to: nothing but success is allowed, no timeout, no `unavailable`.
-    let outside = tally.answers_outside(&["ok"]);
-    assert!(outside.is_empty(), "callers saw {outside:?}");
+    // stopped was asked to: nothing but success is allowed, no timeout, no `unavailable`,
+    // no 5xx, no connection error.
+    for tally in [&tally, &http] {
+        let outside = tally.answers_outside(&["ok"]);
+        assert!(
+            outside.is_empty(),
+            "callers saw {outside:?}\n{}",
+            gateway.log_text()
+        );
+    }
 
     wait_unpaid_closed(&app).await;
     check_invariants(&app).await;
     check_acknowledged(&app, &tally).await;
+    check_acknowledged(&app, &http).await;
     audit_passes(&app);
 }
 
@@ -155,6 +203,85 @@ async fn a_stop_answers_what_was_admitted_and_past_the_timeout_names_what_it_aba
         Err(WorkerError::Abandoned { requests, .. }) => assert_eq!(requests, 1),
         other => panic!("a stop past its timeout must say what it abandoned, got {other:?}"),
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_under_a_trickle_of_requests_ends_in_time_and_answers_them_all() {
+    let app = TestApp::start(&[]).await;
+    let echo = |(), body: Value| async move { Ok::<Value, Refused>(body) };
+    let mut old = frame(&app, "trickle").await;
+    old.serve("test.trickle", (), echo).await.unwrap();
+    let mut replacement = frame(&app, "trickle").await;
+    replacement.serve("test.trickle", (), echo).await.unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let old = tokio::spawn(old.run(
+        async {
+            let _ = stopped.await;
+        },
+        Duration::from_secs(10),
+    ));
+    let replacement =
+        tokio::spawn(replacement.run(std::future::pending(), Duration::from_secs(10)));
+
+    // Ten requests a second over the two: too many for the stopping one's fence to go quiet,
+    // far too few to use up its room within the stop's 10 s.
+    let trickling = Arc::new(AtomicBool::new(true));
+    let sender = {
+        let (client, trickling) = (app.client().clone(), trickling.clone());
+        tokio::spawn(async move {
+            let mut answers = Vec::new();
+            while trickling.load(Ordering::Relaxed) {
+                let n = answers.len();
+                answers.push(
+                    ask(
+                        &client,
+                        "test.trickle",
+                        &json!({"n": n}),
+                        Duration::from_secs(10),
+                    )
+                    .await,
+                );
+                // The load's pace, not a wait for anything.
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            answers
+        })
+    };
+    wait_until_answered("test.trickle", 10).await;
+    stop.send(()).unwrap();
+    let stopped = old.await.expect("the frame does not panic");
+    trickling.store(false, Ordering::Relaxed);
+    let answers = sender.await.unwrap();
+    replacement.abort();
+    stopped.expect("a stop under a trickle of requests ends cleanly within its timeout");
+    for (n, answer) in answers.iter().enumerate() {
+        match answer {
+            Answer::Reply(Ok(reply)) => assert_eq!(reply, &json!({"n": n})),
+            other => panic!("request {n} of the trickle was not answered: {other:?}"),
+        }
+    }
+}
+
+/// Waits until this process's endpoints on `subject` have answered `count` requests (from
+/// its own metrics).
+async fn wait_until_answered(subject: &str, count: u64) {
+    shop_tests::eventually(
+        &format!("{count} {subject} requests answered"),
+        Duration::from_secs(10),
+        || async move {
+            let text = shop_kit::metrics::global().encode();
+            let answered: u64 = text
+                .lines()
+                .filter(|line| {
+                    line.starts_with("shop_requests_total{")
+                        && line.contains(&format!("endpoint=\"{subject}\""))
+                })
+                .filter_map(|line| line.rsplit(' ').next()?.parse::<u64>().ok())
+                .sum();
+            (answered >= count).then_some(())
+        },
+    )
+    .await;
 }
 
 /// A worker `name` serving `subject` with requests that take `handling`: one request is sent,

@@ -260,6 +260,34 @@ impl NatsCluster {
     }
 }
 
+/// Specs of the `nodes`-node cluster of `<conf_dir>/node-<n>.conf` on consecutive ports from
+/// `base`: clients on `base`, `base + 1`, ..., routes 2000 above them and monitoring 4000
+/// above (4222.., 6222.., 8222.. for the usual 4222), named `<name>-<n>`, each node's store
+/// and log in `dir/<name>-<n>/`.
+pub fn local_cluster_specs(
+    binary: &Path,
+    conf_dir: &Path,
+    name: &str,
+    base: u16,
+    nodes: usize,
+    dir: &Path,
+) -> Result<Vec<NatsServerSpec>, StackError> {
+    let ports: Vec<(u16, u16, u16)> = (0..nodes as u16)
+        .map(|i| {
+            let client = base.wrapping_add(i);
+            (client, client.wrapping_add(2000), client.wrapping_add(4000))
+        })
+        .collect();
+    let conf = |i: usize| conf_dir.join(format!("node-{}.conf", i + 1));
+    if let Some(missing) = (0..nodes).map(conf).find(|file| !file.exists()) {
+        return Err(StackError::Missing {
+            what: "a cluster node's nats-server config",
+            hint: missing.display().to_string(),
+        });
+    }
+    Ok(cluster_specs(binary, conf, name, &ports, dir))
+}
+
 /// Specs of an `n`-node cluster on loopback: node `i` (from 0) is named `<name>-<i+1>`,
 /// serves clients on `ports[i].0`, routes on `ports[i].1` and monitoring on `ports[i].2`,
 /// and keeps its store and log under `dir/<name>-<i+1>/`.

@@ -21,6 +21,14 @@ impl Secret {
     pub fn expose(&self) -> &str {
         &self.0
     }
+
+    /// 32 random bytes from `/dev/urandom`, in hex: a development secret no code holds.
+    pub fn random() -> std::io::Result<Secret> {
+        use std::io::Read;
+        let mut bytes = [0u8; 32];
+        std::fs::File::open("/dev/urandom")?.read_exact(&mut bytes)?;
+        Ok(Secret(bytes.iter().map(|b| format!("{b:02x}")).collect()))
+    }
 }
 
 impl std::fmt::Debug for Secret {

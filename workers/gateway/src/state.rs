@@ -7,8 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::FromRef;
-use serde::de::DeserializeOwned;
-use serde::Serialize;
+use shop_contracts::Endpoint;
 
 use crate::auth::Verifier;
 use crate::events::Hub;
@@ -76,12 +75,9 @@ pub struct Nats {
 }
 
 impl Nats {
-    /// One contract request; a refusal or no answer becomes the matching problem.
-    pub async fn call<Req: Serialize, Rep: DeserializeOwned>(
-        &self,
-        subject: &str,
-        body: &Req,
-    ) -> Result<Rep, Problem> {
-        Ok(shop_kit::client::call(&self.client, subject, body, self.timeout).await?)
+    /// One request to the contract endpoint `E`; a refusal or no answer becomes the matching
+    /// problem.
+    pub async fn request<E: Endpoint>(&self, body: &E::Request) -> Result<E::Reply, Problem> {
+        Ok(shop_kit::client::request::<E>(&self.client, body, self.timeout).await?)
     }
 }

@@ -3,8 +3,9 @@
 //! call failed ([`CallError::to_contract`]).
 //!
 //! [`request`] is the typed call: the [`Endpoint`] names the subject and both bodies, so
-//! they cannot be mismatched. [`call`] and [`call_raw`] remain for subjects that are not
-//! contract endpoints (`$SRV.*`) and for callers not converted yet.
+//! they cannot be mismatched ([`request_json`] takes the body as JSON and checks it against
+//! the endpoint's type before sending). [`call`] and [`call_raw`] remain for subjects that
+//! are not contract endpoints (`$SRV.*`, a bench's echo) and for `shop req`.
 
 use std::time::Duration;
 
@@ -65,6 +66,21 @@ pub async fn request_on<E: Endpoint>(
     timeout: Duration,
 ) -> Result<E::Reply, CallError> {
     call(client, subject, body, timeout).await
+}
+
+/// [`request`] with the body written as JSON (a seed's or a fixture's literal). It must
+/// decode as `E::Request` here, before anything is sent: a body that does not fit the
+/// endpoint fails as an encoding failure of [`call`] does, and never reaches the service.
+pub async fn request_json<E: Endpoint>(
+    client: &async_nats::Client,
+    body: serde_json::Value,
+    timeout: Duration,
+) -> Result<E::Reply, CallError> {
+    let body: E::Request = serde_json::from_value(body).map_err(|e| CallError::BadReply {
+        subject: E::SUBJECT.to_owned(),
+        reason: format!("the request does not fit the endpoint: {e}"),
+    })?;
+    request::<E>(client, &body, timeout).await
 }
 
 /// Sends `body` to `subject` and waits at most `timeout` for the reply.

@@ -145,6 +145,10 @@ impl Pacing {
 /// against a busy machine's scheduling stalls, short against `shutdown_timeout`.
 const QUIET: Duration = Duration::from_secs(1);
 
+/// The least room a fenced endpoint that is still being sent requests narrows its fence to
+/// (see [`Serving::run`]).
+const NARROW_ROOM: u64 = 16;
+
 /// One endpoint's serving loop: every request in a task of its own on `requests` (so the
 /// worker can wait for them at a stop), until `stopping` fires; then the endpoint is
 /// fenced, what the server had routed here is still served, and the loop ends.
@@ -173,6 +177,8 @@ impl<S, H> Serving<S, H> {
         let stats = self.endpoint.stats();
         let mut fenced = false;
         let mut closed = false;
+        // Requests taken since the fence last moved, and when it did.
+        let (mut since_narrowed, mut recent) = (Instant::now(), 0u64);
         loop {
             let next = if !fenced {
                 tokio::select! {
@@ -180,13 +186,26 @@ impl<S, H> Serving<S, H> {
                     _ = self.stopping.cancelled() => {
                         self.endpoint.fence().await?;
                         fenced = true;
+                        since_narrowed = Instant::now();
                         continue;
                     }
                     next = self.endpoint.next() => next,
                 }
             } else if !closed {
                 match tokio::time::timeout(QUIET, self.endpoint.next()).await {
-                    Ok(next) => next,
+                    Ok(next) => {
+                        // Requests keep coming, yet too few to use up the fence's room soon
+                        // (a few a second would take longer than `shutdown_timeout`): every
+                        // QUIET, narrow the fence to twice what the last QUIET brought. That
+                        // is the bound QUIET itself rests on: nothing stays on the wire
+                        // longer than QUIET, so no more than one QUIET's share is on it now.
+                        if next.is_some() && since_narrowed.elapsed() >= QUIET {
+                            self.endpoint.fence_to(NARROW_ROOM.max(2 * recent)).await?;
+                            (since_narrowed, recent) = (Instant::now(), 0);
+                        }
+                        recent += 1;
+                        next
+                    }
                     Err(_) => {
                         tracing::info!(subject = self.subject, "fenced endpoint quiet; closing it");
                         self.endpoint.close().await?;

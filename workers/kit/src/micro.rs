@@ -134,6 +134,7 @@ impl Service {
         Ok(Endpoint {
             requests,
             taken: 0,
+            fence: None,
             ready: std::collections::VecDeque::new(),
             client: self.inner.client.clone(),
             stats,
@@ -213,6 +214,8 @@ pub struct Endpoint {
     /// Messages taken from the subscription: what the client has delivered, less what waits
     /// in its buffer.
     taken: u64,
+    /// The `max` of the last `UNSUB <sid> <max>` sent: the server routes no more than that.
+    fence: Option<u64>,
     /// Requests already delivered to the client, moved out of its buffer by the fence.
     ready: std::collections::VecDeque<Message>,
     client: Client,
@@ -250,14 +253,25 @@ impl Endpoint {
     /// the subscription until it has received exactly as many as the server sent.
     /// [`Endpoint::next`] ends when the last has been taken.
     pub async fn fence(&mut self) -> Result<(), async_nats::Error> {
+        self.fence_to(FENCE_ROOM).await
+    }
+
+    /// Moves the fence to `room` requests beyond those the client has delivered, if that is
+    /// nearer than where it stands: the server then stops routing here once it has sent that
+    /// many. `room` must exceed what can be on the wire to this process right now, or the
+    /// requests beyond it would be dropped on arrival.
+    pub async fn fence_to(&mut self, room: u64) -> Result<(), async_nats::Error> {
         while let Some(Some(message)) = self.requests.next().now_or_never() {
             self.taken += 1;
             self.ready.push_back(message);
         }
-        self.requests
-            .unsubscribe_after(self.taken + FENCE_ROOM)
-            .await?;
+        let max = self.taken + room;
+        if self.fence.is_some_and(|fence| fence <= max) {
+            return Ok(());
+        }
+        self.requests.unsubscribe_after(max).await?;
         self.client.flush().await?;
+        self.fence = Some(max);
         Ok(())
     }
 

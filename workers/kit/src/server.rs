@@ -1,4 +1,5 @@
-//! Connecting to NATS (as whom, over TLS with which CA) and checking the server is new
+//! Connecting to NATS (as whom, over TLS with which CA; the `nats` configuration section,
+//! [`NatsConfig`]) and checking the server is new
 //! enough for the contract. Credentials never reach a log line or an error message from here:
 //! [`NatsTarget`]'s `Debug` hides the password and errors name the URL without its userinfo.
 
@@ -28,6 +29,62 @@ pub enum ServerError {
     TooOld { found: String },
     #[error("the NATS server has JetStream disabled")]
     NoJetStream,
+}
+
+/// The `nats` section of the configuration: where and as whom a process connects.
+#[derive(Clone, serde::Serialize, serde::Deserialize)]
+pub struct NatsConfig {
+    /// One server, or the nodes of a cluster separated by commas.
+    pub url: String,
+    /// Each worker connects as its own least-privilege user (nats-config/permissions.conf).
+    pub user: Option<String>,
+    pub password: Option<String>,
+    /// Replicas of the streams and KV buckets a worker creates (3 on a 3-node cluster).
+    /// A stream or bucket that exists keeps its own: start-up never changes replicas.
+    pub replicas: usize,
+    /// PEM file of the CA that signed nats-server's certificate. Set: the connection must be
+    /// TLS (whatever the URL's scheme) and the server is verified against this CA only.
+    pub tls_ca: Option<PathBuf>,
+    /// PEM client certificate and key, for a server that verifies clients (`verify: true`).
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+}
+
+// By hand: a derived Debug would print the password (and a URL's userinfo).
+impl std::fmt::Debug for NatsConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NatsConfig")
+            .field("url", &redact_url(&self.url))
+            .field("user", &self.user)
+            .field("password", &self.password.as_ref().map(|_| ".."))
+            .field("tls_ca", &self.tls_ca)
+            .field("tls_cert", &self.tls_cert)
+            .field("tls_key", &self.tls_key)
+            .field("replicas", &self.replicas)
+            .finish()
+    }
+}
+
+impl NatsConfig {
+    /// Where a client connects. `worker` names the worker kind whose permissions apply
+    /// (its inbox is `_INBOX.<worker>`); tools such as `shop seed` pass `None`.
+    pub fn target(&self, name: &str, worker: Option<&str>) -> NatsTarget {
+        NatsTarget {
+            url: self.url.clone(),
+            user: self.user.clone(),
+            password: self.password.clone(),
+            name: name.to_owned(),
+            inbox_prefix: worker.map(|w| format!("_INBOX.{w}")),
+            tls: self.tls_ca.clone().map(|ca| Tls {
+                ca,
+                client: self
+                    .tls_cert
+                    .clone()
+                    .zip(self.tls_key.clone())
+                    .map(|(cert, key)| ClientCert { cert, key }),
+            }),
+        }
+    }
 }
 
 /// Where and as whom to connect.

@@ -13,6 +13,8 @@ use serde::{Deserialize, Serialize};
 
 /// Each worker's section: its database (`shop_kit::db`) and its own `Settings`.
 pub use shop_kit::db::WorkerConfig;
+/// The `nats` section: where and as whom every process connects (`shop_kit::server`).
+pub use shop_kit::server::NatsConfig;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Config {
@@ -49,39 +51,6 @@ pub enum Mode {
     Development,
     /// Workers and the gateway refuse to start without TLS to NATS or with a dev password.
     Production,
-}
-
-#[derive(Clone, Serialize, Deserialize)]
-pub struct NatsConfig {
-    /// One server, or the nodes of a cluster separated by commas.
-    pub url: String,
-    /// Each worker connects as its own least-privilege user (nats-config/permissions.conf).
-    pub user: Option<String>,
-    pub password: Option<String>,
-    /// Replicas of the streams and KV buckets a worker creates (3 on a 3-node cluster).
-    /// A stream or bucket that exists keeps its own: start-up never changes replicas.
-    pub replicas: usize,
-    /// PEM file of the CA that signed nats-server's certificate. Set: the connection must be
-    /// TLS (whatever the URL's scheme) and the server is verified against this CA only.
-    pub tls_ca: Option<PathBuf>,
-    /// PEM client certificate and key, for a server that verifies clients (`verify: true`).
-    pub tls_cert: Option<PathBuf>,
-    pub tls_key: Option<PathBuf>,
-}
-
-// By hand: a derived Debug would print the password (and a URL's userinfo).
-impl std::fmt::Debug for NatsConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("NatsConfig")
-            .field("url", &shop_kit::server::redact_url(&self.url))
-            .field("user", &self.user)
-            .field("password", &self.password.as_ref().map(|_| ".."))
-            .field("tls_ca", &self.tls_ca)
-            .field("tls_cert", &self.tls_cert)
-            .field("tls_key", &self.tls_key)
-            .field("replicas", &self.replicas)
-            .finish()
-    }
 }
 
 /// Every password of the dev server's users (the `password: X` entries of
@@ -302,22 +271,7 @@ impl Config {
     /// Where a client connects. `worker` names the worker kind whose permissions apply
     /// (its inbox is `_INBOX.<worker>`); tools such as `shop seed` pass `None`.
     pub fn nats_target(&self, name: &str, worker: Option<&str>) -> shop_kit::server::NatsTarget {
-        shop_kit::server::NatsTarget {
-            url: self.nats.url.clone(),
-            user: self.nats.user.clone(),
-            password: self.nats.password.clone(),
-            name: name.to_owned(),
-            inbox_prefix: worker.map(|w| format!("_INBOX.{w}")),
-            tls: self.nats.tls_ca.clone().map(|ca| shop_kit::server::Tls {
-                ca,
-                client: self
-                    .nats
-                    .tls_cert
-                    .clone()
-                    .zip(self.nats.tls_key.clone())
-                    .map(|(cert, key)| shop_kit::server::ClientCert { cert, key }),
-            }),
-        }
+        self.nats.target(name, worker)
     }
 }
 

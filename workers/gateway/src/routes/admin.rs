@@ -2,9 +2,9 @@
 
 use axum::extract::State;
 use axum::Json;
+use shop_contracts::endpoint::{GoodsRoomSet, GoodsUpsert, StockSet};
 use shop_contracts::goods::{Goods, Room, RoomSetRequest, UpsertGoods};
 use shop_contracts::stock::{StockLevel, StockSetRequest};
-use shop_contracts::subjects::{goods as goods_subject, stock as stock_subject};
 use shop_contracts::{GoodsId, RoomId};
 
 use crate::auth::Admin;
@@ -24,11 +24,7 @@ pub async fn create_goods(
     extract::Json(mut goods): extract::Json<UpsertGoods>,
 ) -> Result<Json<Goods>, Problem> {
     goods.goods_id = None;
-    state
-        .nats
-        .call(goods_subject::UPSERT, &goods)
-        .await
-        .map(Json)
+    state.nats.request::<GoodsUpsert>(&goods).await.map(Json)
 }
 
 /// Creates or replaces the goods record `{goods_id}` (the path's id; a `goods_id` in the
@@ -44,11 +40,7 @@ pub async fn update_goods(
     extract::Json(mut goods): extract::Json<UpsertGoods>,
 ) -> Result<Json<Goods>, Problem> {
     goods.goods_id = Some(goods_id);
-    state
-        .nats
-        .call(goods_subject::UPSERT, &goods)
-        .await
-        .map(Json)
+    state.nats.request::<GoodsUpsert>(&goods).await.map(Json)
 }
 
 /// Sets the available stock of a goods (a restock or write-down, ledgered).
@@ -66,11 +58,7 @@ pub async fn set_stock(
         goods_id,
         available: body.available,
     };
-    state
-        .nats
-        .call(stock_subject::SET, &request)
-        .await
-        .map(Json)
+    state.nats.request::<StockSet>(&request).await.map(Json)
 }
 
 /// Replaces a room's goods list and the goods being presented: `current_goods_id`, when
@@ -93,9 +81,5 @@ pub async fn set_room(
         goods_ids: body.goods_ids,
         current_goods_id: body.current_goods_id,
     };
-    state
-        .nats
-        .call(goods_subject::ROOM_SET, &request)
-        .await
-        .map(Json)
+    state.nats.request::<GoodsRoomSet>(&request).await.map(Json)
 }

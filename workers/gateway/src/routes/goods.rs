@@ -3,11 +3,11 @@
 use std::collections::HashMap;
 
 use axum::extract::State;
+use shop_contracts::endpoint::{GoodsDetail, GoodsList, GoodsRoomList, StockGet};
 use shop_contracts::goods::{
     Goods, GoodsDetailRequest, GoodsListReply, GoodsListRequest, Room, RoomListRequest,
 };
-use shop_contracts::stock::{StockGetReply, StockGetRequest};
-use shop_contracts::subjects::{goods as goods_subject, stock as stock_subject};
+use shop_contracts::stock::StockGetRequest;
 use shop_contracts::{ErrorCode, GoodsId, ItemList, RoomId};
 
 use crate::extract::{Path, Query};
@@ -25,7 +25,7 @@ async fn availability(nats: &Nats, ids: &[GoodsId]) -> Result<HashMap<GoodsId, i
             continue;
         };
         match nats
-            .call::<_, StockGetReply>(stock_subject::GET, &StockGetRequest { goods_ids })
+            .request::<StockGet>(&StockGetRequest { goods_ids })
             .await
         {
             Ok(reply) => found.extend(reply.items.iter().map(|l| (l.goods_id, l.available))),
@@ -35,10 +35,7 @@ async fn availability(nats: &Nats, ids: &[GoodsId]) -> Result<HashMap<GoodsId, i
                     let one = StockGetRequest {
                         goods_ids: ItemList::new(vec![*id]).expect("one id"),
                     };
-                    match nats
-                        .call::<_, StockGetReply>(stock_subject::GET, &one)
-                        .await
-                    {
+                    match nats.request::<StockGet>(&one).await {
                         Ok(reply) => {
                             found.extend(reply.items.iter().map(|l| (l.goods_id, l.available)))
                         }
@@ -67,7 +64,7 @@ fn with_stock(goods: Vec<Goods>, available: &HashMap<GoodsId, i64>) -> Vec<Goods
 /// The room with every goods' `available` (the event stream sends it too).
 pub async fn room_view(nats: &Nats, room_id: RoomId) -> Result<RoomView, Problem> {
     let room: Room = nats
-        .call(goods_subject::ROOM_LIST, &RoomListRequest { room_id })
+        .request::<GoodsRoomList>(&RoomListRequest { room_id })
         .await?;
     let ids: Vec<GoodsId> = room.goods.iter().map(|g| g.goods_id).collect();
     let available = availability(nats, &ids).await?;
@@ -102,7 +99,7 @@ pub async fn detail(
     let request = GoodsDetailRequest { goods_id };
     let ids = [goods_id];
     let (goods, available) = tokio::join!(
-        state.nats.call::<_, Goods>(goods_subject::DETAIL, &request),
+        state.nats.request::<GoodsDetail>(&request),
         availability(&state.nats, &ids),
     );
     let mut view = with_stock(vec![goods?], &available?);
@@ -123,9 +120,5 @@ pub async fn list(
         after_id: query.after_id,
         limit: query.limit,
     };
-    state
-        .nats
-        .call(goods_subject::LIST, &request)
-        .await
-        .map(Json)
+    state.nats.request::<GoodsList>(&request).await.map(Json)
 }

@@ -5,10 +5,10 @@ use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use shop_contracts::endpoint::{OrderCancel, OrderCreate, OrderGet, OrderList};
 use shop_contracts::order::{
     CancelRequest, CreateOrderRequest, GetOrderRequest, ListOrdersReply, ListOrdersRequest, Order,
 };
-use shop_contracts::subjects::order as subject;
 use shop_contracts::OrderSn;
 
 use crate::auth::{Caller, User};
@@ -56,7 +56,7 @@ pub async fn create(
         note: body.note,
         idempotency_key,
     };
-    let order: Order = state.nats.call(subject::CREATE, &request).await?;
+    let order: Order = state.nats.request::<OrderCreate>(&request).await?;
     let location = format!("/v1/orders/{}", order.order_sn);
     Ok((
         StatusCode::CREATED,
@@ -70,7 +70,7 @@ pub async fn create(
 async fn owned(state: &AppState, caller: Caller, order_sn: OrderSn) -> Result<Order, Problem> {
     let order: Order = state
         .nats
-        .call(subject::GET, &GetOrderRequest { order_sn })
+        .request::<OrderGet>(&GetOrderRequest { order_sn })
         .await?;
     if order.user_id != caller.user_id {
         return Err(Problem::not_found(format!(
@@ -107,7 +107,7 @@ pub async fn list(
         before_sn: query.before_sn,
         limit: query.limit,
     };
-    state.nats.call(subject::LIST, &request).await.map(Json)
+    state.nats.request::<OrderList>(&request).await.map(Json)
 }
 
 /// Cancels one of the caller's unpaid orders; its stock comes back.
@@ -123,7 +123,7 @@ pub async fn cancel(
     owned(&state, caller, order_sn).await?;
     state
         .nats
-        .call(subject::CANCEL, &CancelRequest { order_sn })
+        .request::<OrderCancel>(&CancelRequest { order_sn })
         .await
         .map(Json)
 }

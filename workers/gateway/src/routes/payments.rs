@@ -6,8 +6,8 @@
 use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::Json;
+use shop_contracts::endpoint::OrderPay;
 use shop_contracts::order::{Order, PayRequest};
-use shop_contracts::subjects::order as subject;
 
 use crate::extract::{self, RawJson};
 use crate::payment::{self, SIGNATURE_HEADER};
@@ -40,5 +40,5 @@ pub async fn callback(
         return Err(Problem::unauthorized("X-Signature does not match the body"));
     }
     let request: PayRequest = extract::decode(&body)?;
-    state.nats.call(subject::PAY, &request).await.map(Json)
+    state.nats.request::<OrderPay>(&request).await.map(Json)
 }

@@ -4,7 +4,9 @@
 
 use std::ops::Range;
 
-use serde_json::{json, Value};
+use shop_contracts::order::CreateOrderRequest;
+use shop_contracts::stock::OrderLine;
+use shop_contracts::{GoodsId, ItemList, Quantity, ShortText, UserId};
 
 /// Users the creates are spread over.
 pub const USERS: u64 = 1000;
@@ -30,11 +32,26 @@ impl Creates {
     }
 
     /// The `order.create` body of request `n`.
-    pub fn body(self) -> impl Fn(u64) -> Value + Send + Sync + Copy + 'static {
-        move |n| {
-            json!({"user_id": Creates::user_of(n),
-                   "items": [{"goods_id": self.goods_of(n), "quantity": 1}],
-                   "address": "1 Bench St", "receiver_name": "Bench", "receiver_phone": "555-0100"})
+    pub fn body(self) -> impl Fn(u64) -> CreateOrderRequest + Send + Sync + Copy + 'static {
+        move |n| self.request(n)
+    }
+
+    fn request(self, n: u64) -> CreateOrderRequest {
+        // Every bench upserts its goods before it creates, so each id is a valid GoodsId.
+        let goods_id = GoodsId::new(self.goods_of(n)).expect("a bench goods id is a GoodsId");
+        let line = OrderLine {
+            goods_id,
+            quantity: Quantity::new(1).expect("1 is a quantity"),
+        };
+        let text = |s: &str| ShortText::new(s.to_owned()).expect("a short text");
+        CreateOrderRequest {
+            user_id: UserId::new(Creates::user_of(n)).expect("users are 1..=1000"),
+            items: ItemList::new(vec![line]).expect("one line"),
+            address: text("1 Bench St"),
+            receiver_name: text("Bench"),
+            receiver_phone: text("555-0100"),
+            note: None,
+            idempotency_key: None,
         }
     }
 }

@@ -5,8 +5,8 @@ use std::ops::Range;
 
 use anyhow::Context;
 use serde_json::{json, Value};
-use shop_contracts::subjects::{goods as goods_subject, stock as stock_subject};
-use shop_kit::client::call;
+use shop_contracts::endpoint::{GoodsUpsert, StockGet, StockSet};
+use shop_kit::client::{call, request_json};
 
 use super::request::TIMEOUT;
 
@@ -16,10 +16,9 @@ pub const PLENTY: i64 = 1_000_000_000_000;
 /// Upserts `goods` as on-sale goods at one euro.
 pub async fn upsert_goods(client: &async_nats::Client, goods: Range<i64>) -> anyhow::Result<()> {
     for goods_id in goods {
-        let _: Value = call(
+        request_json::<GoodsUpsert>(
             client,
-            goods_subject::UPSERT,
-            &json!({"goods_id": goods_id, "category_id": 1, "title": format!("bench goods {goods_id}"),
+            json!({"goods_id": goods_id, "category_id": 1, "title": format!("bench goods {goods_id}"),
                     "price_cents": 100, "status": "on_sale"}),
             TIMEOUT,
         )
@@ -32,10 +31,9 @@ pub async fn upsert_goods(client: &async_nats::Client, goods: Range<i64>) -> any
 /// Sets `available` of each goods to [`PLENTY`].
 pub async fn fill_stock(client: &async_nats::Client, goods: Range<i64>) -> anyhow::Result<()> {
     for goods_id in goods {
-        let _: Value = call(
+        request_json::<StockSet>(
             client,
-            stock_subject::SET,
-            &json!({"goods_id": goods_id, "available": PLENTY}),
+            json!({"goods_id": goods_id, "available": PLENTY}),
             TIMEOUT,
         )
         .await
@@ -62,22 +60,10 @@ pub async fn sold(client: &async_nats::Client, goods: Range<i64>) -> anyhow::Res
     let mut total = 0;
     // stock.get takes at most 100 ids per request (CONTRACT section 1).
     for chunk in ids.chunks(100) {
-        let reply: Value = call(
-            client,
-            stock_subject::GET,
-            &json!({"goods_ids": chunk}),
-            TIMEOUT,
-        )
-        .await
-        .context("stock.get of the bench goods")?;
-        let items = reply["items"]
-            .as_array()
-            .context("stock.get answered without items")?;
-        for item in items {
-            total += item["sold"]
-                .as_i64()
-                .context("stock.get answered an item without sold")?;
-        }
+        let reply = request_json::<StockGet>(client, json!({"goods_ids": chunk}), TIMEOUT)
+            .await
+            .context("stock.get of the bench goods")?;
+        total += reply.items.iter().map(|item| item.sold).sum::<i64>();
     }
     Ok(total)
 }

@@ -12,7 +12,9 @@ use std::sync::Arc;
 
 use anyhow::bail;
 use serde_json::json;
-use shop_contracts::subjects::stock as subject;
+use shop_contracts::endpoint::StockDeduct;
+use shop_contracts::stock::{DeductRequest, OrderLine};
+use shop_contracts::{GoodsId, ItemList, OrderSn, Quantity};
 
 use super::drive::{self, Mode};
 use super::request::NatsRequest;
@@ -37,14 +39,20 @@ pub async fn run(
 
     // Order numbers unique across runs: milliseconds since the epoch, times a million.
     let base = chrono::Utc::now().timestamp_millis() * 1_000_000;
-    let request = Arc::new(NatsRequest {
-        client: client.clone(),
-        subject: subject::DEDUCT.to_owned(),
-        body: move |n: u64| {
-            json!({"order_sn": (base + n as i64).to_string(),
-                   "items": [{"goods_id": first_goods_id + (n % goods.unsigned_abs()) as i64, "quantity": 1}]})
-        },
-    });
+    let ids = (first_goods_id..first_goods_id + goods)
+        .map(GoodsId::new)
+        .collect::<Result<Vec<_>, _>>()?;
+    let quantity = Quantity::new(1)?;
+    let request = Arc::new(NatsRequest::to::<StockDeduct>(client, move |n: u64| {
+        let line = OrderLine {
+            goods_id: ids[(n % ids.len() as u64) as usize],
+            quantity,
+        };
+        DeductRequest {
+            order_sn: OrderSn::new(base + n as i64).expect("a clock-based order_sn"),
+            items: ItemList::new(vec![line]).expect("one line"),
+        }
+    }));
     let mode = super::mode(load);
     let window = std::time::Duration::from_secs(load.run.seconds);
     let label = load.run.label.as_deref();

@@ -7,7 +7,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
-use shop_contracts::subjects::order as order_subject;
+use shop_contracts::endpoint::OrderCreate;
+use shop_contracts::order::CreateOrderRequest;
 
 use super::cpu::{self, CpuPerCreate};
 use super::create::Creates;
@@ -46,12 +47,8 @@ pub async fn run(
 pub fn nats_create(
     client: &async_nats::Client,
     creates: Creates,
-) -> NatsRequest<impl Fn(u64) -> serde_json::Value + Send + Sync + 'static> {
-    NatsRequest {
-        client: client.clone(),
-        subject: order_subject::CREATE.to_owned(),
-        body: creates.body(),
-    }
+) -> NatsRequest<impl Fn(u64) -> CreateOrderRequest + Send + Sync + 'static> {
+    NatsRequest::to::<OrderCreate>(client, creates.body())
 }
 
 /// Runs `operation`, which makes the creates of `creates` (over NATS, through the gateway),

@@ -22,10 +22,11 @@ use anyhow::{bail, Context};
 use async_nats::jetstream::{self, consumer::PullConsumer};
 use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
-use shop_contracts::subjects::stock as stock_subject;
+use shop_contracts::endpoint::{StockDeduct, StockSellDetail};
+use shop_contracts::stock::SellStatus;
 use shop_contracts::txn::{half_message_id, half_message_subject, HalfMessage};
 use shop_contracts::OrderSn;
-use shop_kit::client::call;
+use shop_kit::client::{call, request_json};
 use sqlx::PgPool;
 
 use super::procs::{self, Component, Stack};
@@ -392,25 +393,23 @@ async fn orphans(
 ) -> anyhow::Result<Vec<Option<f64>>> {
     let one = |sn: i64| async move {
         publish_half_message(js, sn).await?;
-        let _: Value = call(
+        request_json::<StockDeduct>(
             client,
-            stock_subject::DEDUCT,
-            &json!({"order_sn": sn.to_string(), "items": [{"goods_id": GOODS_ID, "quantity": 1}]}),
+            json!({"order_sn": sn.to_string(), "items": [{"goods_id": GOODS_ID, "quantity": 1}]}),
             TIMEOUT,
         )
         .await
         .context("stock.deduct of a failed create")?;
         let started = Instant::now();
         while started.elapsed() < give_up {
-            let detail: Value = call(
+            let detail = request_json::<StockSellDetail>(
                 client,
-                stock_subject::SELL_DETAIL,
-                &json!({"order_sn": sn.to_string()}),
+                json!({"order_sn": sn.to_string()}),
                 TIMEOUT,
             )
             .await
             .context("stock.sell_detail")?;
-            if detail["status"] == "returned" {
+            if detail.status == SellStatus::Returned {
                 return Ok(Some(started.elapsed().as_secs_f64()));
             }
             tokio::time::sleep(Duration::from_millis(100)).await;

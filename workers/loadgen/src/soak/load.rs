@@ -7,7 +7,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use shop_kit::client::{call, CallError};
+use shop_contracts::endpoint::{OrderCancel, OrderCreate, OrderPay};
+use shop_contracts::order::{CancelRequest, PayRequest};
+use shop_contracts::Endpoint;
+use shop_kit::client::{request, request_json, CallError};
 
 /// Longer than a worker's own request timeout: an answer that does not come is a timeout.
 const TIMEOUT: Duration = Duration::from_secs(8);
@@ -75,35 +78,37 @@ pub async fn buyer(
             "items": [{"goods_id": goods_id, "quantity": 1 + n % 2}],
             "address": "1 Soak St", "receiver_name": "Soak", "receiver_phone": "555-0100",
         });
-        let order: Value = match call(&client, "order.create", &create, TIMEOUT).await {
+        let order = match request_json::<OrderCreate>(&client, create, TIMEOUT).await {
             Ok(order) => order,
             Err(error) => {
-                tally.refused("order.create", &error);
+                tally.refused(OrderCreate::SUBJECT, &error);
                 // Back off a little while the system is away.
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 continue;
             }
         };
         tally.created.fetch_add(1, Ordering::Relaxed);
-        let sn = order["order_sn"].clone();
+        let order_sn = order.order_sn;
         match n % 10 {
             0..=3 => {
-                let pay = json!({"order_sn": sn, "amount_cents": order["total_cents"]});
-                match call::<_, Value>(&client, "order.pay", &pay, TIMEOUT).await {
+                let pay = PayRequest {
+                    order_sn,
+                    amount_cents: order.total_cents,
+                    payment_ref: None,
+                };
+                match request::<OrderPay>(&client, &pay, TIMEOUT).await {
                     Ok(_) => {
                         tally.paid.fetch_add(1, Ordering::Relaxed);
                     }
-                    Err(error) => tally.refused("order.pay", &error),
+                    Err(error) => tally.refused(OrderPay::SUBJECT, &error),
                 }
             }
             4..=5 => {
-                match call::<_, Value>(&client, "order.cancel", &json!({"order_sn": sn}), TIMEOUT)
-                    .await
-                {
+                match request::<OrderCancel>(&client, &CancelRequest { order_sn }, TIMEOUT).await {
                     Ok(_) => {
                         tally.cancelled.fetch_add(1, Ordering::Relaxed);
                     }
-                    Err(error) => tally.refused("order.cancel", &error),
+                    Err(error) => tally.refused(OrderCancel::SUBJECT, &error),
                 }
             }
             _ => {}

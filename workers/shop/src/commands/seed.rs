@@ -3,9 +3,9 @@
 use std::time::Duration;
 
 use anyhow::Context;
-use serde_json::{json, Value};
-use shop_contracts::subjects;
-use shop_kit::client::{call, CallError};
+use serde_json::json;
+use shop_contracts::endpoint::{GoodsRoomSet, GoodsUpsert, StockGet, StockSet};
+use shop_kit::client::{request_json, CallError};
 
 use crate::config::Config;
 
@@ -44,25 +44,20 @@ pub async fn seed(client: &async_nats::Client, room_id: i64, stock: i64) -> anyh
             "price_cents": price, "market_price_cents": price + price / 5, "status": "on_sale",
             "head_imgs": [format!("https://img.example.com/goods/{goods_id}/1.jpg")],
         });
-        let _: Value = call(client, subjects::goods::UPSERT, &body, TIMEOUT)
+        request_json::<GoodsUpsert>(client, body, TIMEOUT)
             .await
             .context("goods.upsert")?;
         ids.push(goods_id);
     }
     let room = json!({"room_id": room_id, "goods_ids": ids, "current_goods_id": ids[0]});
-    let _: Value = call(client, subjects::goods::ROOM_SET, &room, TIMEOUT)
+    request_json::<GoodsRoomSet>(client, room, TIMEOUT)
         .await
         .context("goods.room.set")?;
     tracing::info!(room_id, goods = ids.len(), "goods and room seeded");
 
     for goods_id in ids {
-        let current = call::<_, Value>(
-            client,
-            subjects::stock::GET,
-            &json!({"goods_ids": [goods_id]}),
-            TIMEOUT,
-        )
-        .await;
+        let current =
+            request_json::<StockGet>(client, json!({"goods_ids": [goods_id]}), TIMEOUT).await;
         match current {
             Ok(_) => continue,
             Err(CallError::Refused(e)) if e.code == shop_contracts::ErrorCode::NotFound => {}
@@ -72,10 +67,9 @@ pub async fn seed(client: &async_nats::Client, room_id: i64, stock: i64) -> anyh
             }
             Err(e) => return Err(e).context("stock.get"),
         }
-        let _: Value = call(
+        request_json::<StockSet>(
             client,
-            subjects::stock::SET,
-            &json!({"goods_id": goods_id, "available": stock}),
+            json!({"goods_id": goods_id, "available": stock}),
             TIMEOUT,
         )
         .await

@@ -5,7 +5,7 @@ use anyhow::Context;
 use shop_loadgen::soak::{Urls, WORKER_ENV};
 use tokio::process::Child;
 
-use super::up::{serving_and_seeded, spawn_worker_with, stop, WORKERS};
+use super::up::{serving_and_seeded, worker_command, WORKERS};
 use crate::config::Config;
 
 pub async fn run(config: Config, args: shop_loadgen::SoakArgs) -> anyhow::Result<()> {
@@ -51,11 +51,13 @@ impl shop_loadgen::soak::Stack for Stack {
             .find(|(k, _)| *k == kind)
             .map(|(_, p)| *p)
             .context("a worker kind")?;
-        spawn_worker_with(&self.on(urls), kind, password, WORKER_ENV)
+        let exe = std::env::current_exe().context("locating the shop binary")?;
+        let command = worker_command(&exe, &self.on(urls), kind, password, WORKER_ENV);
+        Ok(shop_devstack::spawn_child(command, kind)?)
     }
 
     async fn stop(&self, child: &mut Child) {
-        stop(child).await;
+        shop_devstack::stop(child).await;
     }
 
     fn admin(&self, urls: &Urls, name: &str) -> shop_kit::server::NatsTarget {

@@ -5,19 +5,19 @@
 //! migrations, runs the workers and the HTTP gateway as child processes (each as its own NATS
 //! user; the gateway with the random dev secrets this command keeps in the data directory),
 //! seeds demo data, and waits. A worker or gateway process that exits is started again (and
-//! the log says so). Ctrl-C stops everything it started, each worker finishing what it
+//! the log says so; `shop_devstack::supervise` owns the restarts and the stop). Ctrl-C stops everything it started, each worker finishing what it
 //! admitted; the next run reuses the data. Every child dies with this process even if it is
 //! SIGKILLed.
 
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use shop_devstack::{
-    cluster_specs, NatsCluster, NatsServer, NatsServerSpec, PostgresCluster, PostgresSpec,
+    local_cluster_specs, stop_all, supervise, NatsCluster, NatsServer, NatsServerSpec,
+    PostgresCluster, PostgresSpec, Supervised,
 };
-use tokio::process::{Child, Command};
 
 use shop_contracts::partition::STOCK_MAP_KEY;
 
@@ -141,6 +141,7 @@ pub async fn run(
     stock_partitions(&mut config, &data, &stock_urls).await?;
 
     dev_secrets(&mut config, &data)?;
+    let exe = std::env::current_exe().context("locating the shop binary")?;
     let mut children = Vec::new();
     // Each worker serves /metrics on a port of its own, after NATS's by 5000 like the
     // monitor port after it by 4000, so a second stack (the bench's) gets its own too.
@@ -155,10 +156,10 @@ pub async fn run(
                 .wrapping_add(children.len() as u16);
             metrics.push(format!("{name} http://127.0.0.1:{port}/metrics"));
             let listen = format!("127.0.0.1:{port}");
-            let config = config.clone();
+            let (config, exe) = (config.clone(), exe.clone());
             children.push(Supervised::start(name, move || {
                 let env = [("SHOP_METRICS__LISTEN", listen.as_str())];
-                spawn_worker_with(&config, kind, password, &env)
+                worker_command(&exe, &config, kind, password, &env)
             })?);
         }
     }
@@ -166,13 +167,14 @@ pub async fn run(
     for (p, url) in stock_urls.iter().enumerate().skip(1) {
         for i in 0..per_kind {
             let name = format!("stock-p{p}-{i}");
-            let (config, url, partition) = (config.clone(), url.clone(), p.to_string());
+            let (config, exe) = (config.clone(), exe.clone());
+            let (url, partition) = (url.clone(), p.to_string());
             children.push(Supervised::start(name, move || {
                 let env = [
                     ("SHOP_STOCK__PARTITION", partition.as_str()),
                     ("SHOP_STOCK__DATABASE_URL", url.as_str()),
                 ];
-                spawn_worker_with(&config, "stock", "stock-dev", &env)
+                worker_command(&exe, &config, "stock", "stock-dev", &env)
             })?);
         }
     }
@@ -180,9 +182,15 @@ pub async fn run(
     serving_and_seeded(&config, "shop-up", 100).await?;
     children.push(Supervised::start("gateway".to_owned(), {
         let config = config.clone();
-        move || spawn_gateway(&config)
+        move || gateway_command(&exe, &config)
     })?);
-    wait_for_port(config.gateway.listen, Duration::from_secs(30)).await?;
+    let port = config.gateway.listen.port();
+    let listening = tokio::task::spawn_blocking(move || {
+        shop_devstack::wait_for_port(port, Duration::from_secs(30), || false)
+    });
+    if !listening.await? {
+        bail!("the gateway did not listen on port {port} within 30s");
+    }
     let http = format!("http://{}", config.gateway.listen);
 
     eprintln!(
@@ -207,7 +215,7 @@ pub async fn run(
         _ = supervise(&mut children) => {}
     }
     // All at once: each finishes what it admitted within its own shutdown_timeout.
-    futures::future::join_all(children.iter_mut().map(|p| stop(&mut p.child))).await;
+    stop_all(&mut children).await;
     drop(stock_servers);
     drop(postgres);
     drop(nats);
@@ -246,53 +254,6 @@ async fn stock_partitions(config: &mut Config, data: &Path, urls: &[String]) -> 
     Ok(())
 }
 
-/// A child process that is started again whenever it exits, as a supervisor (systemd,
-/// Kubernetes) would: a worker exits after a failure so that it is replaced.
-struct Supervised {
-    name: String,
-    spawn: Box<dyn Fn() -> anyhow::Result<Child> + Send>,
-    child: Child,
-}
-
-impl Supervised {
-    fn start(
-        name: String,
-        spawn: impl Fn() -> anyhow::Result<Child> + Send + 'static,
-    ) -> anyhow::Result<Supervised> {
-        let child = spawn().with_context(|| format!("starting {name}"))?;
-        Ok(Supervised {
-            name,
-            spawn: Box::new(spawn),
-            child,
-        })
-    }
-}
-
-/// Restarts every child that exits, for as long as the stack runs. A child that keeps
-/// exiting at once is restarted at most once a second.
-async fn supervise(children: &mut [Supervised]) {
-    const PAUSE: Duration = Duration::from_secs(1);
-    loop {
-        let (i, status) = wait_any(children).await;
-        let process = &mut children[i];
-        tracing::warn!(process = %process.name, %status, "exited; starting it again");
-        loop {
-            // Pacing a crash loop, not waiting for a condition.
-            tokio::time::sleep(PAUSE).await;
-            match (process.spawn)() {
-                Ok(child) => {
-                    process.child = child;
-                    tracing::info!(process = %process.name, "started again");
-                    break;
-                }
-                Err(error) => {
-                    tracing::error!(process = %process.name, %error, "could not start it again; retrying");
-                }
-            }
-        }
-    }
-}
-
 /// The gateway's token key and payment secret: from config when set there, otherwise the
 /// random pair this command wrote into the data directory on its first run (so tokens
 /// minted with `shop token` stay valid across restarts). Never a value from the code.
@@ -302,21 +263,14 @@ fn dev_secrets(config: &mut Config, data: &std::path::Path) -> anyhow::Result<()
         return Ok(());
     }
     let path = data.join(DEV_SECRETS_FILE);
-    let random = || -> anyhow::Result<String> {
-        use std::io::Read;
-        let mut bytes = [0u8; 32];
-        std::fs::File::open("/dev/urandom")
-            .and_then(|mut f| f.read_exact(&mut bytes))
-            .context("reading /dev/urandom")?;
-        Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
-    };
+    let random = || shop_gateway::Secret::random().context("reading /dev/urandom");
     let token_secret = match &auth.hs256_secret {
         Some(secret) => secret.clone(),
-        None => shop_gateway::Secret::new(random()?),
+        None => random()?,
     };
     let payment_secret = match &config.gateway.payment.secret {
         Some(secret) => secret.clone(),
-        None => shop_gateway::Secret::new(random()?),
+        None => random()?,
     };
     let text = format!(
         "# Development secrets of the local gateway, written by `shop up` (random per machine).\n\
@@ -330,9 +284,9 @@ fn dev_secrets(config: &mut Config, data: &std::path::Path) -> anyhow::Result<()
     Ok(())
 }
 
-fn spawn_gateway(config: &Config) -> anyhow::Result<Child> {
-    let exe = std::env::current_exe().context("locating the shop binary")?;
-    let mut command = std::process::Command::new(exe);
+/// The command that runs the gateway of the local stack as NATS user `gateway`.
+fn gateway_command(exe: &Path, config: &Config) -> Command {
+    let mut command = Command::new(exe);
     let secret = |s: &Option<shop_gateway::Secret>| {
         s.as_ref()
             .map(|s| s.expose().to_owned())
@@ -355,29 +309,10 @@ fn spawn_gateway(config: &Config) -> anyhow::Result<Child> {
         // The local stack is a development stack: the live-room page gets its pay button.
         .env("SHOP_GATEWAY__DEV_MODE", "true")
         .stdin(Stdio::null());
-    shop_devstack::die_with_parent(&mut command, libc_sigterm());
-    let mut command = Command::from(command);
-    command.kill_on_drop(true);
-    command.spawn().context("starting the gateway")
+    command
 }
 
-/// Waits until something accepts connections on `addr`.
-async fn wait_for_port(addr: std::net::SocketAddr, within: Duration) -> anyhow::Result<()> {
-    let deadline = Instant::now() + within;
-    while tokio::net::TcpStream::connect(addr).await.is_err() {
-        if Instant::now() >= deadline {
-            bail!(
-                "the gateway did not listen on {addr} within {}s",
-                within.as_secs()
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    Ok(())
-}
-
-/// The cluster of nats-config/cluster/node-<n>.conf on consecutive ports from `nats_port`:
-/// clients on 4222, 4223, 4224, routes on 6222.., monitoring on 8222.. for the usual 4222,
+/// The cluster of nats-config/cluster/node-<n>.conf on consecutive ports from `nats_port`,
 /// each node's store and log in `.data/nats-cluster/shop-<n>/`.
 fn start_cluster(
     config: &Config,
@@ -385,39 +320,27 @@ fn start_cluster(
     data: &Path,
     nodes: usize,
 ) -> anyhow::Result<NatsCluster> {
-    let base = config.dev.nats_port;
-    let ports: Vec<(u16, u16, u16)> = (0..nodes as u16)
-        .map(|i| {
-            let client = base.wrapping_add(i);
-            (client, client.wrapping_add(2000), client.wrapping_add(4000))
-        })
-        .collect();
-    let dir = root.join(&config.dev.nats_cluster_dir);
-    for n in 1..=nodes {
-        let file = dir.join(format!("node-{n}.conf"));
-        if !file.exists() {
-            bail!("{} not found", file.display());
-        }
-    }
-    let specs = cluster_specs(
+    let specs = local_cluster_specs(
         &root.join(&config.dev.nats_server_bin),
-        |i| dir.join(format!("node-{}.conf", i + 1)),
+        &root.join(&config.dev.nats_cluster_dir),
         "shop",
-        &ports,
+        config.dev.nats_port,
+        nodes,
         &data.join("nats-cluster"),
-    );
+    )?;
     NatsCluster::start(specs).context("starting the nats-server cluster")
 }
 
-/// Starts a worker of `kind` as its own NATS user, with extra `SHOP_*` settings.
-pub(super) fn spawn_worker_with(
+/// The command that runs a worker of `kind` as its own NATS user, with extra `SHOP_*`
+/// settings.
+pub(super) fn worker_command(
+    exe: &Path,
     config: &Config,
     kind: &str,
     password: &str,
     extra_env: &[(&str, &str)],
-) -> anyhow::Result<Child> {
-    let exe = std::env::current_exe().context("locating the shop binary")?;
-    let mut command = std::process::Command::new(exe);
+) -> Command {
+    let mut command = Command::new(exe);
     command
         .arg(kind)
         .env("SHOP_NATS__URL", &config.nats.url)
@@ -433,16 +356,7 @@ pub(super) fn spawn_worker_with(
         )
         .envs(extra_env.iter().copied())
         .stdin(Stdio::null());
-    shop_devstack::die_with_parent(&mut command, libc_sigterm());
-    let mut command = Command::from(command);
-    command.kill_on_drop(true);
     command
-        .spawn()
-        .with_context(|| format!("starting the {kind} worker"))
-}
-
-const fn libc_sigterm() -> i32 {
-    15
 }
 
 /// Connects as `name`, waits until every worker kind answers, and seeds the demo room with
@@ -484,37 +398,5 @@ async fn wait_for_service(
             );
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-/// Resolves with the index and exit status of the first child to exit.
-async fn wait_any(children: &mut [Supervised]) -> (usize, String) {
-    let waits = children.iter_mut().map(|process| {
-        Box::pin(async move {
-            process
-                .child
-                .wait()
-                .await
-                .map(|s| s.to_string())
-                .unwrap_or_else(|e| e.to_string())
-        })
-    });
-    let (status, i, _) = futures::future::select_all(waits).await;
-    (i, status)
-}
-
-pub(super) async fn stop(child: &mut Child) {
-    if let Some(pid) = child.id() {
-        let _ = std::process::Command::new("kill")
-            .arg("-TERM")
-            .arg(pid.to_string())
-            .status();
-    }
-    // A worker takes up to its shutdown_timeout (10 s by default) to finish what it admitted.
-    if tokio::time::timeout(Duration::from_secs(15), child.wait())
-        .await
-        .is_err()
-    {
-        let _ = child.kill().await;
     }
 }

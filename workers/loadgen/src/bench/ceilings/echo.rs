@@ -10,6 +10,7 @@ use std::time::Duration;
 use anyhow::Context;
 use futures::StreamExt;
 use serde_json::{json, Value};
+use shop_contracts::order::CreateOrderRequest;
 use shop_contracts::subjects::QUEUE_GROUP;
 
 use crate::bench::drive::{self, Mode};
@@ -22,7 +23,7 @@ pub async fn measure(
     client: &async_nats::Client,
     concurrency: usize,
     window: Duration,
-    body: impl Fn(u64) -> Value + Send + Sync + 'static,
+    body: impl Fn(u64) -> CreateOrderRequest + Send + Sync + 'static,
 ) -> anyhow::Result<Figures> {
     let responder_client = shop_kit::server::connect(&config.nats_target("shop-bench-echo"))
         .await
@@ -53,6 +54,7 @@ pub async fn measure(
             }
         })
     };
+    // The responder's own subject, no contract endpoint: the bodies are the creates'.
     let request = Arc::new(NatsRequest {
         client: client.clone(),
         subject,
