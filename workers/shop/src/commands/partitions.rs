@@ -6,14 +6,22 @@ use shop_contracts::partition::STOCK_MAP_KEY;
 
 use crate::config::Config;
 
-pub async fn show(config: &Config) -> anyhow::Result<()> {
-    let client = shop_kit::server::connect(&config.nats_target("shop-partitions", None))
+/// The partition map bucket, connected as `name`.
+pub(super) async fn bucket(
+    config: &Config,
+    name: &str,
+) -> anyhow::Result<async_nats::jetstream::kv::Store> {
+    let client = shop_kit::server::connect(&config.nats_target(name, None))
         .await
         .context("connecting to NATS")?;
     let js = async_nats::jetstream::new(client);
-    let store = shop_kit::partitions::open(&js, config.nats.replicas)
+    shop_kit::partitions::open(&js, config.nats.replicas)
         .await
-        .context("opening the partition map bucket")?;
+        .context("opening the partition map bucket")
+}
+
+pub async fn show(config: &Config) -> anyhow::Result<()> {
+    let store = bucket(config, "shop-partitions").await?;
     let now = shop_kit::partitions::read(&store, STOCK_MAP_KEY).await?;
     match now.revision {
         0 => println!("stock: one partition (the map was never written)"),

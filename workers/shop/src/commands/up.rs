@@ -227,13 +227,7 @@ pub async fn run(
 /// keeps the URLs in the data directory for `shop audit`.
 async fn stock_partitions(config: &mut Config, data: &Path, urls: &[String]) -> anyhow::Result<()> {
     let count = u16::try_from(urls.len()).context("too many partitions")?;
-    let client = shop_kit::server::connect(&config.nats_target("shop-up", None))
-        .await
-        .context("connecting to NATS")?;
-    let js = async_nats::jetstream::new(client);
-    let store = shop_kit::partitions::open(&js, config.nats.replicas)
-        .await
-        .context("opening the partition map bucket")?;
+    let store = super::partitions::bucket(config, "shop-up").await?;
     shop_kit::partitions::ensure_count(&store, STOCK_MAP_KEY, count)
         .await
         .with_context(|| {
