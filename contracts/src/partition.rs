@@ -33,8 +33,24 @@ pub struct Slot(u8);
 impl Slot {
     /// The slot of a key (a goods id, a user id): FNV-1a 32 of its decimal digits, mod 256.
     pub fn of_key(key: i64) -> Slot {
+        // The decimal digits, written into a stack buffer: every routed request hashes
+        // each of its keys, so no allocation per key.
+        let mut digits = [0u8; 20];
+        let mut at = digits.len();
+        let mut rest = key.unsigned_abs();
+        loop {
+            at -= 1;
+            digits[at] = b'0' + (rest % 10) as u8;
+            rest /= 10;
+            if rest == 0 {
+                break;
+            }
+        }
         let mut hash: u32 = 0x811c_9dc5;
-        for byte in key.to_string().bytes() {
+        if key < 0 {
+            hash = (hash ^ u32::from(b'-')).wrapping_mul(0x0100_0193);
+        }
+        for &byte in &digits[at..] {
             hash ^= u32::from(byte);
             hash = hash.wrapping_mul(0x0100_0193);
         }
@@ -213,6 +229,21 @@ mod tests {
         assert_eq!(Slot::of_key(42).index(), 0x83);
         let spread: std::collections::HashSet<_> = (1..=10_000).map(Slot::of_key).collect();
         assert_eq!(spread.len(), SLOTS, "10,000 ids reach every slot");
+    }
+
+    #[test]
+    fn the_slot_hashes_exactly_the_decimal_text_of_the_key() {
+        let by_text = |key: i64| {
+            let mut hash: u32 = 0x811c_9dc5;
+            for byte in key.to_string().bytes() {
+                hash ^= u32::from(byte);
+                hash = hash.wrapping_mul(0x0100_0193);
+            }
+            (hash % SLOTS as u32) as usize
+        };
+        for key in (-1_000..1_000).chain([i64::MIN, i64::MAX, (1 << 53) - 1, 10, 100]) {
+            assert_eq!(Slot::of_key(key).index(), by_text(key), "key {key}");
+        }
     }
 
     #[test]

@@ -304,7 +304,7 @@ impl TestApp {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
-        if self.stock_partitions > 1 && self.stock_map_revision().await == 0 {
+        if self.stock_partitions > 1 && self.stock_map().await.1 == 0 {
             self.write_stock_map(&PartitionMap::even(self.stock_partitions).expect("1..=256"))
                 .await;
         }
@@ -396,25 +396,21 @@ impl TestApp {
 
     /// Writes `map` as the next revision of the stock partition map.
     pub async fn write_stock_map(&self, map: &PartitionMap) {
+        let (store, now) = self.stock_map().await;
+        shop_kit::partitions::write(&store, STOCK_MAP_KEY, map, now)
+            .await
+            .expect("writing the stock map");
+    }
+
+    /// The partition bucket and the stock map's revision now (0: never written).
+    async fn stock_map(&self) -> (async_nats::jetstream::kv::Store, u64) {
         let store = shop_kit::partitions::open(&self.jetstream(), 1)
             .await
             .expect("the partition bucket");
         let now = shop_kit::partitions::read(&store, STOCK_MAP_KEY)
             .await
             .expect("reading the stock map");
-        shop_kit::partitions::write(&store, STOCK_MAP_KEY, map, now.revision)
-            .await
-            .expect("writing the stock map");
-    }
-
-    async fn stock_map_revision(&self) -> u64 {
-        let store = shop_kit::partitions::open(&self.jetstream(), 1)
-            .await
-            .expect("the partition bucket");
-        shop_kit::partitions::read(&store, STOCK_MAP_KEY)
-            .await
-            .expect("reading the stock map")
-            .revision
+        (store, now.revision)
     }
 
     fn named_database_url(&self, name: &str) -> String {

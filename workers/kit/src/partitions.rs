@@ -50,12 +50,6 @@ pub enum MapError {
 }
 
 impl Partitions {
-    /// A fixed map (tests, tools): no bucket, no watch.
-    pub fn fixed(map: PartitionMap) -> Partitions {
-        let (_, current) = watch::channel(Arc::new(Revision { revision: 0, map }));
-        Partitions { current }
-    }
-
     /// The map now.
     pub fn now(&self) -> Arc<Revision> {
         self.current.borrow().clone()
@@ -77,13 +71,7 @@ pub async fn follow(
     MapError,
 > {
     let store = open(js, replicas).await?;
-    let first = match store.entry(key).await.map_err(|e| read_error(key, e))? {
-        Some(entry) if entry.operation == kv::Operation::Put => decode(key, &entry)?,
-        _ => Revision {
-            revision: 0,
-            map: PartitionMap::default(),
-        },
-    };
+    let first = read(&store, key).await?;
     tracing::info!(key, revision = first.revision, partitions = ?owners(&first.map),
         "partition map");
     let (publish, current) = watch::channel(Arc::new(first));

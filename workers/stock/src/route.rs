@@ -198,13 +198,10 @@ impl Router {
     ) -> Result<bool, StockError> {
         let map = self.partitions.now();
         let partitions = match targets {
-            Some(goods) => {
-                let mut owners: Vec<PartitionId> =
-                    goods.iter().map(|id| map.map.owner_of(id.get())).collect();
-                owners.sort_unstable();
-                owners.dedup();
-                owners
-            }
+            Some(goods) => group_by_owner(&map.map, goods.iter(), |id| id.get())
+                .into_iter()
+                .map(|(owner, _)| owner)
+                .collect(),
             None => map.map.partitions(),
         };
         let shares = join_all(partitions.into_iter().map(|p| {
