@@ -7,6 +7,7 @@
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
+use futures::StreamExt;
 use serde_json::{json, Value};
 use shop_contracts::partition::{PartitionId, PartitionMap};
 use shop_tests::{ask, Answer, TestApp, Worker};
@@ -351,5 +352,71 @@ async fn a_crash_between_partitions_settles_through_the_checker() {
         }
         settled_and_audited(&app, point).await;
         eprintln!("{point}: the router died there; settled and audited");
+    }
+}
+
+/// The map is followed when its watch breaks: the server forgets the watch's consumer (as a
+/// restart does to an ephemeral one), the watch misses its heartbeats and is opened again,
+/// where a worker whose watch ended used to stop (found by the soak after nats-server
+/// restarts); a revision written afterwards still reroutes the goods.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_map_is_followed_after_its_watch_breaks() {
+    let mut app = TestApp::start_with_stock_map(ALL, ENV, 2, &PartitionMap::default()).await;
+    let id = goods(&app, 100, 10).await;
+    assert_eq!(available(&app, id).await, 10);
+    let js = app.jetstream();
+    let stream = js
+        .get_stream("KV_shop_partitions")
+        .await
+        .expect("the partition bucket's stream");
+    let names: Vec<String> = stream
+        .consumer_names()
+        .collect::<Vec<_>>()
+        .await
+        .into_iter()
+        .map(|name| name.expect("a consumer name"))
+        .collect();
+    assert_eq!(names.len(), 2, "one watch per stock worker: {names:?}");
+    for name in &names {
+        stream
+            .delete_consumer(name)
+            .await
+            .expect("deleting a watch");
+    }
+    let deadline = Instant::now() + SETTLE;
+    while app
+        .worker_log_lines("missed idle heartbeat")
+        .lines()
+        .count()
+        < 2
+    {
+        assert!(
+            Instant::now() < deadline,
+            "no watch noticed its consumer was gone"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let everything_to_1 = PartitionMap::default()
+        .with_moved(0..=255, PartitionId::new(1).unwrap())
+        .unwrap();
+    app.write_stock_map(&everything_to_1).await;
+    let deadline = Instant::now() + SETTLE;
+    loop {
+        match app.request("stock.get", json!({"goods_ids": [id]})).await {
+            Err(e) if e.body.error.code == shop_contracts::ErrorCode::NotFound => break,
+            other => {
+                assert!(
+                    Instant::now() < deadline,
+                    "the map was not followed after the watch broke: {other:?}"
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+    for p in 0..2 {
+        assert!(
+            app.stock_worker_of(p).is_some(),
+            "partition {p}'s worker stopped"
+        );
     }
 }

@@ -76,39 +76,60 @@ pub async fn follow(
         "partition map");
     let (publish, current) = watch::channel(Arc::new(first));
     let task = async move {
-        // From the last value on, so a revision written since the read above is not missed;
+        // A watch breaks when its server goes away (a restart, a lost heartbeat): the map is
+        // still needed, so the watch is opened again, never given up. Each new watch starts
+        // from the last value, so a revision written while none was open is not missed;
         // revisions already applied are skipped.
-        let mut updates = store
-            .watch_with_history(key)
-            .await
-            .map_err(|e| read_error(key, e))?;
         loop {
-            let entry = tokio::select! {
-                () = stop.cancelled() => return Ok(()),
-                entry = updates.next() => entry,
-            };
-            let Some(entry) = entry else {
-                return Err(MapError::Read {
-                    key: key.into(),
-                    reason: "the watch ended".into(),
-                });
-            };
-            let entry = entry.map_err(|e| read_error(key, e))?;
-            if entry.revision <= publish.borrow().revision || entry.operation != kv::Operation::Put
-            {
-                continue;
+            match apply_revisions(&store, key, &publish, &stop).await {
+                Ok(()) => return Ok(()),
+                Err(error) => tracing::warn!(%error, "partition map watch lost; opening it again"),
             }
-            match decode(key, &entry) {
-                Ok(next) => {
-                    tracing::info!(key, revision = next.revision,
-                        partitions = ?owners(&next.map), "partition map changed");
-                    publish.send_replace(Arc::new(next));
-                }
-                Err(error) => tracing::error!(%error, "partition map revision refused"),
+            tokio::select! {
+                () = stop.cancelled() => return Ok(()),
+                // Pacing the retries while NATS is away, not waiting for a condition.
+                () = tokio::time::sleep(REWATCH_PAUSE) => {}
             }
         }
     };
     Ok((Partitions { current }, task))
+}
+
+/// How long a broken watch waits before it is opened again.
+const REWATCH_PAUSE: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Applies `key`'s revisions as they come until `stop` fires (`Ok`) or the watch breaks.
+async fn apply_revisions(
+    store: &kv::Store,
+    key: &'static str,
+    publish: &watch::Sender<Arc<Revision>>,
+    stop: &CancellationToken,
+) -> Result<(), MapError> {
+    let mut updates = store
+        .watch_with_history(key)
+        .await
+        .map_err(|e| read_error(key, e))?;
+    loop {
+        let entry = tokio::select! {
+            () = stop.cancelled() => return Ok(()),
+            entry = updates.next() => entry,
+        };
+        let Some(entry) = entry else {
+            return Err(read_error(key, "the watch ended"));
+        };
+        let entry = entry.map_err(|e| read_error(key, e))?;
+        if entry.revision <= publish.borrow().revision || entry.operation != kv::Operation::Put {
+            continue;
+        }
+        match decode(key, &entry) {
+            Ok(next) => {
+                tracing::info!(key, revision = next.revision,
+                    partitions = ?owners(&next.map), "partition map changed");
+                publish.send_replace(Arc::new(next));
+            }
+            Err(error) => tracing::error!(%error, "partition map revision refused"),
+        }
+    }
 }
 
 /// The bucket of partition maps, created with `replicas` when absent. It keeps a history, so
