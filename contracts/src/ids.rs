@@ -108,6 +108,10 @@ impl std::error::Error for RangeError {}
 
 /// An order serial number: a 63-bit snowflake id, written on the wire as a decimal string
 /// because it exceeds what a JavaScript number holds exactly.
+///
+/// Its bits, high to low: 41 of milliseconds since the order workers' epoch, 8 of the
+/// [`crate::partition::Slot`] of the order's user (so any worker finds the partition that
+/// holds an order from its id alone), 8 of the issuing worker's node id, 6 of sequence.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct OrderSn(i64);
 
@@ -137,6 +141,12 @@ impl OrderSn {
 
     /// The largest order_sn (the snowflake's 63 bits).
     pub const MAX: i64 = i64::MAX;
+    /// Where the milliseconds start.
+    pub const MS_SHIFT: u32 = 22;
+    /// Where the user's slot starts (8 bits).
+    pub const SLOT_SHIFT: u32 = 14;
+    /// Where the node id starts (8 bits); the sequence is the 6 bits below it.
+    pub const NODE_SHIFT: u32 = 6;
 }
 
 impl fmt::Display for OrderSn {

@@ -3,10 +3,13 @@
 //! A fixed space of [`SLOTS`] slots; every key (a `goods_id` for stock, a `user_id` for
 //! orders) falls in one slot by [`Slot::of_key`], and every slot is owned by one partition
 //! ([`PartitionMap`]). The map is data, not code: it lives in the replicated KV bucket
-//! [`BUCKET`] (key [`STOCK_MAP_KEY`] for stock), each change a new KV revision, so slots move
-//! between partitions without a restart. Each partition has a database of its own, and its
-//! workers serve the internal subjects `stock.part.<partition>.<op>`
-//! ([`crate::subjects::stock::partition`]).
+//! [`BUCKET`] (key [`STOCK_MAP_KEY`] for stock, [`ORDER_MAP_KEY`] for orders: their
+//! partition counts are independent), each change a new KV revision, so slots move between
+//! partitions without a restart. Each partition has a database of its own, and its workers
+//! serve the internal subjects `stock.part.<partition>.<op>`
+//! ([`crate::subjects::stock::partition`]) or `order.part.<partition>.<op>`
+//! ([`crate::subjects::order::partition`]). An `order_sn` carries its user's slot, so an
+//! order is found from its id alone.
 //!
 //! The slot of a key is the FNV-1a 32-bit hash of its decimal digits modulo 256: the same
 //! hash nats-server's subject mapping `{{partition(256,N)}}` computes over a subject token,
@@ -25,6 +28,8 @@ pub const MAX_PARTITIONS: u16 = 1024;
 pub const BUCKET: &str = "shop_partitions";
 /// The key of the stock partition map in [`BUCKET`].
 pub const STOCK_MAP_KEY: &str = "stock";
+/// The key of the order partition map in [`BUCKET`] (orders are keyed by `user_id`).
+pub const ORDER_MAP_KEY: &str = "order";
 
 /// One of the [`SLOTS`] slots.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -55,6 +60,16 @@ impl Slot {
             hash = hash.wrapping_mul(0x0100_0193);
         }
         Slot((hash % SLOTS as u32) as u8)
+    }
+
+    /// The slot an `order_sn` carries: its user's ([`crate::OrderSn::SLOT_SHIFT`]).
+    pub fn of_order(sn: crate::OrderSn) -> Slot {
+        Slot(((sn.get() >> crate::OrderSn::SLOT_SHIFT) & 0xff) as u8)
+    }
+
+    /// The slot as it is stored in an `order_sn`.
+    pub fn bits(self) -> i64 {
+        i64::from(self.0)
     }
 
     pub fn index(self) -> usize {

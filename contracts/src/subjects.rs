@@ -54,4 +54,15 @@ pub mod order {
     pub const CANCEL: &str = "order.cancel";
     pub const GET: &str = "order.get";
     pub const LIST: &str = "order.list";
+
+    /// Internal (not for clients): every order endpoint of one partition,
+    /// `order.part.<partition>.<op>`.
+    pub const PARTITION_ALL: &str = "order.part.*.*";
+
+    /// Internal: the endpoint `public` (one of the subjects above, e.g. [`CREATE`]) of
+    /// `partition`, served only by that partition's workers: `order.part.2.create`.
+    pub fn partition(public: &str, partition: crate::partition::PartitionId) -> String {
+        let op = public.strip_prefix("order.").unwrap_or(public);
+        format!("order.part.{partition}.{op}")
+    }
 }

@@ -1,6 +1,6 @@
 //! One test's world: an account on the shared nats-server, databases, worker processes.
 
-use shop_contracts::partition::{PartitionMap, STOCK_MAP_KEY};
+use shop_contracts::partition::{PartitionMap, ORDER_MAP_KEY, STOCK_MAP_KEY};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -33,6 +33,66 @@ impl Worker {
             Worker::Order => "order",
         }
     }
+
+    /// The key of its partition map, for the kinds that are partitioned.
+    fn map_key(self) -> Option<&'static str> {
+        match self {
+            Worker::Goods => None,
+            Worker::Stock => Some(STOCK_MAP_KEY),
+            Worker::Order => Some(ORDER_MAP_KEY),
+        }
+    }
+
+    /// Its `SHOP_<KIND>__PARTITION` setting.
+    fn partition_setting(self) -> &'static str {
+        match self {
+            Worker::Goods => "SHOP_GOODS__PARTITION",
+            Worker::Stock => "SHOP_STOCK__PARTITION",
+            Worker::Order => "SHOP_ORDER__PARTITION",
+        }
+    }
+
+    /// Its `SHOP_<KIND>__DATABASE_URL` setting.
+    fn database_setting(self) -> &'static str {
+        match self {
+            Worker::Goods => "SHOP_GOODS__DATABASE_URL",
+            Worker::Stock => "SHOP_STOCK__DATABASE_URL",
+            Worker::Order => "SHOP_ORDER__DATABASE_URL",
+        }
+    }
+}
+
+/// How many partitions stock and orders have in a test (each a database of its own, with
+/// worker processes of its own).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Partitions {
+    pub stock: u16,
+    pub order: u16,
+}
+
+impl Partitions {
+    /// What `SHOP_TEST_STOCK_PARTITIONS` and `SHOP_TEST_ORDER_PARTITIONS` say (1 each unless
+    /// set): `./dev test` runs some tests again over 3 of each.
+    pub fn from_env() -> Partitions {
+        let count = |name: &str| {
+            std::env::var(name)
+                .ok()
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(1)
+        };
+        Partitions {
+            stock: count("SHOP_TEST_STOCK_PARTITIONS"),
+            order: count("SHOP_TEST_ORDER_PARTITIONS"),
+        }
+    }
+
+    fn of(self, kind: Worker) -> u16 {
+        match kind {
+            Worker::Goods => 1,
+            Worker::Stock => self.stock,
+            Worker::Order => self.order,
+        }
+    }
 }
 
 /// A contract error reply: the two headers and the body.
@@ -52,7 +112,7 @@ impl ErrorReply {
 /// A worker running as a child process of the test.
 pub struct WorkerProcess {
     pub kind: Worker,
-    /// The stock partition it serves (stock workers only).
+    /// The partition it serves (stock and order workers only).
     pub partition: Option<u16>,
     child: Child,
     pub log: PathBuf,
@@ -134,9 +194,9 @@ pub struct TestApp {
     /// Extra `SHOP_*` settings passed to every worker started from now on.
     pub env: Vec<(String, String)>,
     workers: Vec<WorkerProcess>,
-    /// Stock partitions, each with a database of its own and its own worker processes
-    /// (1 unless the test asks for more, or `SHOP_TEST_STOCK_PARTITIONS` sets it for all).
-    stock_partitions: u16,
+    /// Stock and order partitions (1 unless the test asks for more, or the environment
+    /// sets it for all: [`Partitions::from_env`]).
+    partitions: Partitions,
 }
 
 impl TestApp {
@@ -273,6 +333,20 @@ impl TestApp {
         app.with_workers(kinds, &env).await
     }
 
+    /// Like [`TestApp::start_with_env`] with stock and orders spread over `partitions`
+    /// (`PartitionMap::even`), whatever the environment says.
+    pub async fn start_with_partitions(
+        kinds: &[Worker],
+        env: &[(&str, &str)],
+        partitions: Partitions,
+    ) -> TestApp {
+        let stack = stack();
+        let account = stack.take_account();
+        let mut app = TestApp::connect(account, stack.nats_url.clone(), None, PASSWORD, None).await;
+        app.partitions = partitions;
+        app.with_workers(kinds, env).await
+    }
+
     /// Like [`TestApp::start_with_env`] with stock spread over `partitions` partitions
     /// (`PartitionMap::even`), whatever `SHOP_TEST_STOCK_PARTITIONS` says.
     pub async fn start_with_stock_partitions(
@@ -294,8 +368,8 @@ impl TestApp {
         let stack = stack();
         let account = stack.take_account();
         let mut app = TestApp::connect(account, stack.nats_url.clone(), None, PASSWORD, None).await;
-        app.stock_partitions = partitions;
-        app.write_stock_map(map).await;
+        app.partitions.stock = partitions;
+        app.write_map(Worker::Stock, map).await;
         app.with_workers(kinds, env).await
     }
 
@@ -304,9 +378,12 @@ impl TestApp {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
-        if self.stock_partitions > 1 && self.stock_map().await.1 == 0 {
-            self.write_stock_map(&PartitionMap::even(self.stock_partitions).expect("1..=256"))
-                .await;
+        for kind in [Worker::Stock, Worker::Order] {
+            let count = self.partitions.of(kind);
+            if count > 1 && self.map(kind).await.1 == 0 {
+                self.write_map(kind, &PartitionMap::even(count).expect("1..=256"))
+                    .await;
+            }
         }
         for kind in kinds {
             self.spawn(*kind).await;
@@ -347,10 +424,7 @@ impl TestApp {
             client,
             env: Vec::new(),
             workers: Vec::new(),
-            stock_partitions: std::env::var("SHOP_TEST_STOCK_PARTITIONS")
-                .ok()
-                .and_then(|n| n.parse().ok())
-                .unwrap_or(1),
+            partitions: Partitions::from_env(),
         }
     }
 
@@ -373,43 +447,94 @@ impl TestApp {
         self.named_database_url(&format!("t{}_{}", self.account, kind.name()))
     }
 
-    /// The database of stock partition `p` (partition 0's is the stock database).
-    pub fn stock_database_url(&self, p: u16) -> String {
+    /// The database of `kind`'s partition `p` (partition 0's is the kind's database).
+    pub fn partition_database_url(&self, kind: Worker, p: u16) -> String {
         match p {
-            0 => self.database_url(Worker::Stock),
-            p => self.named_database_url(&format!("t{}_stock_p{p}", self.account)),
+            0 => self.database_url(kind),
+            p => self.named_database_url(&format!("t{}_{}_p{p}", self.account, kind.name())),
         }
     }
 
-    pub fn stock_partitions(&self) -> u16 {
-        self.stock_partitions
+    /// The database of stock partition `p` (partition 0's is the stock database).
+    pub fn stock_database_url(&self, p: u16) -> String {
+        self.partition_database_url(Worker::Stock, p)
     }
 
-    /// A pool on every stock partition's database, partition 0 first.
-    pub async fn stock_dbs(&self) -> Vec<sqlx::PgPool> {
+    pub fn stock_partitions(&self) -> u16 {
+        self.partitions.stock
+    }
+
+    pub fn partitions(&self) -> Partitions {
+        self.partitions
+    }
+
+    /// A pool on every partition's database of `kind`, partition 0 first.
+    pub async fn dbs(&self, kind: Worker) -> Vec<sqlx::PgPool> {
         let mut pools = Vec::new();
-        for p in 0..self.stock_partitions {
-            pools.push(pool(&self.stock_database_url(p)).await);
+        for p in 0..self.partitions.of(kind) {
+            pools.push(pool(&self.partition_database_url(kind, p)).await);
         }
         pools
     }
 
-    /// Writes `map` as the next revision of the stock partition map.
-    pub async fn write_stock_map(&self, map: &PartitionMap) {
-        let (store, now) = self.stock_map().await;
-        shop_kit::partitions::write(&store, STOCK_MAP_KEY, map, now)
-            .await
-            .expect("writing the stock map");
+    /// A pool on every stock partition's database, partition 0 first.
+    pub async fn stock_dbs(&self) -> Vec<sqlx::PgPool> {
+        self.dbs(Worker::Stock).await
     }
 
-    /// The partition bucket and the stock map's revision now (0: never written).
-    async fn stock_map(&self) -> (async_nats::jetstream::kv::Store, u64) {
+    /// A pool on every order partition's database, partition 0 first.
+    pub async fn order_dbs(&self) -> Vec<sqlx::PgPool> {
+        self.dbs(Worker::Order).await
+    }
+
+    /// A pool on the database of the order partition that holds order `sn` now (by the
+    /// slot it carries and the order map).
+    pub async fn order_db_of(&self, sn: i64) -> sqlx::PgPool {
+        let sn = shop_contracts::OrderSn::new(sn).expect("an order_sn");
+        let (store, _) = self.map(Worker::Order).await;
+        let map = shop_kit::partitions::read(&store, ORDER_MAP_KEY)
+            .await
+            .expect("reading the order map")
+            .map;
+        let owner = map.owner(shop_contracts::partition::Slot::of_order(sn));
+        pool(&self.partition_database_url(Worker::Order, owner.get())).await
+    }
+
+    /// The sum over every order partition's database of the count `sql` selects.
+    pub async fn order_count(&self, sql: &str) -> i64 {
+        let mut total = 0;
+        for db in self.order_dbs().await {
+            total += sqlx::query_scalar::<_, i64>(sql)
+                .fetch_one(&db)
+                .await
+                .expect("counting in an order partition");
+        }
+        total
+    }
+
+    /// Writes `map` as the next revision of the stock partition map.
+    pub async fn write_stock_map(&self, map: &PartitionMap) {
+        self.write_map(Worker::Stock, map).await;
+    }
+
+    /// Writes `map` as the next revision of `kind`'s partition map.
+    pub async fn write_map(&self, kind: Worker, map: &PartitionMap) {
+        let key = kind.map_key().expect("a partitioned kind");
+        let (store, now) = self.map(kind).await;
+        shop_kit::partitions::write(&store, key, map, now)
+            .await
+            .expect("writing a partition map");
+    }
+
+    /// The partition bucket and `kind`'s map revision now (0: never written).
+    async fn map(&self, kind: Worker) -> (async_nats::jetstream::kv::Store, u64) {
+        let key = kind.map_key().expect("a partitioned kind");
         let store = shop_kit::partitions::open(&self.jetstream(), 1)
             .await
             .expect("the partition bucket");
-        let now = shop_kit::partitions::read(&store, STOCK_MAP_KEY)
+        let now = shop_kit::partitions::read(&store, key)
             .await
-            .expect("reading the stock map");
+            .expect("reading a partition map");
         (store, now.revision)
     }
 
@@ -479,15 +604,12 @@ impl TestApp {
         pool(&self.database_url(kind)).await
     }
 
-    /// Starts one more worker process of `kind` (of stock: one for each partition) and waits
-    /// until it answers `$SRV.PING`; the index of the (first) process started.
+    /// Starts one more worker process of `kind` (of stock and order: one for each partition)
+    /// and waits until it answers `$SRV.PING`; the index of the (first) process started.
     pub async fn spawn(&mut self, kind: Worker) -> usize {
-        let processes: Vec<WorkerProcess> = match kind {
-            Worker::Stock => (0..self.stock_partitions)
-                .map(|p| self.spawn_stock_partition(p, &[]))
-                .collect(),
-            _ => vec![self.spawn_process(kind, &[])],
-        };
+        let processes: Vec<WorkerProcess> = (0..self.partitions.of(kind))
+            .map(|p| self.spawn_partition(kind, p, &[]))
+            .collect();
         // Killed processes no longer answer: count only the live ones.
         let mut expected = processes.len();
         for worker in &mut self.workers {
@@ -502,18 +624,23 @@ impl TestApp {
     }
 
     /// Starts a stock worker of partition `p` on its own database, without waiting for it.
-    /// Partition 0 is a plain stock worker, so a test's own `SHOP_STOCK__*` settings (a
-    /// database that is away, say) still apply to it.
     pub fn spawn_stock_partition(&self, p: u16, extra_env: &[(&str, &str)]) -> WorkerProcess {
+        self.spawn_partition(Worker::Stock, p, extra_env)
+    }
+
+    /// Starts a `kind` worker of partition `p` on its own database, without waiting for it.
+    /// Partition 0 is a plain worker, so a test's own `SHOP_<KIND>__*` settings (a database
+    /// that is away, say) still apply to it.
+    pub fn spawn_partition(&self, kind: Worker, p: u16, extra_env: &[(&str, &str)]) -> WorkerProcess {
         let partition = p.to_string();
-        let url = self.stock_database_url(p);
+        let url = self.partition_database_url(kind, p);
         let mut env: Vec<(&str, &str)> = Vec::new();
         if p > 0 {
-            env.push(("SHOP_STOCK__PARTITION", &partition));
-            env.push(("SHOP_STOCK__DATABASE_URL", &url));
+            env.push((kind.partition_setting(), &partition));
+            env.push((kind.database_setting(), &url));
         }
         env.extend_from_slice(extra_env);
-        self.spawn_process(Worker::Stock, &env)
+        self.spawn_process(kind, &env)
     }
 
     /// The `SHOP_NATS__*` TLS settings of this test's clients (none without TLS).
@@ -572,11 +699,11 @@ impl TestApp {
             command.env(key, value);
         }
         let child = command.spawn().expect("starting a worker process");
-        let partition = (kind == Worker::Stock).then(|| {
+        let partition = kind.map_key().map(|_| {
             extra_env
                 .iter()
                 .rev()
-                .find(|(key, _)| *key == "SHOP_STOCK__PARTITION")
+                .find(|(key, _)| *key == kind.partition_setting())
                 .and_then(|(_, p)| p.parse().ok())
                 .unwrap_or(0)
         });
@@ -606,12 +733,13 @@ impl TestApp {
             .env("SHOP_STOCK__DATABASE_URL", self.database_url(Worker::Stock))
             .env(
                 "SHOP_STOCK__PARTITION_DATABASES",
-                (0..self.stock_partitions)
-                    .map(|p| self.stock_database_url(p))
-                    .collect::<Vec<_>>()
-                    .join(","),
+                self.partition_databases(Worker::Stock),
             )
             .env("SHOP_ORDER__DATABASE_URL", self.database_url(Worker::Order))
+            .env(
+                "SHOP_ORDER__PARTITION_DATABASES",
+                self.partition_databases(Worker::Order),
+            )
             .env("NO_COLOR", "1")
             .output()
             .expect("running shop")
@@ -623,11 +751,25 @@ impl TestApp {
         self.workers.len() - 1
     }
 
+    /// Every partition's database of `kind`, comma-separated, as `partition_databases`
+    /// takes them.
+    fn partition_databases(&self, kind: Worker) -> String {
+        (0..self.partitions.of(kind))
+            .map(|p| self.partition_database_url(kind, p))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
     /// The index of a live worker process of stock partition `p`.
     pub fn stock_worker_of(&mut self, p: u16) -> Option<usize> {
+        self.worker_of(Worker::Stock, p)
+    }
+
+    /// The index of a live `kind` worker process of partition `p`.
+    pub fn worker_of(&mut self, kind: Worker, p: u16) -> Option<usize> {
         self.workers
             .iter_mut()
-            .position(|w| w.partition == Some(p) && !w.has_exited())
+            .position(|w| w.kind == kind && w.partition == Some(p) && !w.has_exited())
     }
 
     pub fn worker(&mut self, index: usize) -> &mut WorkerProcess {

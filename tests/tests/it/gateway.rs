@@ -987,17 +987,11 @@ async fn gateway_concurrent_http_load_keeps_every_invariant() {
     let created: i32 = join_all(tasks).await.into_iter().sum();
     assert!(created > 0);
     // Every unpaid order closes at its deadline; then stock and orders agree.
-    let orders = app.db(Worker::Order).await;
-    eventually("all unpaid orders to close", SETTLE, || {
-        let orders = orders.clone();
-        async move {
-            let unpaid: i64 =
-                sqlx::query_scalar("SELECT count(*) FROM orders WHERE status = 'unpaid'")
-                    .fetch_one(&orders)
-                    .await
-                    .ok()?;
-            (unpaid == 0).then_some(())
-        }
+    eventually("all unpaid orders to close", SETTLE, || async {
+        let unpaid = app
+            .order_count("SELECT count(*) FROM orders WHERE status = 'unpaid'")
+            .await;
+        (unpaid == 0).then_some(())
     })
     .await;
     let stock = app.db(Worker::Stock).await;
@@ -1013,10 +1007,9 @@ async fn gateway_concurrent_http_load_keeps_every_invariant() {
         }
     })
     .await;
-    let paid: i64 = sqlx::query_scalar("SELECT count(*) FROM orders WHERE status = 'paid'")
-        .fetch_one(&orders)
-        .await
-        .unwrap();
+    let paid = app
+        .order_count("SELECT count(*) FROM orders WHERE status = 'paid'")
+        .await;
     assert!(paid > 0, "no order was paid through the callback");
 }
 

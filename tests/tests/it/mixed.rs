@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 use shop_tests::gateway::{signature, token};
-use shop_tests::{ask, eventually, Answer, TestApp, Worker};
+use shop_tests::{ask, eventually, Answer, TestApp};
 use tokio::task::JoinHandle;
 
 use crate::order::{create_body, sn_of, SETTLE};
@@ -305,15 +305,17 @@ pub async fn check_acknowledged(app: &TestApp, tally: &Tally) {
         tally.orders.len(),
         "an order_sn was acknowledged twice"
     );
-    let orders = app.db(Worker::Order).await;
-    let statuses: HashMap<String, String> =
-        sqlx::query_as::<_, (i64, String)>("SELECT order_sn, status FROM orders")
-            .fetch_all(&orders)
-            .await
-            .unwrap()
-            .into_iter()
-            .map(|(sn, status)| (sn.to_string(), status))
-            .collect();
+    let mut statuses: HashMap<String, String> = HashMap::new();
+    for orders in app.order_dbs().await {
+        statuses.extend(
+            sqlx::query_as::<_, (i64, String)>("SELECT order_sn, status FROM orders")
+                .fetch_all(&orders)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|(sn, status)| (sn.to_string(), status)),
+        );
+    }
     let js = app.jetstream();
     let events = js.get_stream("ORDER_EVENTS").await.unwrap();
     let rollbacks = js.get_stream("STOCK_ROLLBACK").await.unwrap();
@@ -362,17 +364,11 @@ pub fn audit_passes(app: &TestApp) {
 
 /// Waits until every unpaid order has closed (the checker has run past every deadline).
 pub async fn wait_unpaid_closed(app: &TestApp) {
-    let pool = app.db(Worker::Order).await;
-    eventually("all unpaid orders to close", SETTLE, || {
-        let pool = pool.clone();
-        async move {
-            let unpaid: i64 =
-                sqlx::query_scalar("SELECT count(*) FROM orders WHERE status = 'unpaid'")
-                    .fetch_one(&pool)
-                    .await
-                    .ok()?;
-            (unpaid == 0).then_some(())
-        }
+    eventually("all unpaid orders to close", SETTLE, || async {
+        let unpaid = app
+            .order_count("SELECT count(*) FROM orders WHERE status = 'unpaid'")
+            .await;
+        (unpaid == 0).then_some(())
     })
     .await;
 }

@@ -35,6 +35,8 @@ pub enum AuditError {
     Stock(#[source] shop_stock::StockError),
     #[error("reading the order database")]
     Order(#[source] shop_order::OrderError),
+    #[error("no order database to read")]
+    NoOrderDatabase,
     #[error("stream {0} not found: have the workers started once?")]
     NoStream(
         &'static str,
@@ -67,11 +69,11 @@ impl AuditError {
     }
 }
 
-/// What the audit reads: the stock databases (one per partition, partition 0 first) and the
-/// order database, and the NATS account of the workers.
+/// What the audit reads: the stock and the order databases (one per partition, partition 0
+/// first), and the NATS account of the workers.
 pub struct Sources {
     pub stock_dbs: Vec<PgPool>,
-    pub order_db: PgPool,
+    pub order_dbs: Vec<PgPool>,
     pub nats: async_nats::Client,
 }
 
@@ -132,7 +134,7 @@ pub async fn audit(
     // The two snapshots are of two moments; what changed between them is younger than the
     // grace period, which the checks treat as in flight.
     let stock = snapshot::stock(&sources.stock_dbs).await?;
-    let orders = snapshot::orders(&sources.order_db).await?;
+    let orders = snapshot::orders(&sources.order_dbs).await?;
 
     let mut report = Report {
         goods: stock.goods.len(),
@@ -160,9 +162,16 @@ pub async fn audit(
     bar.finish_and_clear();
     // A timer is gone once its order is paid, cancelled or closed: only an order that is
     // still unpaid after its timer was found gone has lost it.
-    let gone = shop_order::audit::still_unpaid(&sources.order_db, &gone)
-        .await
-        .map_err(AuditError::Order)?;
+    let mut still = Vec::new();
+    for pool in &sources.order_dbs {
+        still.extend(
+            shop_order::audit::still_unpaid(pool, &gone)
+                .await
+                .map_err(AuditError::Order)?,
+        );
+    }
+    still.sort_unstable();
+    let gone = still;
     report.unpaid_checked = unpaid.len();
     report
         .findings

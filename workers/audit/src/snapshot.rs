@@ -21,8 +21,15 @@ pub async fn stock(pools: &[PgPool]) -> Result<StockSnapshot, AuditError> {
     Ok(StockSnapshot::merge(parts))
 }
 
-pub async fn orders(pool: &PgPool) -> Result<OrderSnapshot, AuditError> {
-    shop_order::audit::snapshot(pool)
-        .await
-        .map_err(AuditError::Order)
+/// Every order partition's snapshot, merged into one ([`OrderSnapshot::merge`]).
+pub async fn orders(pools: &[PgPool]) -> Result<OrderSnapshot, AuditError> {
+    let mut parts = Vec::with_capacity(pools.len());
+    for pool in pools {
+        parts.push(
+            shop_order::audit::snapshot(pool)
+                .await
+                .map_err(AuditError::Order)?,
+        );
+    }
+    OrderSnapshot::merge(parts).ok_or(AuditError::NoOrderDatabase)
 }

@@ -11,12 +11,72 @@ use std::sync::Arc;
 
 use async_nats::jetstream::{self, kv};
 use futures::StreamExt;
-use shop_contracts::partition::{PartitionId, PartitionMap, BUCKET};
+use shop_contracts::partition::{PartitionId, PartitionMap, Slot, BUCKET};
 use thiserror::Error;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::jetstream::{ensure_bucket, SetupError};
+
+/// Where one worker sits among the partitions of its kind: the `partition`,
+/// `forward_timeout` and `partition_databases` settings that stock and order share
+/// (flattened into `[stock]` and `[order]`, so `SHOP_ORDER__PARTITION=2`).
+#[derive(Clone, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
+pub struct Placement {
+    /// The partition this worker serves (its database is the worker's `database_url`); the
+    /// map of `shop partitions` says which slots it owns.
+    pub partition: PartitionId,
+    /// How long the share of a request asked of another partition may take.
+    #[serde(with = "humantime_serde")]
+    pub forward_timeout: std::time::Duration,
+    /// Every partition's database URL, partition 0 first, comma-separated: for the tools
+    /// that read all partitions (`shop audit`). Empty: `database_url` is the only one. A
+    /// worker never reads it; it connects only to its own `database_url`.
+    pub partition_databases: String,
+}
+
+impl Default for Placement {
+    fn default() -> Self {
+        Placement {
+            partition: PartitionId::default(),
+            forward_timeout: std::time::Duration::from_secs(4),
+            partition_databases: String::new(),
+        }
+    }
+}
+
+impl Placement {
+    /// The databases of every partition, partition 0 first (`database_url` when
+    /// `partition_databases` is empty).
+    pub fn all_databases<'a>(&'a self, database_url: &'a str) -> Vec<&'a str> {
+        let listed: Vec<&str> = self
+            .partition_databases
+            .split(',')
+            .map(str::trim)
+            .filter(|url| !url.is_empty())
+            .collect();
+        if listed.is_empty() {
+            vec![database_url]
+        } else {
+            listed
+        }
+    }
+}
+
+// By hand: the partitions' database URLs may carry passwords.
+impl std::fmt::Debug for Placement {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Placement")
+            .field("partition", &self.partition)
+            .field("forward_timeout", &self.forward_timeout)
+            .field(
+                "partition_databases",
+                &crate::server::redact_url(&self.partition_databases),
+            )
+            .finish()
+    }
+}
 
 /// One revision of a map: the KV revision it was written at (0: never written).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -53,6 +113,41 @@ impl Partitions {
     /// The map now.
     pub fn now(&self) -> Arc<Revision> {
         self.current.borrow().clone()
+    }
+}
+
+/// A worker among the partitions of its kind: its own partition (`me`) and the map that says
+/// who owns the rest, with the way to ask them. Cheap to clone.
+#[derive(Clone)]
+pub struct Peers {
+    pub me: PartitionId,
+    pub partitions: Partitions,
+    pub client: async_nats::Client,
+    /// How long a share asked of another partition may take.
+    pub timeout: std::time::Duration,
+    /// The subject of endpoint `public` in a partition (`stock.part.<p>.<op>`, ...).
+    pub subject_of: fn(&str, PartitionId) -> String,
+}
+
+impl Peers {
+    /// `req` for the endpoint `E` in partition `p`: answered by `here` when `p` is this
+    /// worker's partition, else asked of `p`'s workers on its own subject.
+    pub async fn on<E, Err, Fut>(
+        &self,
+        p: PartitionId,
+        req: E::Request,
+        here: impl FnOnce(E::Request) -> Fut,
+    ) -> Result<E::Reply, Err>
+    where
+        E: shop_contracts::Endpoint,
+        Err: From<crate::client::CallError>,
+        Fut: std::future::Future<Output = Result<E::Reply, Err>>,
+    {
+        if p == self.me {
+            return here(req).await;
+        }
+        let subject = (self.subject_of)(E::SUBJECT, p);
+        Ok(crate::client::request_on::<E>(&self.client, &subject, &req, self.timeout).await?)
     }
 }
 
@@ -235,9 +330,18 @@ pub fn group_by_owner<T>(
     keys: impl IntoIterator<Item = T>,
     key_of: impl Fn(&T) -> i64,
 ) -> Vec<(PartitionId, Vec<T>)> {
+    group_by_slot_owner(map, keys, |item| Slot::of_key(key_of(item)))
+}
+
+/// [`group_by_owner`] for items that know their slot (an `order_sn` carries it).
+pub fn group_by_slot_owner<T>(
+    map: &PartitionMap,
+    items: impl IntoIterator<Item = T>,
+    slot_of: impl Fn(&T) -> Slot,
+) -> Vec<(PartitionId, Vec<T>)> {
     let mut groups: Vec<(PartitionId, Vec<T>)> = Vec::new();
-    for item in keys {
-        let owner = map.owner_of(key_of(&item));
+    for item in items {
+        let owner = map.owner(slot_of(&item));
         match groups.iter_mut().find(|(p, _)| *p == owner) {
             Some((_, group)) => group.push(item),
             None => groups.push((owner, vec![item])),

@@ -33,6 +33,9 @@ pub struct BenchConfig {
     /// alone): their servers, backends and workers are the stack's too.
     pub stock_partitions: Vec<String>,
     pub order: Database,
+    /// Every order partition's database URL, partition 0 (`order`) first (empty: `order`
+    /// alone).
+    pub order_partitions: Vec<String>,
     /// Where the HTTP gateway listens (`gateway.listen`).
     pub gateway_listen: SocketAddr,
     /// The gateway's HS256 secret, to mint the tokens of `--via http`.
@@ -72,6 +75,15 @@ impl BenchConfig {
         }
     }
 
+    /// Every order partition's database URL, partition 0 first.
+    pub fn order_databases(&self) -> Vec<&str> {
+        if self.order_partitions.is_empty() {
+            vec![self.order.url.as_str()]
+        } else {
+            self.order_partitions.iter().map(String::as_str).collect()
+        }
+    }
+
     /// Connects to what the audit reads (two connections per database).
     pub async fn audit_sources(&self, name: &str) -> anyhow::Result<shop_audit::Sources> {
         let mut stock_dbs = Vec::new();
@@ -81,14 +93,19 @@ impl BenchConfig {
                     .context("connecting to a stock partition's database")?,
             );
         }
-        let order_db = shop_kit::db::connect(&self.order.url, 2, self.order.acquire_timeout)
-            .context("connecting to the order database")?;
+        let mut order_dbs = Vec::new();
+        for url in self.order_databases() {
+            order_dbs.push(
+                shop_kit::db::connect(url, 2, self.order.acquire_timeout)
+                    .context("connecting to an order partition's database")?,
+            );
+        }
         let nats = shop_kit::server::connect(&self.nats_target(name))
             .await
             .context("connecting to NATS")?;
         Ok(shop_audit::Sources {
             stock_dbs,
-            order_db,
+            order_dbs,
             nats,
         })
     }
@@ -114,6 +131,7 @@ impl BenchConfig {
             stock: database("shop_stock"),
             stock_partitions: Vec::new(),
             order: database("shop_order"),
+            order_partitions: Vec::new(),
             gateway_listen: gateway.listen,
             gateway_hs256_secret: None,
             check_delay: Duration::from_secs(5),

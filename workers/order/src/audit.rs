@@ -30,6 +30,22 @@ pub struct OrderSnapshot {
     pub now: DateTime<Utc>,
 }
 
+impl OrderSnapshot {
+    /// One snapshot of the partitions' snapshots. An order lives in one partition, so the
+    /// orders and fences are a union; the clock is the earliest of the partitions' (work
+    /// counts as settled only when it is older than the grace by every partition's clock).
+    pub fn merge(parts: Vec<OrderSnapshot>) -> Option<OrderSnapshot> {
+        let mut parts = parts.into_iter();
+        let mut merged = parts.next()?;
+        for part in parts {
+            merged.orders.extend(part.orders);
+            merged.fenced.extend(part.fenced);
+            merged.now = merged.now.min(part.now);
+        }
+        Some(merged)
+    }
+}
+
 pub async fn snapshot(pool: &PgPool) -> Result<OrderSnapshot, OrderError> {
     let mut tx = pool.begin().await?;
     sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")

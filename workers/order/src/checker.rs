@@ -23,6 +23,14 @@
 //! - unpaid at or after the deadline: close + rollback `closed` + `closed` event, ack;
 //! - paid, cancelled, closed (or already fenced): ack.
 //!
+//! Every order worker of every partition reads the same two consumers, so a message may reach
+//! a worker of another partition than its order's (the slot in its `order_sn` says which).
+//! The looks of a batch are grouped by owner: this partition's are decided here, the others
+//! are asked of their owners on `order.part.<p>.check` ([`OrderCheck`]), which decide them in
+//! their own databases and answer the verdicts; the worker that holds the messages acks or
+//! naks them (and stores the schedules). Deciding writes only idempotent facts (a fence, a
+//! close), so a verdict lost on the way back is decided again at the redelivery.
+//!
 //! No worker's clock decides a fence. A half message is old enough for "no order" to mean
 //! "never committed" when the server has held it for the check delay, and the server's own
 //! timers say so: its first delivery is always nakked for the check delay, so any later
@@ -35,9 +43,13 @@ use std::time::Duration;
 
 use async_nats::jetstream::{self, consumer::PullConsumer, AckKind};
 use chrono::{DateTime, Utc};
+use futures::future::join_all;
+use serde::{Deserialize, Serialize};
+use shop_contracts::partition::Slot;
 use shop_contracts::txn::{HalfMessage, OrderEventKind, PayDeadline, RollbackReason};
-use shop_contracts::OrderSn;
+use shop_contracts::{Endpoint, OrderSn};
 use shop_kit::crash;
+use shop_kit::partitions::{group_by_slot_owner, Peers};
 use tokio_util::sync::CancellationToken;
 
 use crate::domain::{event_entry, outbox_event, outbox_rollback, rollback_entry, Ctx};
@@ -53,8 +65,9 @@ pub enum Source {
     DueDeadlines,
 }
 
-/// What to do with a message after one look.
-#[derive(Debug, PartialEq)]
+/// What to do with a message after one look (also the answer of [`OrderCheck`]).
+#[derive(Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Verdict {
     Ack,
     Later(Duration),
@@ -74,6 +87,25 @@ impl Verdict {
     }
 }
 
+/// One message to decide: its order and whether the server has held it the check delay.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub struct Question {
+    pub order_sn: OrderSn,
+    pub old_enough: bool,
+}
+
+/// Internal endpoint `order.part.<p>.check`: partition `p` decides questions about its own
+/// orders, one verdict per question, in order. (`order.check` itself is never served: it
+/// names the operation, as `order.create` does for `order.part.<p>.create`.)
+#[derive(Debug)]
+pub enum OrderCheck {}
+
+impl Endpoint for OrderCheck {
+    const SUBJECT: &'static str = "order.check";
+    type Request = Vec<Question>;
+    type Reply = Vec<Verdict>;
+}
+
 /// Batches of half messages looked at concurrently by one worker: well under the pool size
 /// (20 by default), so a burst of deadlines cannot take every connection from order requests.
 const CONCURRENCY: usize = 8;
@@ -88,6 +120,7 @@ const MARGIN: Duration = Duration::from_millis(50);
 /// stop the looks in hand finish (and ack or nak) and the rest is nakked back.
 pub async fn run(
     ctx: Ctx,
+    peers: Peers,
     consumer: PullConsumer,
     source: Source,
     stopping: CancellationToken,
@@ -100,7 +133,7 @@ pub async fn run(
         Source::DueDeadlines => Duration::ZERO,
     };
     // Whatever has arrived is looked at together: one read of the database for all.
-    let ctx = &ctx;
+    let (ctx, peers) = (&ctx, &peers);
     shop_kit::jetstream::consume(
         consumer,
         stopping,
@@ -108,7 +141,7 @@ pub async fn run(
         CONCURRENCY,
         RETRY,
         unseen_back_after,
-        |batch| look_at(ctx, source, batch),
+        |batch| look_at(ctx, peers, source, batch),
     )
     .await
 }
@@ -123,18 +156,12 @@ struct Look {
 }
 
 /// Looks at a batch of messages and acks or naks each.
-async fn look_at(ctx: &Ctx, source: Source, batch: Vec<jetstream::Message>) {
+async fn look_at(ctx: &Ctx, peers: &Peers, source: Source, batch: Vec<jetstream::Message>) {
     let mut looks = Vec::with_capacity(batch.len());
     for message in batch {
         looks.extend(parse(source, message).await);
     }
-    let mut verdicts = match decide(ctx, &looks).await {
-        Ok(verdicts) => verdicts,
-        Err(error) => {
-            tracing::warn!(?source, %error, "a batch of looks failed; retrying");
-            looks.iter().map(|_| Verdict::Later(RETRY)).collect()
-        }
-    };
+    let mut verdicts = decide_by_owner(ctx, peers, source, &looks).await;
     if source == Source::HalfMessages && ctx.settings.timer == TimerMode::Schedule {
         schedule_waiting(ctx, &looks, &mut verdicts).await;
     }
@@ -212,7 +239,48 @@ fn delivered_before(message: &jetstream::Message) -> bool {
     message.info().is_ok_and(|info| info.delivered > 1)
 }
 
-/// The verdict on each look, in order.
+/// The verdict on each look, in order: each asked of the partition owning its order (this
+/// one's decided here); a partition that fails or does not answer gets its looks retried.
+async fn decide_by_owner(
+    ctx: &Ctx,
+    peers: &Peers,
+    source: Source,
+    looks: &[Look],
+) -> Vec<Verdict> {
+    let map = peers.partitions.now();
+    let groups = group_by_slot_owner(&map.map, 0..looks.len(), |&i| Slot::of_order(looks[i].sn));
+    let answers = join_all(groups.iter().map(|(owner, at)| {
+        let questions: Vec<Question> = at
+            .iter()
+            .map(|&i| Question {
+                order_sn: looks[i].sn,
+                old_enough: looks[i].old_enough,
+            })
+            .collect();
+        peers.on::<OrderCheck, _, _>(*owner, questions, |questions| async move {
+            decide(ctx, &questions).await
+        })
+    }))
+    .await;
+    let mut verdicts: Vec<Verdict> = looks.iter().map(|_| Verdict::Later(RETRY)).collect();
+    for ((owner, at), answer) in groups.into_iter().zip(answers) {
+        match answer {
+            Ok(decided) if decided.len() == at.len() => {
+                for (i, verdict) in at.into_iter().zip(decided) {
+                    verdicts[i] = verdict;
+                }
+            }
+            Ok(decided) => tracing::error!(?source, %owner, asked = at.len(),
+                answered = decided.len(), "a partition answered the wrong number of verdicts"),
+            Err(error) => {
+                tracing::warn!(?source, %owner, %error, "a batch of looks failed; retrying")
+            }
+        }
+    }
+    verdicts
+}
+
+/// The verdict on each question about this partition's orders, in order.
 ///
 /// A half message at its first delivery waits the check delay without a look at the
 /// database: nothing could be fenced sooner, and an order's deadline is never sooner than
@@ -220,12 +288,12 @@ fn delivered_before(message: &jetstream::Message) -> bool {
 /// others are read together, without a transaction or a lock: that decides every order that
 /// is resolved or not yet due. The due ones are closed together ([`close_all_due`]); a
 /// missing order takes its lock, one at a time ([`check`]), because it may be fenced.
-async fn decide(ctx: &Ctx, looks: &[Look]) -> Result<Vec<Verdict>, OrderError> {
+pub async fn decide(ctx: &Ctx, looks: &[Question]) -> Result<Vec<Verdict>, OrderError> {
     let first_wait = ctx.settings.check_delay + MARGIN;
     let old: Vec<OrderSn> = looks
         .iter()
         .filter(|l| l.old_enough)
-        .map(|l| l.sn)
+        .map(|l| l.order_sn)
         .collect();
     let timings = if old.is_empty() {
         HashMap::new()
@@ -240,15 +308,15 @@ async fn decide(ctx: &Ctx, looks: &[Look]) -> Result<Vec<Verdict>, OrderError> {
         let verdict = if !look.old_enough {
             Verdict::Later(first_wait)
         } else {
-            match timings.get(&look.sn) {
+            match timings.get(&look.order_sn) {
                 Some(timing) if timing.status.is_terminal() => Verdict::Ack,
                 Some(timing) if timing.left_secs > 0.0 => Verdict::waiting(timing),
                 Some(_) => {
                     due.push(i);
                     Verdict::Ack
                 }
-                None => check(ctx, look.sn).await.unwrap_or_else(|error| {
-                    tracing::warn!(order_sn = %look.sn, %error, "checker: check failed; retrying");
+                None => check(ctx, look.order_sn).await.unwrap_or_else(|error| {
+                    tracing::warn!(order_sn = %look.order_sn, %error, "checker: check failed; retrying");
                     Verdict::Later(RETRY)
                 }),
             }
@@ -256,7 +324,7 @@ async fn decide(ctx: &Ctx, looks: &[Look]) -> Result<Vec<Verdict>, OrderError> {
         verdicts.push(verdict);
     }
     if !due.is_empty() {
-        let sns: Vec<OrderSn> = due.iter().map(|&i| looks[i].sn).collect();
+        let sns: Vec<OrderSn> = due.iter().map(|&i| looks[i].order_sn).collect();
         if let Err(error) = close_all_due(ctx, &sns).await {
             tracing::warn!(%error, orders = sns.len(), "could not close due orders; retrying");
             for i in due {

@@ -6,6 +6,7 @@ use async_nats::jetstream;
 use serde_json::json;
 use shop_contracts::endpoint::{GoodsBatch, StockDeduct};
 use shop_contracts::goods::{GoodsBatchRequest, GoodsStatus};
+use shop_contracts::partition::Slot;
 use shop_contracts::order::{
     CancelRequest, CreateOrderRequest, GetOrderRequest, ListOrdersReply, ListOrdersRequest, Order,
     OrderItem, OrderStatus, PayRequest,
@@ -251,9 +252,10 @@ pub async fn create(ctx: &Ctx, req: CreateOrderRequest) -> Result<Order, OrderEr
         None => None,
     };
     let deduct_lines = order_lines(&lines)?;
+    // The order_sn carries the user's slot: pay, cancel and get find this partition by it.
     let sn = ctx
         .ids
-        .next()
+        .next(Slot::of_key(req.user_id.get()))
         .ok_or_else(|| OrderError::Unavailable("no order_sn can be issued right now".into()))?;
     tracing::Span::current().record("order_sn", tracing::field::display(sn));
 

@@ -1,5 +1,8 @@
-//! Snowflake order_sns: 41 bits of milliseconds since [`EPOCH_MS`], 10 bits of node id, 12
-//! bits of sequence. The node id is leased from KV bucket `order_nodes` (create-if-absent,
+//! Snowflake order_sns: 41 bits of milliseconds since [`EPOCH_MS`], 8 bits of the user's
+//! slot (so an order's partition is read from its id: docs/scaling.md), 8 bits of node id, 6
+//! bits of sequence (64 ids per millisecond per worker, borrowing the next millisecond past
+//! that; a worker creates a few thousand orders a second). The layout is
+//! [`OrderSn`]'s; the node id is leased from KV bucket `order_nodes` (create-if-absent,
 //! renewed well inside the bucket's max age), so no two running workers share one; a worker
 //! whose lease is not renewed in time stops issuing ids (`unavailable`) until it holds one.
 //!
@@ -13,12 +16,13 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use async_nats::jetstream::{self, kv};
+use shop_contracts::partition::Slot;
 use shop_contracts::OrderSn;
 
 /// 2024-01-01T00:00:00Z: 41 bits of milliseconds last until 2093.
 pub const EPOCH_MS: i64 = 1_704_067_200_000;
-pub const NODE_BITS: u32 = 10;
-pub const SEQ_BITS: u32 = 12;
+pub const NODE_BITS: u32 = OrderSn::SLOT_SHIFT - OrderSn::NODE_SHIFT;
+pub const SEQ_BITS: u32 = OrderSn::NODE_SHIFT;
 pub const MAX_NODE: u16 = (1 << NODE_BITS) - 1;
 const MAX_SEQ: u16 = (1 << SEQ_BITS) - 1;
 /// Node-id leases: one key per node held, expiring with the bucket's max age.
@@ -36,7 +40,7 @@ pub struct Snowflake {
 }
 
 impl Snowflake {
-    pub fn next(&mut self, node: u16, now_ms: i64) -> i64 {
+    pub fn next(&mut self, node: u16, slot: Slot, now_ms: i64) -> i64 {
         let now = now_ms - EPOCH_MS;
         if now > self.last_ms {
             self.last_ms = now;
@@ -49,8 +53,9 @@ impl Snowflake {
             self.last_ms += 1;
             self.seq = 0;
         }
-        (self.last_ms << (NODE_BITS + SEQ_BITS))
-            | (i64::from(node) << SEQ_BITS)
+        (self.last_ms << OrderSn::MS_SHIFT)
+            | (slot.bits() << OrderSn::SLOT_SHIFT)
+            | (i64::from(node) << OrderSn::NODE_SHIFT)
             | i64::from(self.seq)
     }
 
@@ -66,12 +71,12 @@ impl Snowflake {
 
 /// Unix milliseconds of an order_sn.
 pub fn unix_ms_of(sn: i64) -> i64 {
-    (sn >> (NODE_BITS + SEQ_BITS)) + EPOCH_MS
+    (sn >> OrderSn::MS_SHIFT) + EPOCH_MS
 }
 
 /// Node id of an order_sn (for tests and logs).
 pub fn node_of(sn: i64) -> u16 {
-    ((sn >> SEQ_BITS) & i64::from(MAX_NODE)) as u16
+    ((sn >> OrderSn::NODE_SHIFT) & i64::from(MAX_NODE)) as u16
 }
 
 /// The wall clock the ids are made from, shifted by `offset_ms` (0 but in fault tests).
@@ -121,14 +126,14 @@ struct Buckets {
 impl Ids {
     /// `None` when no valid lease is held, or when the next id would pass the node's stored
     /// high-water mark (a clock that jumped forward, until the next renewal raises the mark).
-    pub fn next(&self) -> Option<OrderSn> {
+    pub fn next(&self, slot: Slot) -> Option<OrderSn> {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         let (node, mark_ms) = match &state.lease {
             Some(lease) if Instant::now() < lease.valid_until => (lease.node, lease.mark_ms),
             _ => return None,
         };
         let mut gen = state.gen.clone();
-        let id = gen.next(node, self.clock.now_ms());
+        let id = gen.next(node, slot, self.clock.now_ms());
         if unix_ms_of(id) > mark_ms {
             return None;
         }
@@ -349,15 +354,20 @@ mod tests {
     use super::*;
 
     const T: i64 = EPOCH_MS + 1_000_000;
+    /// The slot of the ids made here (any slot does).
+    fn any_slot() -> Slot {
+        Slot::of_key(42)
+    }
 
     #[test]
     fn ids_increase_and_carry_the_node() {
         let mut gen = Snowflake::default();
         let mut last = 0;
         for i in 0..10_000 {
-            let id = gen.next(7, T + i / 100);
+            let id = gen.next(7, any_slot(), T + i / 100);
             assert!(id > last, "{id} after {last}");
             assert_eq!(node_of(id), 7);
+            assert_eq!(Slot::of_order(OrderSn::new(id).unwrap()), any_slot());
             last = id;
         }
     }
@@ -372,37 +382,51 @@ mod tests {
             .map(|i| T + i)
             .chain((0..20_000).map(|_| T - 5_000));
         for now in times {
-            let id = gen.next(3, now);
+            let id = gen.next(3, any_slot(), now);
             assert!(id > last);
             assert!(seen.insert(id));
             last = id;
         }
         // The clock catches up again: still increasing.
-        let id = gen.next(3, T + 10_000);
+        let id = gen.next(3, any_slot(), T + 10_000);
         assert!(id > last);
     }
 
     #[test]
     fn a_new_holder_starts_after_the_mark_whatever_its_clock() {
         let mut old = Snowflake::default();
-        let last = (0..50).map(|i| old.next(9, T + i)).max().unwrap();
+        let last = (0..50).map(|i| old.next(9, any_slot(), T + i)).max().unwrap();
         // The next holder of node 9 runs an hour behind but starts after the stored mark.
         let mut new = Snowflake::default();
         new.start_after(unix_ms_of(last));
         let behind = T - 3_600_000;
-        let ids: Vec<i64> = (0..10_000).map(|_| new.next(9, behind)).collect();
+        let ids: Vec<i64> = (0..10_000).map(|_| new.next(9, any_slot(), behind)).collect();
         assert!(ids[0] > last, "{} not after {last}", ids[0]);
         assert!(ids.windows(2).all(|w| w[0] < w[1]));
         // A mark below what the generator already issued changes nothing.
-        let before = new.clone().next(9, behind);
+        let before = new.clone().next(9, any_slot(), behind);
         new.start_after(T - 10_000);
-        assert_eq!(new.next(9, behind), before);
+        assert_eq!(new.next(9, any_slot(), behind), before);
+    }
+
+    #[test]
+    fn ids_of_many_slots_in_one_millisecond_are_unique_and_carry_their_slot() {
+        let mut gen = Snowflake::default();
+        let mut seen = std::collections::HashSet::new();
+        for user in 1..=1_000 {
+            let slot = Slot::of_key(user);
+            let id = gen.next(4, slot, T);
+            assert!(seen.insert(id));
+            let sn = OrderSn::new(id).unwrap();
+            assert_eq!((Slot::of_order(sn), node_of(id)), (slot, 4));
+            assert!(unix_ms_of(id) >= T);
+        }
     }
 
     #[test]
     fn sequence_overflow_borrows_the_next_millisecond() {
         let mut gen = Snowflake::default();
-        let ids: Vec<i64> = (0..5000).map(|_| gen.next(1, T)).collect();
+        let ids: Vec<i64> = (0..5000).map(|_| gen.next(1, any_slot(), T)).collect();
         assert!(ids.windows(2).all(|w| w[0] < w[1]));
     }
 }

@@ -1,12 +1,17 @@
 //! The order worker: orders, the half-message transaction with stock, and the checker that
 //! closes unpaid orders at their deadline (CONTRACT sections 4 and 5).
 //!
-//! Owns the `shop_order` database and the `order` micro service. It asks goods for prices
+//! Owns one partition's `shop_order` database (`order.partition`, 0 unless the shop is
+//! partitioned; docs/scaling.md) and the `order` micro service. It asks goods for prices
 //! (`goods.batch`) and stock for deducts (`stock.deduct`); it gives stock back only through
-//! `STOCK_ROLLBACK`, never by a direct request.
+//! `STOCK_ROLLBACK`, never by a direct request. Orders are partitioned by `user_id`, and an
+//! `order_sn` carries its user's slot ([`ids`]).
 //!
-//! - [`service`]: the endpoints (decode, call [`domain`], encode) and start-up.
-//! - [`domain`]: create, pay, cancel, get, list.
+//! - [`service`]: the endpoints of one partition's worker (its own `order.part.<p>.*` and
+//!   the public ones) and start-up.
+//! - [`route`]: the public subjects over every partition: each request to the partition
+//!   that owns its user or its order_sn.
+//! - [`domain`]: create, pay, cancel, get, list, in this partition's database.
 //! - [`checker`]: the durable consumers `order-txn-checker` on `ORDER_TXN` and
 //!   `order-timer-closer` on `ORDER_TIMERS`.
 //! - [`timers`]: pay deadlines as message schedules on `ORDER_TIMERS`.
@@ -27,6 +32,7 @@ pub mod error;
 pub mod ids;
 pub mod outbox;
 pub mod repo;
+pub mod route;
 pub mod service;
 pub mod timers;
 
@@ -78,6 +84,9 @@ pub struct Settings {
     pub retry_after: Duration,
     /// Fault injection for tests; `none` in production.
     pub failpoint: Failpoint,
+    /// Its partition, and where the others are (`order.partition`, ...; docs/scaling.md).
+    #[serde(flatten)]
+    pub placement: shop_kit::partitions::Placement,
 }
 
 /// How an unpaid order waits for its pay deadline (CONTRACT section 5, "Timer at scale").
@@ -135,6 +144,7 @@ impl Default for Settings {
             max_creates_in_flight: 64,
             retry_after: Duration::from_millis(50),
             failpoint: Failpoint::None,
+            placement: Default::default(),
         }
     }
 }

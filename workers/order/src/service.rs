@@ -1,5 +1,7 @@
-//! The `order` worker: start-up (streams, checker, id lease, outbox relay, all owned by its
-//! [`Worker`]) and one handler per subject of CONTRACT section 4.
+//! The `order` worker of one partition: start-up (streams, checker, id lease, outbox relay,
+//! the partition map, all owned by its [`Worker`]), its own subjects `order.part.<p>.<op>`
+//! ([`crate::domain`] on its database) and the public subjects of CONTRACT section 4 over
+//! every partition ([`crate::route`]).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -10,20 +12,24 @@ use shop_contracts::order::{
     CancelRequest, CreateOrderRequest, GetOrderRequest, ListOrdersReply, ListOrdersRequest, Order,
     PayRequest,
 };
-use shop_contracts::subjects::order as subject;
+use shop_contracts::partition::ORDER_MAP_KEY;
+use shop_contracts::subjects::order::{self as subject, partition};
+use shop_contracts::Endpoint;
 use shop_kit::jetstream::{
     consumer_config, ensure_consumer, ensure_stream, stream_config, ORDER_EVENTS_STREAM_JSON,
     ORDER_TXN_CHECKER_JSON, ORDER_TXN_STREAM_JSON, STOCK_ROLLBACK_STREAM_JSON,
 };
+use shop_kit::partitions::Peers;
 use shop_kit::{Admission, ServiceConfig, Worker};
 use sqlx::PgPool;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::checker::Source;
+use crate::checker::{OrderCheck, Question, Source, Verdict};
 use crate::committer::Committer;
 use crate::domain::{self, Ctx};
 use crate::ids::{Clock, Ids};
+use crate::route::Router;
 use crate::{checker, outbox, timers, Failpoint, OrderError, Settings, TimerMode, SERVICE_VERSION};
 
 /// The `order` worker on `client`: its endpoints, the checker and closer consumers, the
@@ -95,8 +101,11 @@ pub async fn start(
             version: SERVICE_VERSION,
             description: "orders: create, pay, cancel; closes unpaid orders at the deadline",
             // `$SRV.INFO.order` says how deadlines wait, so `shop bench timers` can label its
-            // figures.
-            metadata: HashMap::from([("timer".to_owned(), settings.timer.as_str().to_owned())]),
+            // figures, and which partition the worker serves.
+            metadata: HashMap::from([
+                ("timer".to_owned(), settings.timer.as_str().to_owned()),
+                ("partition".to_owned(), settings.placement.partition.to_string()),
+            ]),
             // `$SRV.STATS.order`: each endpoint reports the timers waiting in both places.
             stats: Some(Box::new({
                 let waiting = waiting.clone();
@@ -105,6 +114,18 @@ pub async fn start(
         },
     )
     .await?;
+
+    let (partitions, follow) =
+        shop_kit::partitions::follow(&js, ORDER_MAP_KEY, replicas, worker.draining()).await?;
+    worker.background("order partition map", follow);
+    let me = settings.placement.partition;
+    let peers = Peers {
+        me,
+        partitions,
+        client: client.clone(),
+        timeout: settings.placement.forward_timeout,
+        subject_of: partition,
+    };
 
     let outbox = Arc::new(Notify::new());
     let (committer, committing) = Committer::new(pool.clone(), outbox.clone());
@@ -147,6 +168,7 @@ pub async fn start(
         "order-txn-checker consumer",
         checker::run(
             ctx.clone(),
+            peers.clone(),
             checker,
             Source::HalfMessages,
             worker.stopping(),
@@ -155,19 +177,45 @@ pub async fn start(
     if let Some((_, closer)) = closer {
         worker.intake(
             "order-timer-closer consumer",
-            checker::run(ctx.clone(), closer, Source::DueDeadlines, worker.stopping()),
+            checker::run(
+                ctx.clone(),
+                peers.clone(),
+                closer,
+                Source::DueDeadlines,
+                worker.stopping(),
+            ),
         );
     }
 
-    let admission = Admission::new(ctx.settings.max_creates_in_flight, ctx.settings.retry_after);
+    // This partition's own subjects, `order.part.<me>.<op>`: only its database answers.
+    // (Leaked once per process: the frame names endpoints by `&'static str`.)
+    let own = |public: &str| -> &'static str { Box::leak(partition(public, me).into_boxed_str()) };
+    let admission = || Admission::new(ctx.settings.max_creates_in_flight, ctx.settings.retry_after);
     worker
-        .serve_admitted(subject::CREATE, Some(admission), ctx.clone(), create)
+        .serve_admitted(own(subject::CREATE), Some(admission()), ctx.clone(), create)
         .await?;
-    worker.serve(subject::PAY, ctx.clone(), pay).await?;
-    worker.serve(subject::CANCEL, ctx.clone(), cancel).await?;
-    worker.serve(subject::GET, ctx.clone(), get).await?;
-    worker.serve(subject::LIST, ctx.clone(), list).await?;
-    tracing::info!(node = ?node, timer = ?ctx.settings.timer, "order node and timers");
+    worker.serve(own(subject::PAY), ctx.clone(), pay).await?;
+    worker.serve(own(subject::CANCEL), ctx.clone(), cancel).await?;
+    worker.serve(own(subject::GET), ctx.clone(), get).await?;
+    worker.serve(own(subject::LIST), ctx.clone(), list).await?;
+    worker.serve(own(OrderCheck::SUBJECT), ctx.clone(), check).await?;
+
+    // The public subjects of CONTRACT section 4, over every partition. A create forwarded to
+    // its owner holds one of this worker's slots too (its own, separate bound), so a router
+    // flooded with creates for other partitions refuses them before they are sent.
+    let router = Router {
+        peers,
+        local: ctx.clone(),
+    };
+    worker
+        .serve_admitted(subject::CREATE, Some(admission()), router.clone(), Router::create)
+        .await?;
+    worker.serve(subject::PAY, router.clone(), Router::pay).await?;
+    worker.serve(subject::CANCEL, router.clone(), Router::cancel).await?;
+    worker.serve(subject::GET, router.clone(), Router::get).await?;
+    worker.serve(subject::LIST, router, Router::list).await?;
+    tracing::info!(node = ?node, timer = ?ctx.settings.timer, partition = %me,
+        "order node, timers and partition");
     Ok(worker)
 }
 
@@ -189,6 +237,10 @@ async fn get(ctx: Ctx, req: GetOrderRequest) -> Result<Order, OrderError> {
 
 async fn list(ctx: Ctx, req: ListOrdersRequest) -> Result<ListOrdersReply, OrderError> {
     domain::list(&ctx, req).await
+}
+
+async fn check(ctx: Ctx, questions: Vec<Question>) -> Result<Vec<Verdict>, OrderError> {
+    checker::decide(&ctx, &questions).await
 }
 
 /// Timers waiting, for `$SRV.STATS.order`, refreshed every few seconds from the server.

@@ -23,7 +23,6 @@
 
 use std::time::Duration;
 
-use shop_contracts::partition::PartitionId;
 
 pub mod audit;
 pub mod changes;
@@ -49,7 +48,7 @@ pub const SERVICE_VERSION: &str = env!("CARGO_PKG_VERSION");
 pub const LOCK_BUCKET: &str = "stock_locks";
 
 /// Stock worker settings (`[stock]` in shop.toml, `SHOP_STOCK__*`).
-#[derive(Clone, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 #[serde(default)]
 pub struct Settings {
     /// How a deduct takes stock (`stock.strategy`).
@@ -65,53 +64,9 @@ pub struct Settings {
     /// Delay before a rollback event that failed for a transient reason is delivered again.
     #[serde(with = "humantime_serde")]
     pub rollback_retry_delay: Duration,
-    /// The partition this worker serves (its database is `database_url`); the map of
-    /// `shop partitions` says which slots it owns.
-    pub partition: PartitionId,
-    /// How long the share of a request asked of another partition may take.
-    #[serde(with = "humantime_serde")]
-    pub forward_timeout: Duration,
-    /// Every partition's database URL, partition 0 first, comma-separated: for the tools
-    /// that read all partitions (`shop audit`). Empty: `database_url` is the only one. A
-    /// worker never reads it; it connects only to its own `database_url`.
-    pub partition_databases: String,
-}
-
-impl Settings {
-    /// The databases of every partition, partition 0 first (`database_url` when
-    /// `partition_databases` is empty).
-    pub fn all_databases<'a>(&'a self, database_url: &'a str) -> Vec<&'a str> {
-        let listed: Vec<&str> = self
-            .partition_databases
-            .split(',')
-            .map(str::trim)
-            .filter(|url| !url.is_empty())
-            .collect();
-        if listed.is_empty() {
-            vec![database_url]
-        } else {
-            listed
-        }
-    }
-}
-
-// By hand: the partitions' database URLs may carry passwords.
-impl std::fmt::Debug for Settings {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Settings")
-            .field("strategy", &self.strategy)
-            .field("optimistic_attempts", &self.optimistic_attempts)
-            .field("lock_ttl", &self.lock_ttl)
-            .field("lock_wait", &self.lock_wait)
-            .field("rollback_retry_delay", &self.rollback_retry_delay)
-            .field("partition", &self.partition)
-            .field("forward_timeout", &self.forward_timeout)
-            .field(
-                "partition_databases",
-                &shop_kit::server::redact_url(&self.partition_databases),
-            )
-            .finish()
-    }
+    /// Its partition, and where the others are (`stock.partition`, ...).
+    #[serde(flatten)]
+    pub placement: shop_kit::partitions::Placement,
 }
 
 impl Default for Settings {
@@ -122,9 +77,7 @@ impl Default for Settings {
             lock_ttl: Duration::from_secs(10),
             lock_wait: Duration::from_secs(10),
             rollback_retry_delay: Duration::from_secs(2),
-            partition: PartitionId::default(),
-            forward_timeout: Duration::from_secs(4),
-            partition_databases: String::new(),
+            placement: Default::default(),
         }
     }
 }

@@ -21,7 +21,6 @@
 //!   owners.
 
 use std::collections::HashMap;
-use std::time::Duration;
 
 use futures::future::join_all;
 use shop_contracts::endpoint::{StockDeduct, StockGet, StockReturn, StockSellDetail, StockSet};
@@ -30,25 +29,19 @@ use shop_contracts::stock::{
     DeductReply, DeductRequest, OrderLine, ReturnReply, ReturnRequest, SellDetail,
     SellDetailRequest, SellStatus, StockGetReply, StockGetRequest, StockLevel, StockSetRequest,
 };
-use shop_contracts::subjects::stock::partition as partition_subject;
 use shop_contracts::txn::{rollback_msg_id, rollback_subject, RollbackEvent, RollbackReason};
 use shop_contracts::{Endpoint, GoodsId, ItemList, OrderSn};
-use shop_kit::partitions::{group_by_owner, Partitions};
+use shop_kit::partitions::{group_by_owner, Peers};
 
 use crate::local::Local;
 use crate::StockError;
 
-/// A stock worker's view of all partitions: its own (`me`, served by `local`) and the map
-/// that says who owns the rest.
+/// A stock worker's view of all partitions: its own (served by `local`) and its peers.
 #[derive(Clone)]
 pub struct Router {
-    pub me: PartitionId,
-    pub partitions: Partitions,
+    pub peers: Peers,
     pub local: Local,
-    pub client: async_nats::Client,
     pub js: async_nats::jetstream::Context,
-    /// How long a share asked of another partition may take.
-    pub timeout: Duration,
 }
 
 impl Router {
@@ -65,20 +58,17 @@ impl Router {
         F: FnOnce(Local, E::Request) -> Fut,
         Fut: std::future::Future<Output = Result<E::Reply, StockError>>,
     {
-        if p == self.me {
-            return local(self.local.clone(), req).await;
-        }
-        let subject = partition_subject(E::SUBJECT, p);
-        Ok(shop_kit::client::request_on::<E>(&self.client, &subject, &req, self.timeout).await?)
+        let here = self.local.clone();
+        self.peers.on::<E, _, _>(p, req, |req| local(here, req)).await
     }
 
     pub async fn set(self, req: StockSetRequest) -> Result<StockLevel, StockError> {
-        let owner = self.partitions.now().map.owner_of(req.goods_id.get());
+        let owner = self.peers.partitions.now().map.owner_of(req.goods_id.get());
         self.on::<StockSet, _, _>(owner, req, Local::set).await
     }
 
     pub async fn get(self, req: StockGetRequest) -> Result<StockGetReply, StockError> {
-        let map = self.partitions.now();
+        let map = self.peers.partitions.now();
         if let Some(owner) = sole_owner(&map.map, req.goods_ids.iter().map(|id| id.get())) {
             return self.on::<StockGet, _, _>(owner, req, Local::get).await;
         }
@@ -109,7 +99,7 @@ impl Router {
     }
 
     pub async fn deduct(self, req: DeductRequest) -> Result<DeductReply, StockError> {
-        let map = self.partitions.now();
+        let map = self.peers.partitions.now();
         // One owner (always, with one partition): the request as it came, to that owner.
         if let Some(owner) = sole_owner(&map.map, req.items.iter().map(|l| l.goods_id.get())) {
             return self
@@ -196,7 +186,7 @@ impl Router {
         sn: OrderSn,
         targets: Option<&[GoodsId]>,
     ) -> Result<bool, StockError> {
-        let map = self.partitions.now();
+        let map = self.peers.partitions.now();
         let partitions = match targets {
             Some(goods) => group_by_owner(&map.map, goods.iter(), |id| id.get())
                 .into_iter()
@@ -225,7 +215,7 @@ impl Router {
     }
 
     pub async fn sell_detail(self, req: SellDetailRequest) -> Result<SellDetail, StockError> {
-        let map = self.partitions.now();
+        let map = self.peers.partitions.now();
         let shares = join_all(
             map.map
                 .partitions()

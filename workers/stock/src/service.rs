@@ -6,6 +6,7 @@ use std::collections::HashMap;
 
 use shop_contracts::partition::STOCK_MAP_KEY;
 use shop_contracts::subjects::stock::{self as subject, partition};
+use shop_kit::partitions::Peers;
 use shop_kit::{ServiceConfig, Worker};
 use sqlx::PgPool;
 
@@ -43,7 +44,7 @@ pub async fn start(
             description: "stock counts, sell records and the ledger",
             metadata: HashMap::from([
                 ("strategy".to_owned(), settings.strategy.as_str().to_owned()),
-                ("partition".to_owned(), settings.partition.to_string()),
+                ("partition".to_owned(), settings.placement.partition.to_string()),
             ]),
             stats: Some(Box::new(stats)),
         },
@@ -57,19 +58,22 @@ pub async fn start(
     let (partitions, follow) =
         shop_kit::partitions::follow(&js, STOCK_MAP_KEY, replicas, worker.draining()).await?;
     worker.background("stock partition map", follow);
-    let me = settings.partition;
+    let me = settings.placement.partition;
     let local = Local {
         pool,
         deducter,
         changes,
     };
     let router = Router {
-        me,
-        partitions,
+        peers: Peers {
+            me,
+            partitions,
+            client: client.clone(),
+            timeout: settings.placement.forward_timeout,
+            subject_of: partition,
+        },
         local: local.clone(),
-        client: client.clone(),
         js: js.clone(),
-        timeout: settings.forward_timeout,
     };
 
     // This partition's own subjects, `stock.part.<me>.<op>`: only its database answers.

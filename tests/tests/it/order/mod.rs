@@ -106,18 +106,10 @@ async fn wait_half_messages_resolved(app: &TestApp) {
     .await;
 }
 
-/// Waits until the outbox relay has published every row the order database holds.
+/// Waits until the outbox relay has published every row the order databases hold.
 async fn wait_outbox_drained(app: &TestApp) {
-    let orders = app.db(Worker::Order).await;
-    eventually("the outbox to drain", SETTLE, || {
-        let orders = orders.clone();
-        async move {
-            let left: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox")
-                .fetch_one(&orders)
-                .await
-                .ok()?;
-            (left == 0).then_some(())
-        }
+    eventually("the outbox to drain", SETTLE, || async {
+        (app.order_count("SELECT count(*) FROM outbox").await == 0).then_some(())
     })
     .await;
 }
@@ -156,7 +148,7 @@ async fn invariants(app: &TestApp) -> Result<(), String> {
     let stock = shop_audit::snapshot::stock(&app.stock_dbs().await)
         .await
         .map_err(q)?;
-    let orders = shop_audit::snapshot::orders(&app.db(Worker::Order).await)
+    let orders = shop_audit::snapshot::orders(&app.order_dbs().await)
         .await
         .map_err(q)?;
     let mut findings = shop_audit::check::stock_counts(&stock);
@@ -315,10 +307,7 @@ async fn a_refused_create_is_resolved_without_a_rollback() {
         "not_found",
     )
     .await;
-    let fenced: i64 = sqlx::query_scalar("SELECT count(*) FROM aborted_orders")
-        .fetch_one(&app.db(Worker::Order).await)
-        .await
-        .unwrap();
+    let fenced = app.order_count("SELECT count(*) FROM aborted_orders").await;
     assert_eq!(
         fenced, 7,
         "every refused create fences its order_sn at once"
@@ -938,17 +927,11 @@ async fn order_mixed_load_keeps_every_invariant() {
     assert!(created > 0);
     check_invariants(&app).await;
     // Every unpaid order closes.
-    let pool = app.db(Worker::Order).await;
-    eventually("all unpaid orders to close", SETTLE, || {
-        let pool = pool.clone();
-        async move {
-            let unpaid: i64 =
-                sqlx::query_scalar("SELECT count(*) FROM orders WHERE status = 'unpaid'")
-                    .fetch_one(&pool)
-                    .await
-                    .unwrap();
-            (unpaid == 0).then_some(())
-        }
+    eventually("all unpaid orders to close", SETTLE, || async {
+        let unpaid = app
+            .order_count("SELECT count(*) FROM orders WHERE status = 'unpaid'")
+            .await;
+        (unpaid == 0).then_some(())
     })
     .await;
     check_invariants(&app).await;
@@ -1088,13 +1071,9 @@ async fn a_checker_whose_clock_runs_ahead_does_not_fence_a_live_create() {
     // A fast clock's fence comes at once; none may come while the create is stalled. (A
     // thing that must not happen can only be watched for a while: 3 s, far more than a look
     // takes and far less than the 20 s check delay.)
-    let orders = app.db(Worker::Order).await;
     let watch = Instant::now();
     while watch.elapsed() < Duration::from_secs(3) {
-        let fenced: i64 = sqlx::query_scalar("SELECT count(*) FROM aborted_orders")
-            .fetch_one(&orders)
-            .await
-            .unwrap();
+        let fenced = app.order_count("SELECT count(*) FROM aborted_orders").await;
         assert_eq!(fenced, 0, "the checker fenced a create seconds old");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -1105,10 +1084,7 @@ async fn a_checker_whose_clock_runs_ahead_does_not_fence_a_live_create() {
         order["status"], "unpaid",
         "a live create was refused: {order}"
     );
-    let fenced: i64 = sqlx::query_scalar("SELECT count(*) FROM aborted_orders")
-        .fetch_one(&orders)
-        .await
-        .unwrap();
+    let fenced = app.order_count("SELECT count(*) FROM aborted_orders").await;
     assert_eq!(fenced, 0, "the checker fenced a live create");
     assert_eq!(level(&app, a).await, (8, 2));
 }
@@ -1117,15 +1093,16 @@ async fn a_checker_whose_clock_runs_ahead_does_not_fence_a_live_create() {
 /// ORDER_EVENTS (created, then how it ended, read with its status each time: an order may
 /// close meanwhile), and returns the orders; `what` names the test step in a failure.
 pub(crate) async fn every_order_has_its_events(app: &TestApp, what: &str) -> Vec<i64> {
-    let orders = app.db(Worker::Order).await;
-    let all: Vec<i64> = sqlx::query_scalar("SELECT order_sn FROM orders")
-        .fetch_all(&orders)
-        .await
-        .unwrap();
-    for sn in &all {
-        eventually(&format!("{what}: the events of {sn}"), SETTLE, || {
-            let orders = &orders;
-            async move {
+    let mut all: Vec<(i64, sqlx::PgPool)> = Vec::new();
+    for orders in app.order_dbs().await {
+        let sns: Vec<i64> = sqlx::query_scalar("SELECT order_sn FROM orders")
+            .fetch_all(&orders)
+            .await
+            .unwrap();
+        all.extend(sns.into_iter().map(|sn| (sn, orders.clone())));
+    }
+    for (sn, orders) in &all {
+        eventually(&format!("{what}: the events of {sn}"), SETTLE, || async move {
                 let status: String =
                     sqlx::query_scalar("SELECT status FROM orders WHERE order_sn = $1")
                         .bind(sn)
@@ -1140,11 +1117,10 @@ pub(crate) async fn every_order_has_its_events(app: &TestApp, what: &str) -> Vec
                     other => panic!("{what}: order {sn} is {other}"),
                 };
                 (events_of(app, &sn.to_string()).await == want).then_some(())
-            }
         })
         .await;
     }
-    all
+    all.into_iter().map(|(sn, _)| sn).collect()
 }
 
 /// After a fault test: waits until the invariants hold, the outbox is drained and `shop

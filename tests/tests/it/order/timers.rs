@@ -29,7 +29,7 @@ async fn wait_scheduled(app: &TestApp, scheduled: u64) {
 
 /// Whether the database says order `sn` closed at or after its deadline.
 async fn closed_on_time(app: &TestApp, sn: &str) -> bool {
-    let orders = app.db(Worker::Order).await;
+    let orders = app.order_db_of(sn.parse().unwrap()).await;
     sqlx::query_scalar("SELECT closed_at >= pay_deadline FROM orders WHERE order_sn = $1")
         .bind(sn.parse::<i64>().unwrap())
         .fetch_one(&orders)
@@ -39,7 +39,7 @@ async fn closed_on_time(app: &TestApp, sn: &str) -> bool {
 
 /// Stores a schedule for `sn` by hand, as the worker does, to fire `in_ms` from now.
 async fn schedule_by_hand(app: &TestApp, sn: &str, in_ms: i64) {
-    let orders = app.db(Worker::Order).await;
+    let orders = app.order_db_of(sn.parse().unwrap()).await;
     let at: String = sqlx::query_scalar(
         "SELECT to_char((now() + $1 * interval '1 millisecond') AT TIME ZONE 'UTC', \
                         'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')",
@@ -106,11 +106,14 @@ async fn waiting_orders_hold_no_consumer_slot_so_a_failed_create_is_still_rolled
     let (ok, report) = audit(&app);
     assert!(ok, "30 scheduled orders: {report}");
     assert_eq!(report["unpaid_checked"], 30, "{report}");
-    let orders = app.db(Worker::Order).await;
-    let timeless: i64 = sqlx::query_scalar("SELECT min(order_sn) FROM orders")
-        .fetch_one(&orders)
-        .await
-        .unwrap();
+    let mut timeless = i64::MAX;
+    for orders in app.order_dbs().await {
+        let first: Option<i64> = sqlx::query_scalar("SELECT min(order_sn) FROM orders")
+            .fetch_one(&orders)
+            .await
+            .unwrap();
+        timeless = timeless.min(first.unwrap_or(i64::MAX));
+    }
     let timers = app.jetstream().get_stream("ORDER_TIMERS").await.unwrap();
     timers
         .purge()
@@ -209,7 +212,7 @@ async fn a_deadline_fired_early_or_twice_closes_once_and_not_before_the_database
         async move { (closer.info().await.ok()?.delivered.stream_sequence > 0).then_some(()) }
     })
     .await;
-    let orders = app.db(Worker::Order).await;
+    let orders = app.order_db_of(sn.parse().unwrap()).await;
     let before_deadline: bool =
         sqlx::query_scalar("SELECT now() < pay_deadline FROM orders WHERE order_sn = $1")
             .bind(sn.parse::<i64>().unwrap())

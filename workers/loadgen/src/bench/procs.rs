@@ -55,7 +55,7 @@ impl Stack {
                 let urls: Vec<&str> = match kind {
                     "goods" => vec![config.goods.url.as_str()],
                     "stock" => config.stock_databases(),
-                    _ => vec![config.order.url.as_str()],
+                    _ => config.order_databases(),
                 };
                 urls.into_iter().filter_map(move |url| {
                     let (port, database) = database_of(url)?;

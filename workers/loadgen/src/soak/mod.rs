@@ -266,7 +266,11 @@ async fn audit(stack: &impl Stack, urls: &Urls, grace: Duration) -> bool {
                 2,
                 ACQUIRE_TIMEOUT,
             )?],
-            order_db: shop_kit::db::connect(&urls.order_database, 2, ACQUIRE_TIMEOUT)?,
+            order_dbs: vec![shop_kit::db::connect(
+                &urls.order_database,
+                2,
+                ACQUIRE_TIMEOUT,
+            )?],
             nats: shop_kit::server::connect(&stack.admin(urls, "shop-audit")).await?,
         };
         let report = shop_audit::audit(&sources, grace, shop_audit::Progress::Hidden).await?;

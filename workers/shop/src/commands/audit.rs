@@ -8,26 +8,39 @@ use anyhow::Context;
 use crate::config::Config;
 
 pub async fn run(config: &Config, grace: Duration, json: bool) -> anyhow::Result<()> {
-    let stock_dbs = config
-        .stock
-        .settings
-        .all_databases(&config.stock.database_url)
-        .into_iter()
-        .enumerate()
-        .map(|(p, url)| {
-            shop_kit::db::connect(url, 2, config.stock.acquire_timeout)
-                .with_context(|| format!("connecting to stock partition {p}'s database"))
-        })
-        .collect::<anyhow::Result<Vec<_>>>()?;
-    let order_db =
-        shop_kit::db::connect(&config.order.database_url, 2, config.order.acquire_timeout)
-            .context("connecting to the order database")?;
+    let connect = |kind: &str, urls: Vec<&str>, acquire_timeout| {
+        urls.into_iter()
+            .enumerate()
+            .map(|(p, url)| {
+                shop_kit::db::connect(url, 2, acquire_timeout)
+                    .with_context(|| format!("connecting to {kind} partition {p}'s database"))
+            })
+            .collect::<anyhow::Result<Vec<_>>>()
+    };
+    let stock_dbs = connect(
+        "stock",
+        config
+            .stock
+            .settings
+            .placement
+            .all_databases(&config.stock.database_url),
+        config.stock.acquire_timeout,
+    )?;
+    let order_dbs = connect(
+        "order",
+        config
+            .order
+            .settings
+            .placement
+            .all_databases(&config.order.database_url),
+        config.order.acquire_timeout,
+    )?;
     let nats = shop_kit::server::connect(&config.nats_target("shop-audit", None))
         .await
         .context("connecting to NATS")?;
     let sources = shop_audit::Sources {
         stock_dbs,
-        order_db,
+        order_dbs,
         nats,
     };
     shop_audit::run(&sources, grace, json).await?;

@@ -20,11 +20,20 @@ fn bench_config(config: &Config) -> shop_loadgen::BenchConfig {
         stock_partitions: config
             .stock
             .settings
+            .placement
             .all_databases(&config.stock.database_url)
             .into_iter()
             .map(str::to_owned)
             .collect(),
         order: database(&config.order.database_url, config.order.acquire_timeout),
+        order_partitions: config
+            .order
+            .settings
+            .placement
+            .all_databases(&config.order.database_url)
+            .into_iter()
+            .map(str::to_owned)
+            .collect(),
         gateway_listen: config.gateway.listen,
         gateway_hs256_secret: config.gateway.auth.hs256_secret.clone(),
         check_delay: config.order.settings.check_delay,

@@ -237,7 +237,7 @@ async fn stock_partitions(config: &mut Config, data: &Path, urls: &[String]) -> 
                 data.display()
             )
         })?;
-    config.stock.settings.partition_databases = urls.join(",");
+    config.stock.settings.placement.partition_databases = urls.join(",");
     let path = data.join(DEV_PARTITIONS_FILE);
     let text = format!(
         "# The stock partitions' databases of `shop up --partitions {count}`, for `shop audit`.\n\
