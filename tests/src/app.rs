@@ -86,7 +86,8 @@ impl Partitions {
         }
     }
 
-    fn of(self, kind: Worker) -> u16 {
+    /// The partitions of `kind` (1 for goods).
+    pub fn of(self, kind: Worker) -> u16 {
         match kind {
             Worker::Goods => 1,
             Worker::Stock => self.stock,

@@ -14,7 +14,7 @@ pub mod proxy;
 pub mod stack;
 pub mod wait;
 
-pub use app::{ask, Answer, ErrorReply, TestApp, TlsFiles, Worker, WorkerProcess};
+pub use app::{ask, Answer, ErrorReply, Partitions, TestApp, TlsFiles, Worker, WorkerProcess};
 pub use browser::Browser;
 pub use gateway::Gateway;
 pub use proxy::Proxy;

@@ -239,22 +239,41 @@ fn delivered_before(message: &jetstream::Message) -> bool {
     message.info().is_ok_and(|info| info.delivered > 1)
 }
 
-/// The verdict on each look, in order: each asked of the partition owning its order (this
-/// one's decided here); a partition that fails or does not answer gets its looks retried.
+/// The verdict on each look, in order. A first delivery waits the check delay, decided here
+/// whatever partition owns it: that wait is what makes any later delivery "old enough", so it
+/// must never be cut short by a failure. The others are asked of the partition owning their
+/// order (this one's decided here); a partition that fails or does not answer gets its looks
+/// retried.
 async fn decide_by_owner(
     ctx: &Ctx,
     peers: &Peers,
     source: Source,
     looks: &[Look],
 ) -> Vec<Verdict> {
+    let first_wait = ctx.settings.check_delay + MARGIN;
+    let mut verdicts: Vec<Verdict> = looks
+        .iter()
+        .map(|look| {
+            if look.old_enough {
+                Verdict::Later(RETRY)
+            } else {
+                Verdict::Later(first_wait)
+            }
+        })
+        .collect();
+    let old = looks
+        .iter()
+        .enumerate()
+        .filter(|(_, look)| look.old_enough)
+        .map(|(i, _)| i);
     let map = peers.partitions.now();
-    let groups = group_by_slot_owner(&map.map, 0..looks.len(), |&i| Slot::of_order(looks[i].sn));
+    let groups = group_by_slot_owner(&map.map, old, |&i| Slot::of_order(looks[i].sn));
     let answers = join_all(groups.iter().map(|(owner, at)| {
         let questions: Vec<Question> = at
             .iter()
             .map(|&i| Question {
                 order_sn: looks[i].sn,
-                old_enough: looks[i].old_enough,
+                old_enough: true,
             })
             .collect();
         peers.on::<OrderCheck, _, _>(*owner, questions, |questions| async move {
@@ -262,7 +281,6 @@ async fn decide_by_owner(
         })
     }))
     .await;
-    let mut verdicts: Vec<Verdict> = looks.iter().map(|_| Verdict::Later(RETRY)).collect();
     for ((owner, at), answer) in groups.into_iter().zip(answers) {
         match answer {
             Ok(decided) if decided.len() == at.len() => {

@@ -46,25 +46,24 @@ async fn crash_at(point: &'static str, kind: &str) -> String {
     let mut app = TestApp::start_with_env(&others, ENV).await;
     let armed = app.spawn_process(armed_kind, &[("SHOP_CRASH_AT", point)]);
     let armed = app.adopt(armed);
-    // With stock over several partitions the armed worker is partition 0's (the load's
-    // first goods lives there); the others run unarmed.
-    let partitions = if armed_kind == Worker::Stock {
-        for p in 1..app.stock_partitions() {
-            let plain = app.spawn_stock_partition(p, &[]);
-            app.adopt(plain);
-        }
-        usize::from(app.stock_partitions())
-    } else {
-        1
-    };
+    // Over several partitions the armed worker is partition 0's (some of the load's goods
+    // and users live there); the others run unarmed.
+    let count = app.partitions().of(armed_kind);
+    for p in 1..count {
+        let plain = app.spawn_partition(armed_kind, p, &[]);
+        app.adopt(plain);
+    }
+    let partitions = usize::from(count);
     app.wait_for_workers(armed_kind, partitions).await;
     let a = goods(&app, 100, 1000).await;
     let b = goods(&app, 250, 1000).await;
 
     // Two orphans, as a create that died leaves them: one half message with its deduct,
-    // one without. The checker must fence both.
+    // one without. The checker must fence both. Their order_sns carry slot 0, which
+    // partition 0 (the armed worker's, over several partitions) owns.
+    let slot_bits = 0xff_i64 << shop_contracts::OrderSn::SLOT_SHIFT;
     for (i, deduct) in [(1_i64, true), (2, false)] {
-        let sn = format!("{}", 6_000_000_000_000_000 + i);
+        let sn = format!("{}", (6_000_000_000_000_000 + i) & !slot_bits);
         let lines = json!([{"goods_id": a, "quantity": 1}]);
         let half = json!({"order_sn": sn, "items": lines});
         store(&app, format!("order.txn.{sn}"), &half).await;

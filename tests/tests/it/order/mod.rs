@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use crate::{level, no_findings};
 use futures::future::join_all;
 use serde_json::{json, Value};
-use shop_tests::{eventually, TestApp, Worker};
+use shop_tests::{eventually, Partitions, TestApp, Worker};
 
 mod crash;
 mod db_faults;
@@ -32,6 +32,17 @@ pub(crate) const SETTLE: Duration = Duration::from_secs(60);
 
 async fn start() -> TestApp {
     TestApp::start_with_env(ALL, FAST).await
+}
+
+/// For the tests of one order worker's own machinery (its failpoints, clock, lease, link):
+/// `kinds` with orders in one partition, whatever the environment says (the test starts
+/// that worker itself), stock as the environment says.
+pub(crate) async fn start_one_order_partition(kinds: &[Worker], env: &[(&str, &str)]) -> TestApp {
+    let partitions = Partitions {
+        order: 1,
+        ..Partitions::from_env()
+    };
+    TestApp::start_with_partitions(kinds, env, partitions).await
 }
 
 /// A goods on sale at `price_cents` with `available` units in stock.
@@ -414,7 +425,7 @@ async fn order_concurrent_repeats_of_one_idempotency_key_deduct_once() {
 /// by the `commit_after_fence` failpoint, so the bound is full for as long as the test looks.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn order_create_beyond_the_in_flight_bound_is_refused_and_takes_no_stock() {
-    let mut app = TestApp::start_with_env(&[Worker::Goods, Worker::Stock], FAST).await;
+    let mut app = start_one_order_partition(&[Worker::Goods, Worker::Stock], FAST).await;
     let full = app.spawn_process(
         Worker::Order,
         &[
@@ -654,7 +665,7 @@ async fn order_pay_races_close_at_the_deadline() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn order_worker_killed_after_deduct_is_rolled_back() {
-    let mut app = TestApp::start_with_env(&[Worker::Goods, Worker::Stock], FAST).await;
+    let mut app = start_one_order_partition(&[Worker::Goods, Worker::Stock], FAST).await;
     let a = goods(&app, 100, 10).await;
     let doomed = app.spawn_process(Worker::Order, &[("SHOP_ORDER__FAILPOINT", "after_deduct")]);
     let doomed = app.adopt(doomed);
@@ -693,7 +704,7 @@ async fn a_create_slower_than_the_check_delay_is_fenced_and_gives_everything_bac
     // The worker stalls after the deduct until the checker has fenced the order_sn, then
     // tries to commit: the fence must win, the caller hears `unavailable`, no order exists,
     // and the stock comes back through the rollback.
-    let mut app = TestApp::start_with_env(&[Worker::Goods, Worker::Stock], FAST).await;
+    let mut app = start_one_order_partition(&[Worker::Goods, Worker::Stock], FAST).await;
     let stalled = app.spawn_process(
         Worker::Order,
         &[("SHOP_ORDER__FAILPOINT", "commit_after_fence")],
@@ -796,21 +807,26 @@ async fn order_two_workers_issue_distinct_sns() {
     assert_eq!(sns.len(), 200, "duplicate order_sn");
     let nodes: HashSet<i64> = sns
         .iter()
-        .map(|s| (s.parse::<i64>().unwrap() >> 12) & 1023)
+        .map(|s| node_and_ms(s).0)
         .collect();
-    assert_eq!(nodes.len(), 2, "both workers issued ids: {nodes:?}");
+    let workers = 2 * usize::from(app.partitions().order);
+    assert_eq!(nodes.len(), workers, "every worker issued ids: {nodes:?}");
     check_invariants(&app).await;
 }
 
-/// Node id and unix milliseconds of an order_sn (41 bits of ms since 2024-01-01, 10 of node).
+/// Node id and unix milliseconds of an order_sn (41 bits of ms since 2024-01-01, 8 of the
+/// user's slot, 8 of node, 6 of sequence).
 fn node_and_ms(sn: &str) -> (i64, i64) {
     let sn: i64 = sn.parse().unwrap();
-    ((sn >> 12) & 1023, (sn >> 22) + 1_704_067_200_000)
+    (
+        (sn >> shop_contracts::OrderSn::NODE_SHIFT) & 255,
+        (sn >> shop_contracts::OrderSn::MS_SHIFT) + 1_704_067_200_000,
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_re_leased_with_its_clock_behind_never_repeats_an_order_sn() {
-    let mut app = start().await;
+    let mut app = start_one_order_partition(ALL, FAST).await;
     let a = goods(&app, 1, 1000).await;
     let before =
         join_all((0..20).map(|u| app.ok("order.create", create_body(u + 1, &[(a, 1)])))).await;
@@ -993,7 +1009,7 @@ async fn unpaid_orders_show_as_pending_timers_and_the_consumer_is_configured() {
 async fn a_worker_refuses_to_start_on_a_stream_that_contradicts_nats_config() {
     // Someone created ORDER_TXN by hand as a limits stream: a work queue's semantics (a half
     // message gone once resolved) would silently change, so the order worker must not start.
-    let mut app = TestApp::start(&[Worker::Goods, Worker::Stock]).await;
+    let mut app = start_one_order_partition(&[Worker::Goods, Worker::Stock], &[]).await;
     app.jetstream()
         .create_stream(async_nats::jetstream::stream::Config {
             name: "ORDER_TXN".into(),
@@ -1033,7 +1049,7 @@ async fn a_checker_whose_clock_runs_ahead_does_not_fence_a_live_create() {
     // the check delay. Judged by the worker's clock, its half message would look ten
     // minutes old at its first delivery and be fenced at once, failing a healthy create; the
     // server's timers say it is seconds old, so the create commits.
-    let mut app = TestApp::start_with_env(&[Worker::Goods, Worker::Stock], &[]).await;
+    let mut app = start_one_order_partition(&[Worker::Goods, Worker::Stock], &[]).await;
     let a = goods(&app, 100, 10).await;
     let ahead = app.spawn_process(
         Worker::Order,

@@ -19,9 +19,8 @@ use shop_devstack::{
     PostgresCluster, PostgresSpec, Supervised,
 };
 
-use shop_contracts::partition::STOCK_MAP_KEY;
-
-use crate::config::{Config, DEV_PARTITIONS_FILE, DEV_SECRETS_FILE};
+use super::partitions::PartitionServers;
+use crate::config::{Config, DEV_SECRETS_FILE};
 
 /// Worker kinds with their NATS user and dev password (nats-config/dev.conf).
 pub(super) const WORKERS: [(&str, &str); 3] = [
@@ -108,20 +107,8 @@ pub async fn run(
         throwaway: false,
     })
     .context("starting PostgreSQL")?;
-    // Stock partitions 1.. each get a PostgreSQL server of their own on the next ports.
-    let mut stock_servers = Vec::new();
-    for p in 1..partitions {
-        stock_servers.push(
-            PostgresCluster::start(PostgresSpec {
-                bin_dir: None,
-                data_dir: data.join(format!("pg-stock-{p}")),
-                port: config.dev.postgres_port + p,
-                log_file: logs.join(format!("postgres-stock-{p}.log")),
-                throwaway: false,
-            })
-            .with_context(|| format!("starting PostgreSQL for stock partition {p}"))?,
-        );
-    }
+    // Stock and order partitions 1.. each get a PostgreSQL server of their own.
+    let servers = PartitionServers::start(&config, &data, partitions)?;
     tracing::info!(nats = %nats.url(), postgres_port = postgres.port(), "servers up");
 
     config.nats.url = nats.url();
@@ -130,15 +117,7 @@ pub async fn run(
     config.stock.database_url = postgres.url("shop_stock");
     config.order.database_url = postgres.url("shop_order");
     super::migrate::run(&config).await?;
-    let stock_urls: Vec<String> = std::iter::once(config.stock.database_url.clone())
-        .chain(stock_servers.iter().map(|server| server.url("shop_stock")))
-        .collect();
-    for url in &stock_urls[1..] {
-        shop_kit::db::create_and_migrate(url, &shop_stock::MIGRATOR)
-            .await
-            .context("migrating a stock partition's database")?;
-    }
-    stock_partitions(&mut config, &data, &stock_urls).await?;
+    servers.migrate_and_map(&mut config, &data).await?;
 
     dev_secrets(&mut config, &data)?;
     let exe = std::env::current_exe().context("locating the shop binary")?;
@@ -163,18 +142,22 @@ pub async fn run(
             })?);
         }
     }
-    // The other stock partitions' workers, each on its own partition's database.
-    for (p, url) in stock_urls.iter().enumerate().skip(1) {
+    // The other partitions' workers, each on its own partition's database.
+    for (kind, p, url) in servers.urls() {
+        let password = WORKERS
+            .iter()
+            .find(|(k, _)| *k == kind.name())
+            .map_or("", |(_, password)| *password);
         for i in 0..per_kind {
-            let name = format!("stock-p{p}-{i}");
+            let name = format!("{}-p{p}-{i}", kind.name());
             let (config, exe) = (config.clone(), exe.clone());
             let (url, partition) = (url.clone(), p.to_string());
             children.push(Supervised::start(name, move || {
                 let env = [
-                    ("SHOP_STOCK__PARTITION", partition.as_str()),
-                    ("SHOP_STOCK__DATABASE_URL", url.as_str()),
+                    (kind.partition_setting(), partition.as_str()),
+                    (kind.database_setting(), url.as_str()),
                 ];
-                worker_command(&exe, &config, "stock", "stock-dev", &env)
+                worker_command(&exe, &config, kind.name(), password, &env)
             })?);
         }
     }
@@ -194,7 +177,7 @@ pub async fn run(
     let http = format!("http://{}", config.gateway.listen);
 
     eprintln!(
-        "\nshop is up in {:.1}s: NATS {} (JetStream, streams at {} replica(s)), PostgreSQL 127.0.0.1:{}, {} worker(s) of each kind, stock in {partitions} partition(s).\n\
+        "\nshop is up in {:.1}s: NATS {} (JetStream, streams at {} replica(s)), PostgreSQL 127.0.0.1:{}, {} worker(s) of each kind (and partition), stock and orders in {partitions} partition(s).\n\
          HTTP gateway {http}: live room {http}/rooms/1, API docs {http}/docs\n\
          Try:  nats req goods.room.list '{{\"room_id\":1}}'\n\
          \x20     curl {http}/v1/rooms/1\n\
@@ -216,35 +199,9 @@ pub async fn run(
     }
     // All at once: each finishes what it admitted within its own shutdown_timeout.
     stop_all(&mut children).await;
-    drop(stock_servers);
+    drop(servers);
     drop(postgres);
     drop(nats);
-    Ok(())
-}
-
-/// Stock over `urls` (partition 0 first): writes the even map on the first partitioned run,
-/// refuses a stored map of other partitions (its data lives where that map put it), and
-/// keeps the URLs in the data directory for `shop audit`.
-async fn stock_partitions(config: &mut Config, data: &Path, urls: &[String]) -> anyhow::Result<()> {
-    let count = u16::try_from(urls.len()).context("too many partitions")?;
-    let store = super::partitions::bucket(config, "shop-up").await?;
-    shop_kit::partitions::ensure_count(&store, STOCK_MAP_KEY, count)
-        .await
-        .with_context(|| {
-            format!(
-                "stock in {count} partition(s) (start with the --partitions the data directory \
-                 was made with, or wipe {})",
-                data.display()
-            )
-        })?;
-    config.stock.settings.placement.partition_databases = urls.join(",");
-    let path = data.join(DEV_PARTITIONS_FILE);
-    let text = format!(
-        "# The stock partitions' databases of `shop up --partitions {count}`, for `shop audit`.\n\
-         [stock]\npartition_databases = \"{}\"\n",
-        urls.join(",")
-    );
-    std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
     Ok(())
 }
 
