@@ -12,14 +12,9 @@ use shop_contracts::OrderSn;
 use shop_tests::{ask, Answer, Partitions, TestApp, Worker};
 
 use crate::order::{create_body, goods, settled_and_audited, sn_of};
+use crate::partitions::{ALL, ENV, SETTLE};
 
 const PARTITIONS: Partitions = Partitions { stock: 3, order: 3 };
-const ENV: &[(&str, &str)] = &[
-    ("SHOP_ORDER__PAY_TIMEOUT", "4s"),
-    ("SHOP_ORDER__CHECK_DELAY", "2s"),
-];
-const ALL: &[Worker] = &[Worker::Goods, Worker::Stock, Worker::Order];
-const SETTLE: Duration = Duration::from_secs(60);
 
 async fn start() -> TestApp {
     TestApp::start_with_partitions(ALL, ENV, PARTITIONS).await

@@ -15,12 +15,12 @@ use shop_tests::{ask, Answer, TestApp, Worker};
 use crate::order::{check_invariants, create_body, goods, settled_and_audited, sn_of};
 
 const PARTITIONS: u16 = 3;
-const ENV: &[(&str, &str)] = &[
+pub(crate) const ENV: &[(&str, &str)] = &[
     ("SHOP_ORDER__PAY_TIMEOUT", "4s"),
     ("SHOP_ORDER__CHECK_DELAY", "2s"),
 ];
-const ALL: &[Worker] = &[Worker::Goods, Worker::Stock, Worker::Order];
-const SETTLE: Duration = Duration::from_secs(60);
+pub(crate) const ALL: &[Worker] = &[Worker::Goods, Worker::Stock, Worker::Order];
+pub(crate) const SETTLE: Duration = Duration::from_secs(60);
 
 async fn start() -> TestApp {
     TestApp::start_with_stock_partitions(ALL, ENV, PARTITIONS).await
