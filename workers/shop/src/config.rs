@@ -40,7 +40,7 @@ pub struct Config {
 /// `shop.toml`, so `shop token` and a hand-started `shop gateway` agree with the stack.
 pub const DEV_SECRETS_FILE: &str = "gateway-dev-secrets.toml";
 
-/// Inside `dev.data_dir`: the stock partitions' databases of `shop up --partitions N`,
+/// Inside `dev.data_dir`: the stock and order partitions' databases of `shop up --partitions N`,
 /// written by it and read as a layer beside [`DEV_SECRETS_FILE`], so `shop audit` reads every
 /// partition of the local stack.
 pub const DEV_PARTITIONS_FILE: &str = "partitions.toml";
