@@ -1106,13 +1106,23 @@ struct Events {
 
 impl Events {
     async fn open(gw: &Gateway, path: &str) -> Events {
-        let response = http()
+        let response = Events::request(gw, path).await;
+        assert_eq!(response.status(), StatusCode::OK);
+        Events::of(response)
+    }
+
+    /// The response to a stream's request, whatever its status.
+    async fn request(gw: &Gateway, path: &str) -> Response {
+        http()
             .get(gw.at(path))
             .timeout(Duration::from_secs(600))
             .send()
             .await
-            .unwrap();
-        assert_eq!(response.status(), StatusCode::OK);
+            .unwrap()
+    }
+
+    /// The events of a 200 response.
+    fn of(response: Response) -> Events {
         assert_eq!(response.headers()["content-type"], "text/event-stream");
         Events {
             body: Box::pin(response.bytes_stream()),
@@ -1302,25 +1312,29 @@ async fn gateway_event_streams_past_the_cap_are_503_until_one_closes() {
 
     drop(first);
     let response = eventually("the closed stream's place to be free", SETTLE, || async {
-        let response = http()
-            .get(gw.at(path))
-            .timeout(Duration::from_secs(600))
-            .send()
-            .await
-            .unwrap();
+        let response = Events::request(&gw, path).await;
         (response.status() == StatusCode::OK).then_some(response)
     })
     .await;
-    let mut third = Events {
-        body: Box::pin(response.bytes_stream()),
-        buffer: String::new(),
-    };
-    let (event, room) = third.next().await.expect("the admitted stream's first event");
-    assert_eq!((event.as_str(), room["room_id"].as_i64()), ("room", Some(5)));
+    let mut third = Events::of(response);
+    let (event, room) = third
+        .next()
+        .await
+        .expect("the admitted stream's first event");
+    assert_eq!(
+        (event.as_str(), room["room_id"].as_i64()),
+        ("room", Some(5))
+    );
     // The one still open was never cut.
     ok(
-        call(&gw, Method::PUT, &format!("/v1/admin/stock/{a}"), Some(&admin_token(ADMIN)),
-            Some(json!({"available": 4}))).await,
+        call(
+            &gw,
+            Method::PUT,
+            &format!("/v1/admin/stock/{a}"),
+            Some(&admin_token(ADMIN)),
+            Some(json!({"available": 4})),
+        )
+        .await,
         StatusCode::OK,
     )
     .await;

@@ -8,8 +8,8 @@
 use bytes::Bytes;
 use futures::StreamExt;
 use shop_contracts::stock::StockChanged;
-use shop_contracts::GoodsId;
 use shop_contracts::subjects;
+use shop_contracts::GoodsId;
 use shop_contracts::RoomId;
 use tokio::sync::broadcast;
 use tokio::task::JoinHandle;

@@ -156,10 +156,12 @@ pub async fn run(
     };
     // Each stream is a file descriptor; a few dozen more serve the rest (NATS, requests).
     match serve::raise_open_files_limit() {
-        Ok(limit) if limit < settings.max_event_streams as u64 + 64 => tracing::warn!(
+        Ok(limit) if limit < settings.max_event_streams as u64 + 64 => {
+            tracing::warn!(
             limit, max_event_streams = settings.max_event_streams,
             "the open files limit (ulimit -n) is below gateway.max_event_streams: viewers past it \
-             are refused by the system, not answered 503"),
+             are refused by the system, not answered 503")
+        }
         Ok(_) => {}
         Err(error) => tracing::warn!(%error, "could not read or raise the open files limit"),
     }

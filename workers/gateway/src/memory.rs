@@ -31,7 +31,12 @@ pub async fn give_back_after_viewers_leave(drain: Drain) {
         if peak.saturating_sub(open) >= CLOSED_STREAMS {
             // Off the runtime's threads: the trim holds arena locks for milliseconds.
             let trimmed = tokio::task::spawn_blocking(trim).await;
-            tracing::debug!(peak, open, ?trimmed, "returned freed memory after streams closed");
+            tracing::debug!(
+                peak,
+                open,
+                ?trimmed,
+                "returned freed memory after streams closed"
+            );
         }
     }
 }

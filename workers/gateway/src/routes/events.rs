@@ -81,13 +81,17 @@ impl Viewer {
                 change = self.changes.recv() => change,
             };
             match change {
-                Ok(Change::Stock { goods_id, frame }) if self.goods.binary_search(&goods_id).is_ok() => {
+                Ok(Change::Stock { goods_id, frame })
+                    if self.goods.binary_search(&goods_id).is_ok() =>
+                {
                     self.keep_alive.reset();
                     return Some(frame);
                 }
                 // Boxed: the re-read's state (two NATS requests) is large and rarely needed,
                 // and inline it would be part of every stream's state all the time.
-                Ok(Change::Room(room_id)) if room_id == self.room_id => Box::pin(self.reread()).await,
+                Ok(Change::Room(room_id)) if room_id == self.room_id => {
+                    Box::pin(self.reread()).await
+                }
                 Ok(_) => {}
                 Err(RecvError::Lagged(_)) => Box::pin(self.reread()).await,
                 Err(RecvError::Closed) => return None,
@@ -184,9 +188,10 @@ pub async fn room_events(
             "this gateway already holds its maximum of {max} event streams; try again later"
         ))
         .with_retry_after(FULL_RETRY_AFTER);
-        problem
-            .details
-            .insert("retry_after_ms".into(), json!(FULL_RETRY_AFTER.as_millis() as u64));
+        problem.details.insert(
+            "retry_after_ms".into(),
+            json!(FULL_RETRY_AFTER.as_millis() as u64),
+        );
         return Err(problem);
     };
     // Subscribe before the first read, so no change between the two is lost.
@@ -213,7 +218,10 @@ pub async fn room_events(
     });
     let mut response = Body::from_stream(frames).into_response();
     let headers = response.headers_mut();
-    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     Ok(response)
 }

@@ -220,10 +220,16 @@ async fn one_gateway(
     })?;
     let fds_before = open_fds(pid);
     let rss_before_kib = rss_kib(pid);
-    println!("gateway {gateway} (pid {pid}): {:.1} MiB before", mib(rss_before_kib));
+    println!(
+        "gateway {gateway} (pid {pid}): {:.1} MiB before",
+        mib(rss_before_kib)
+    );
 
     let without = system::run(&config, client, creates, mode, window, "no viewers").await?;
-    print_system(&format!("creates, gateway {gateway} without viewers"), &without);
+    print_system(
+        &format!("creates, gateway {gateway} without viewers"),
+        &without,
+    );
 
     let shared = Arc::new(Shared::new(args.probes));
     let stop = CancellationToken::new();
@@ -298,10 +304,16 @@ async fn one_gateway(
 fn print(result: &GatewayResult) {
     let spread = |s: Option<Spread>| {
         s.map_or("-".to_owned(), |s| {
-            format!("p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms", s.p50, s.p99, s.max)
+            format!(
+                "p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+                s.p50, s.p99, s.max
+            )
         })
     };
-    println!("gateway {} with {} viewers:", result.gateway, result.viewers);
+    println!(
+        "gateway {} with {} viewers:",
+        result.gateway, result.viewers
+    );
     println!(
         "  RSS {:.1} MiB before, {:.1} MiB with the viewers ({:.1} KiB per stream), {:.1} MiB after they left",
         mib(result.rss_before_kib),
@@ -488,9 +500,13 @@ async fn probe_all(
     for i in 0..count {
         let mark = MARK + i as i64;
         let set = Instant::now();
-        request_json::<StockSet>(client, json!({"goods_id": probe, "available": mark}), TIMEOUT)
-            .await
-            .context("stock.set of the probe goods")?;
+        request_json::<StockSet>(
+            client,
+            json!({"goods_id": probe, "available": mark}),
+            TIMEOUT,
+        )
+        .await
+        .context("stock.set of the probe goods")?;
         let deadline = set + PROBE_DEADLINE;
         let mut seen = None;
         while seen.is_none() && Instant::now() < deadline {
