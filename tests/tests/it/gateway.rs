@@ -1099,13 +1099,23 @@ struct Events {
 
 impl Events {
     async fn open(gw: &Gateway, path: &str) -> Events {
-        let response = http()
+        let response = Events::request(gw, path).await;
+        assert_eq!(response.status(), StatusCode::OK);
+        Events::of(response)
+    }
+
+    /// The response to a stream's request, whatever its status.
+    async fn request(gw: &Gateway, path: &str) -> Response {
+        http()
             .get(gw.at(path))
             .timeout(Duration::from_secs(600))
             .send()
             .await
-            .unwrap();
-        assert_eq!(response.status(), StatusCode::OK);
+            .unwrap()
+    }
+
+    /// The events of a 200 response.
+    fn of(response: Response) -> Events {
         assert_eq!(response.headers()["content-type"], "text/event-stream");
         Events {
             body: Box::pin(response.bytes_stream()),
@@ -1262,6 +1272,72 @@ async fn gateway_room_events_stream_stock_and_room_changes_and_end_on_shutdown()
     })
     .await;
     assert!(ended.is_ok(), "the stream did not end");
+}
+
+/// Past `gateway.max_event_streams` a new event stream is refused at once: 503 `unavailable`
+/// with `Retry-After`, as a problem; a stream that closes frees its place for the next viewer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gateway_event_streams_past_the_cap_are_503_until_one_closes() {
+    let app = TestApp::start(&[Worker::Goods, Worker::Stock]).await;
+    // A short keep-alive: the gateway notices a viewer that left on a failed write.
+    let gw = app
+        .spawn_gateway(&[
+            ("SHOP_GATEWAY__MAX_EVENT_STREAMS", "2"),
+            ("SHOP_GATEWAY__KEEP_ALIVE", "100ms"),
+        ])
+        .await;
+    let a = goods(&gw, 100, 10).await;
+    app.ok("goods.room.set", json!({"room_id": 5, "goods_ids": [a]}))
+        .await;
+    let path = "/v1/rooms/5/events";
+    let mut first = Events::open(&gw, path).await;
+    let mut second = Events::open(&gw, path).await;
+    for events in [&mut first, &mut second] {
+        let (event, _) = events.next().await.expect("the room comes first");
+        assert_eq!(event, "room");
+    }
+
+    let refused = http().get(gw.at(path)).send().await.unwrap();
+    let retry_after = refused.headers().get("retry-after").cloned();
+    let body = problem(refused, StatusCode::SERVICE_UNAVAILABLE, "unavailable").await;
+    assert_eq!(retry_after.unwrap(), "5", "{body}");
+    assert_eq!(body["details"]["retry_after_ms"], 5000, "{body}");
+
+    drop(first);
+    let response = eventually("the closed stream's place to be free", SETTLE, || async {
+        let response = Events::request(&gw, path).await;
+        (response.status() == StatusCode::OK).then_some(response)
+    })
+    .await;
+    let mut third = Events::of(response);
+    let (event, room) = third
+        .next()
+        .await
+        .expect("the admitted stream's first event");
+    assert_eq!(
+        (event.as_str(), room["room_id"].as_i64()),
+        ("room", Some(5))
+    );
+    // The one still open was never cut.
+    ok(
+        call(
+            &gw,
+            Method::PUT,
+            &format!("/v1/admin/stock/{a}"),
+            Some(&admin_token(ADMIN)),
+            Some(json!({"available": 4})),
+        )
+        .await,
+        StatusCode::OK,
+    )
+    .await;
+    for events in [&mut second, &mut third] {
+        events
+            .until("stock of a to be 4", |event, data| {
+                (event == "stock" && data == &json!({"goods_id": a, "available": 4})).then_some(())
+            })
+            .await;
+    }
 }
 
 /// A request whose handler is running: its head sent with `Expect: 100-continue`, and the

@@ -14,7 +14,9 @@
 //!   error response one.
 //! - [`extract`]: body, path and query extractors whose rejections are problems.
 //! - [`rate_limit`]: the per-user limit on order creation.
+//! - [`serve`]: the HTTP connections: hyper's settings, accepting, the graceful stop.
 //! - [`events`]: the notifications hub behind the Server-Sent Events of a room.
+//! - [`memory`]: freed memory given back to the system after viewers leave.
 //! - [`openapi`]: the OpenAPI 3.1 document's frame (the routes add their operations).
 //! - [`shutdown`]: the stop signal the event streams watch, and what is still in flight.
 //! - [`settings`]: `[gateway]` configuration.
@@ -22,11 +24,13 @@
 pub mod auth;
 pub mod events;
 pub mod extract;
+pub mod memory;
 pub mod openapi;
 pub mod payment;
 pub mod problem;
 pub mod rate_limit;
 pub mod routes;
+pub mod serve;
 pub mod settings;
 pub mod shutdown;
 pub mod state;
@@ -38,7 +42,6 @@ use std::time::Duration;
 
 use axum::extract::DefaultBodyLimit;
 use axum::http::{header, HeaderName, Method, StatusCode};
-use axum::serve::ListenerExt;
 use axum::Router;
 use thiserror::Error;
 use tower_http::cors::{AllowOrigin, CorsLayer};
@@ -151,6 +154,18 @@ pub async fn run(
             }
         })
     };
+    // Each stream is a file descriptor; a few dozen more serve the rest (NATS, requests).
+    match serve::raise_open_files_limit() {
+        Ok(limit) if limit < settings.max_event_streams as u64 + 64 => {
+            tracing::warn!(
+            limit, max_event_streams = settings.max_event_streams,
+            "the open files limit (ulimit -n) is below gateway.max_event_streams: viewers past it \
+             are refused by the system, not answered 503")
+        }
+        Ok(_) => {}
+        Err(error) => tracing::warn!(%error, "could not read or raise the open files limit"),
+    }
+    let trimmer = tokio::spawn(memory::give_back_after_viewers_leave(drain.clone()));
     let listener = tokio::net::TcpListener::bind(settings.listen)
         .await
         .map_err(|source| GatewayError::Bind {
@@ -158,13 +173,6 @@ pub async fn run(
             source,
         })?;
     let addr = listener.local_addr().map_err(GatewayError::Serve)?;
-    // Responses go out as soon as they are written: with Nagle's algorithm a response that
-    // leaves in two writes waits for the client's delayed ACK (up to 40 ms) before its end.
-    let listener = listener.tap_io(|tcp| {
-        if let Err(error) = tcp.set_nodelay(true) {
-            tracing::debug!(%error, "could not set TCP_NODELAY");
-        }
-    });
     let (routes, document) = routes::build();
     let shutdown_timeout = settings.shutdown_timeout;
     let state = AppState::new(Shared {
@@ -182,10 +190,9 @@ pub async fn run(
     tracing::info!(%addr, "gateway listening");
     // After the stop: no new connections, idle ones close, each connection finishes the
     // request it is serving; event streams end (they watch the same signal).
-    let serving = axum::serve(listener, app(routes, state)).with_graceful_shutdown(drain.stopped());
-    let mut serving = std::pin::pin!(std::future::IntoFuture::into_future(serving));
+    let mut serving = std::pin::pin!(serve::serve(listener, app(routes, state), drain.clone()));
     let result = tokio::select! {
-        result = serving.as_mut() => result.map_err(GatewayError::Serve),
+        () = serving.as_mut() => Ok(()),
         _ = hub_task => Err(GatewayError::HubStopped),
         _ = shutdown => {
             let in_flight = drain.in_flight();
@@ -193,7 +200,7 @@ pub async fn run(
                 timeout = ?shutdown_timeout, "stopping: finishing requests in flight, ending event streams");
             drain.stop();
             match tokio::time::timeout(shutdown_timeout, serving).await {
-                Ok(result) => result.map_err(GatewayError::Serve),
+                Ok(()) => Ok(()),
                 Err(_) => {
                     let abandoned = drain.in_flight();
                     tracing::error!(requests = abandoned.requests, streams = abandoned.streams,
@@ -204,5 +211,6 @@ pub async fn run(
         }
     };
     sweeper.abort();
+    trimmer.abort();
     result
 }

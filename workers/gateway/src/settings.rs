@@ -48,9 +48,18 @@ pub struct Settings {
     /// Longest the gateway waits for one worker's reply (then 503 `unavailable`).
     #[serde(with = "humantime_serde")]
     pub nats_timeout: Duration,
-    /// How often an idle event stream sends a keep-alive comment.
+    /// How often an idle event stream sends a keep-alive comment. It is also how soon a viewer
+    /// that left is noticed: the gateway does not read a connection while it streams to it
+    /// (that read would cost each viewer 8 KiB more), so a departed viewer's stream ends when
+    /// a write to it fails, at the latest on the second keep-alive after it left.
     #[serde(with = "humantime_serde")]
     pub keep_alive: Duration,
+    /// Event streams (`GET /v1/rooms/{room_id}/events`) this process holds at once; past it a
+    /// new stream is answered 503 `unavailable` with `Retry-After`, at once and without any
+    /// request to the workers. Each open stream costs about 16 KiB of memory and one file
+    /// descriptor (the gateway raises its soft `RLIMIT_NOFILE` to the hard limit at start and
+    /// warns when this does not fit under it). More viewers than this: more gateways.
+    pub max_event_streams: usize,
     /// On SIGTERM or SIGINT: how long requests in flight may take to finish (event streams
     /// end at once). Past it the gateway exits non-zero and logs what it abandoned.
     #[serde(with = "humantime_serde")]
@@ -105,6 +114,7 @@ impl Default for Settings {
             request_timeout: Duration::from_secs(10),
             nats_timeout: Duration::from_secs(5),
             keep_alive: Duration::from_secs(15),
+            max_event_streams: 10_000,
             shutdown_timeout: Duration::from_secs(10),
             auth: AuthSettings::default(),
             payment: PaymentSettings::default(),

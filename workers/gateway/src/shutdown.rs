@@ -1,6 +1,7 @@
 //! Stopping gracefully: the signal the event streams watch, and the count of what is still
 //! running (requests being answered, event streams open), so that a stop that runs out of
-//! time can say what it abandoned.
+//! time can say what it abandoned; the same count of streams is what `gateway.max_event_streams`
+//! bounds.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -18,6 +19,8 @@ struct Inner {
     stop: CancellationToken,
     requests: AtomicUsize,
     streams: AtomicUsize,
+    /// The most streams open at once since [`Drain::take_stream_peak`] last looked.
+    streams_peak: AtomicUsize,
 }
 
 /// What was still running at one moment.
@@ -47,13 +50,30 @@ impl Drain {
         }
     }
 
-    /// Counts one open event stream until the guard is dropped.
-    pub fn stream(&self) -> Running {
-        self.0.streams.fetch_add(1, Ordering::Relaxed);
-        Running {
+    /// Counts one open event stream until the guard is dropped, if fewer than `max` are open;
+    /// `None` when `max` are (the stream is refused: `gateway.max_event_streams`).
+    pub fn stream(&self, max: usize) -> Option<Running> {
+        // One atomic step decides, so concurrent openings never admit more than `max`.
+        let before = self
+            .0
+            .streams
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |open| {
+                (open < max).then_some(open + 1)
+            })
+            .ok()?;
+        self.0.streams_peak.fetch_max(before + 1, Ordering::Relaxed);
+        Some(Running {
             drain: self.clone(),
             stream: true,
-        }
+        })
+    }
+
+    /// The most streams open at once since the last call, and the streams open now (which
+    /// the next period starts from).
+    pub fn take_stream_peak(&self) -> (usize, usize) {
+        let open = self.0.streams.load(Ordering::Relaxed);
+        let peak = self.0.streams_peak.swap(open, Ordering::Relaxed);
+        (peak.max(open), open)
     }
 
     pub fn in_flight(&self) -> InFlight {
@@ -96,7 +116,8 @@ mod tests {
     async fn guards_count_and_stop_wakes_the_watchers() {
         let drain = Drain::default();
         let request = drain.request();
-        let stream = drain.stream();
+        let stream = drain.stream(1).expect("below the cap");
+        assert!(drain.stream(1).is_none(), "past the cap");
         assert_eq!(
             drain.in_flight(),
             InFlight {
@@ -108,6 +129,9 @@ mod tests {
         assert_eq!(drain.in_flight().requests, 0);
         drop(stream);
         assert_eq!(drain.in_flight().streams, 0);
+        assert!(drain.stream(1).is_some(), "a closed stream frees its place");
+        assert_eq!(drain.take_stream_peak(), (1, 0));
+        assert_eq!(drain.take_stream_peak(), (0, 0));
         let stopped = drain.stopped();
         drain.stop();
         tokio::time::timeout(std::time::Duration::from_secs(1), stopped)

@@ -93,6 +93,55 @@ pub enum BenchTarget {
     /// orders' events and rollbacks, then reports nats-server's RSS and the streams' bytes per
     /// order. Needs a fresh stack of its own.
     Retention(RetentionArgs),
+    /// What a live room's viewers cost the gateway: `--viewers` event streams on one room
+    /// while creates run, beside the same creates without them.
+    ///
+    /// Reports the gateway's RSS before, with the viewers and after they left, the time for
+    /// a stock change to reach the last viewer (p50/p99), and creates/s with and without
+    /// viewers. `--gateway` several times measures several gateways (e.g. two builds) in turn
+    /// in one run. The gateway needs `gateway.max_event_streams` and `ulimit -n` above
+    /// `--viewers`.
+    Viewers(ViewersArgs),
+}
+
+/// `shop bench viewers`: viewers of one live room.
+#[derive(Debug, clap::Args)]
+pub struct ViewersArgs {
+    /// Event streams held open on the room.
+    #[arg(long, default_value_t = 20_000, value_parser = at_least_one)]
+    pub viewers: usize,
+    /// The room they watch; the bench sets it to its goods plus the probe goods.
+    #[arg(long, default_value_t = 900_001, value_parser = clap::value_parser!(i64).range(1..))]
+    pub room_id: i64,
+    /// Goods the creates spread over (the room's goods); one more, the probe, is only ever
+    /// changed by the bench's timed `stock.set`s.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(i64).range(1..=99))]
+    pub goods: i64,
+    /// First goods id used (ids `first..=first+goods`), away from the seed data.
+    #[arg(long, default_value_t = 4_000_001, value_parser = clap::value_parser!(i64).range(1..))]
+    pub first_goods_id: i64,
+    /// Clients of the creates' closed loop (over NATS).
+    #[arg(long, default_value_t = 32, value_parser = at_least_one)]
+    pub concurrency: usize,
+    /// How long each run of creates lasts, in seconds.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub seconds: u64,
+    /// Stock changes of the probe goods timed to every viewer during the run with viewers.
+    #[arg(long, default_value_t = 30, value_parser = at_least_one)]
+    pub probes: usize,
+    /// Viewers connecting at once.
+    #[arg(long, default_value_t = 256, value_parser = at_least_one)]
+    pub connect_concurrency: usize,
+    /// A gateway to measure (its `gateway.listen`); repeat it to compare gateways side by
+    /// side in one run (default: this configuration's `gateway.listen`).
+    #[arg(long)]
+    pub gateway: Vec<std::net::SocketAddr>,
+    /// Directory for the JSON results and SVG plots.
+    #[arg(long, default_value = "bench-results")]
+    pub out: PathBuf,
+    /// A name for the setup measured, added to the file name.
+    #[arg(long, value_parser = file_name_part)]
+    pub label: Option<String>,
 }
 
 /// `shop bench timers`: pay deadlines at scale.

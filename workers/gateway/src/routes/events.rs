@@ -4,76 +4,96 @@
 //! missed something). Keep-alive comments hold idle connections open; every stream ends
 //! when the server stops, so shutdown does not wait for viewers.
 
-use std::collections::{HashSet, VecDeque};
 use std::convert::Infallible;
+use std::time::Duration;
 
+use axum::body::Body;
 use axum::extract::State;
-use axum::response::sse::{Event, KeepAlive, Sse};
-use futures::Stream;
+use axum::http::{header, HeaderValue};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use serde_json::json;
 use shop_contracts::stock::StockChanged;
 use shop_contracts::{GoodsId, RoomId};
 use tokio::sync::broadcast;
 use tokio::sync::broadcast::error::RecvError;
+use tokio::time::{Instant, Interval, MissedTickBehavior};
 use tokio_util::sync::WaitForCancellationFutureOwned;
 
-use crate::events::Change;
+use crate::events::{frame, Change};
 use crate::extract::Path;
 use crate::problem::Problem;
 use crate::routes::goods::room_view;
 use crate::shutdown::Running;
-use crate::state::{AppState, Nats};
+use crate::state::AppState;
 use crate::views::RoomView;
 
+/// The `Retry-After` of a stream refused because the gateway holds `gateway.max_event_streams`:
+/// a place frees only when a viewer leaves, so a crowd of refused viewers asking again every
+/// second would only cost them and the gateway more refusals.
+const FULL_RETRY_AFTER: Duration = Duration::from_secs(5);
+
+/// A keep-alive: an SSE comment, which clients ignore.
+const KEEP_ALIVE: &[u8] = b":\n\n";
+
+/// What one open stream holds for its whole life, kept small: it is paid once per viewer.
 struct Viewer {
-    nats: Nats,
+    state: AppState,
     room_id: RoomId,
-    goods: HashSet<GoodsId>,
+    /// The room's goods, sorted: the stock events this viewer is sent.
+    goods: Box<[GoodsId]>,
     changes: broadcast::Receiver<Change>,
     stopping: std::pin::Pin<Box<WaitForCancellationFutureOwned>>,
-    ready: VecDeque<Event>,
+    keep_alive: Interval,
+    /// The room event to send next (the first one, or one re-read after a room change).
+    ready: Option<Bytes>,
     /// Counts this stream as open until it ends.
     _open: Running,
 }
 
 impl Viewer {
-    fn room_event(&mut self, room: &RoomView) -> Event {
-        self.goods = room.goods.iter().map(|g| g.goods.goods_id).collect();
-        Event::default()
-            .event("room")
-            .json_data(room)
-            .unwrap_or_else(|_| Event::default().comment("unencodable room"))
+    fn room_event(&mut self, room: &RoomView) -> Bytes {
+        let mut goods: Vec<GoodsId> = room.goods.iter().map(|g| g.goods.goods_id).collect();
+        goods.sort_unstable();
+        self.goods = goods.into_boxed_slice();
+        frame("room", room)
     }
 
     async fn reread(&mut self) {
-        match room_view(&self.nats, self.room_id).await {
-            Ok(room) => {
-                let event = self.room_event(&room);
-                self.ready.push_back(event);
-            }
+        match room_view(&self.state.nats, self.room_id).await {
+            Ok(room) => self.ready = Some(self.room_event(&room)),
             // The next change or keep-alive goes on; the client re-reads on reconnect.
             Err(problem) => tracing::warn!(room_id = %self.room_id, detail = %problem.detail,
                 "could not re-read a room for its viewers"),
         }
     }
 
-    /// The next event, or `None` when the server stops or the hub is gone.
-    async fn next(&mut self) -> Option<Event> {
+    /// The next frame to write, or `None` when the server stops or the hub is gone.
+    async fn next(&mut self) -> Option<Bytes> {
         loop {
-            if let Some(event) = self.ready.pop_front() {
+            if let Some(event) = self.ready.take() {
+                self.keep_alive.reset();
                 return Some(event);
             }
             let change = tokio::select! {
                 _ = &mut self.stopping => return None,
+                _ = self.keep_alive.tick() => return Some(Bytes::from_static(KEEP_ALIVE)),
                 change = self.changes.recv() => change,
             };
             match change {
-                Ok(Change::Stock(stock)) if self.goods.contains(&stock.goods_id) => {
-                    let event = Event::default().event("stock").json_data(stock).ok()?;
-                    return Some(event);
+                Ok(Change::Stock { goods_id, frame })
+                    if self.goods.binary_search(&goods_id).is_ok() =>
+                {
+                    self.keep_alive.reset();
+                    return Some(frame);
                 }
-                Ok(Change::Room(room_id)) if room_id == self.room_id => self.reread().await,
+                // Boxed: the re-read's state (two NATS requests) is large and rarely needed,
+                // and inline it would be part of every stream's state all the time.
+                Ok(Change::Room(room_id)) if room_id == self.room_id => {
+                    Box::pin(self.reread()).await
+                }
                 Ok(_) => {}
-                Err(RecvError::Lagged(_)) => self.reread().await,
+                Err(RecvError::Lagged(_)) => Box::pin(self.reread()).await,
                 Err(RecvError::Closed) => return None,
             }
         }
@@ -147,33 +167,61 @@ pub fn event_data_schemas(doc: &mut serde_json::Value) {
 }
 
 /// Live changes of a room: `room` events (the whole room, first at once) and `stock` events.
+/// Past `gateway.max_event_streams` open streams a new one is refused at once (503).
 #[utoipa::path(get, operation_id = "room_events", path = "/v1/rooms/{room_id}/events", tag = "storefront",
     params(("room_id" = inline(crate::views::RoomIdInPath), Path)),
     responses((status = 200, content_type = "text/event-stream", body = RoomEvent,
         description = "event `room`: the room as GET /v1/rooms/{room_id} returns it; event `stock`: {goods_id, available}"),
         (status = "4XX", body = crate::problem::ProblemBody, content_type = "application/problem+json"),
+        (status = 503, body = crate::problem::ProblemBody, content_type = "application/problem+json",
+            description = "`unavailable`: this gateway holds its maximum of event streams (`gateway.max_event_streams`), or the room could not be read",
+            headers(("Retry-After" = u64, description = "seconds to wait before opening the stream again"))),
         (status = "5XX", body = crate::problem::ProblemBody, content_type = "application/problem+json")))]
 pub async fn room_events(
     State(state): State<AppState>,
     Path(room_id): Path<RoomId>,
-) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, Problem> {
+) -> Result<Response, Problem> {
+    let max = state.settings.max_event_streams;
+    // Admission first: a refused viewer costs no request to the workers.
+    let Some(open) = state.drain.stream(max) else {
+        let mut problem = Problem::unavailable(format!(
+            "this gateway already holds its maximum of {max} event streams; try again later"
+        ))
+        .with_retry_after(FULL_RETRY_AFTER);
+        problem.details.insert(
+            "retry_after_ms".into(),
+            json!(FULL_RETRY_AFTER.as_millis() as u64),
+        );
+        return Err(problem);
+    };
     // Subscribe before the first read, so no change between the two is lost.
     let changes = state.hub.subscribe();
     let room = room_view(&state.nats, room_id).await?;
+    let period = state.settings.keep_alive;
+    let mut keep_alive = tokio::time::interval_at(Instant::now() + period, period);
+    keep_alive.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut viewer = Viewer {
-        nats: state.nats.clone(),
-        room_id,
-        goods: HashSet::new(),
-        changes,
         stopping: Box::pin(state.drain.stopped()),
-        ready: VecDeque::new(),
-        _open: state.drain.stream(),
+        state,
+        room_id,
+        goods: Box::default(),
+        changes,
+        keep_alive,
+        ready: None,
+        _open: open,
     };
-    let first = viewer.room_event(&room);
-    viewer.ready.push_back(first);
-    let stream = futures::stream::unfold(viewer, |mut viewer| async move {
-        let event = viewer.next().await?;
-        Some((Ok(event), viewer))
+    viewer.ready = Some(viewer.room_event(&room));
+    drop(room);
+    let frames = futures::stream::unfold(viewer, |mut viewer| async move {
+        let frame = viewer.next().await?;
+        Some((Ok::<_, Infallible>(frame), viewer))
     });
-    Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(state.settings.keep_alive)))
+    let mut response = Body::from_stream(frames).into_response();
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    Ok(response)
 }

@@ -9,6 +9,8 @@
 //! - [`overload`]: `shop bench overload`, a peak run then an overload run.
 //! - [`timers`]: `shop bench timers`, pay deadlines with many orders waiting.
 //! - [`retention`]: `shop bench retention`, what retained orders cost nats-server.
+//! - [`viewers`]: `shop bench viewers`, what a live room's viewers cost the gateway while
+//!   creates run.
 //!
 //! Their parts:
 //! - [`drive`]: closed and open loops over an operation, with a progress display.
@@ -43,6 +45,7 @@ mod settle;
 mod stock;
 mod system;
 mod timers;
+mod viewers;
 
 use anyhow::Context;
 
@@ -105,6 +108,7 @@ pub async fn run(config: &BenchConfig, target: BenchTarget) -> anyhow::Result<()
         }
         BenchTarget::Timers(args) => timers::run(config, &client, args).await,
         BenchTarget::Retention(args) => retention::run(config, &client, args).await,
+        BenchTarget::Viewers(args) => viewers::run(config, &client, args).await,
     }
 }
 

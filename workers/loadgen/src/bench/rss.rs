@@ -42,6 +42,11 @@ pub fn nats_server_kib(stack: &Stack) -> u64 {
         .sum()
 }
 
+/// The resident memory of process `pid`, in KiB (`None` when it is gone).
+pub fn process_kib(pid: u32) -> Option<u64> {
+    vm_rss_kib(&std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?)
+}
+
 /// The `VmRSS:   13456 kB` line of /proc/<pid>/status.
 fn vm_rss_kib(status: &str) -> Option<u64> {
     status
