@@ -92,6 +92,21 @@ async fn wait_available(app: &TestApp, id: i64, want: i64) {
     }
 }
 
+/// Waits until `stock.get` of goods `id` says `not_found`: the workers route it by a map
+/// that sends it to a partition without its row. `what` names the failure.
+async fn wait_rerouted_away(app: &TestApp, id: i64, what: &str) {
+    let deadline = Instant::now() + SETTLE;
+    loop {
+        match app.request("stock.get", json!({"goods_ids": [id]})).await {
+            Err(e) if e.body.error.code == shop_contracts::ErrorCode::NotFound => return,
+            other => {
+                assert!(Instant::now() < deadline, "{what}: {other:?}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_order_across_partitions_deducts_each_share_in_its_owner_and_cancels_in_all() {
     let app = start().await;
@@ -280,19 +295,7 @@ async fn workers_follow_a_new_map_revision_without_a_restart() {
         shown.contains("map revision 2") && shown.contains("slots   0-255  partition 1"),
         "shop partitions:\n{shown}"
     );
-    let deadline = Instant::now() + SETTLE;
-    loop {
-        match app.request("stock.get", json!({"goods_ids": [id]})).await {
-            Err(e) if e.body.error.code == shop_contracts::ErrorCode::NotFound => break,
-            other => {
-                assert!(
-                    Instant::now() < deadline,
-                    "the map was not followed: {other:?}"
-                );
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        }
-    }
+    wait_rerouted_away(&app, id, "the map was not followed").await;
 }
 
 /// The steps only a deduct across partitions has (`shop_kit::crash::PARTITION_POINTS`): every
@@ -405,19 +408,7 @@ async fn the_map_is_followed_after_its_watch_breaks() {
         .with_moved(0..=255, PartitionId::new(1).unwrap())
         .unwrap();
     app.write_stock_map(&everything_to_1).await;
-    let deadline = Instant::now() + SETTLE;
-    loop {
-        match app.request("stock.get", json!({"goods_ids": [id]})).await {
-            Err(e) if e.body.error.code == shop_contracts::ErrorCode::NotFound => break,
-            other => {
-                assert!(
-                    Instant::now() < deadline,
-                    "the map was not followed after the watch broke: {other:?}"
-                );
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        }
-    }
+    wait_rerouted_away(&app, id, "the map was not followed after the watch broke").await;
     for p in 0..2 {
         assert!(
             app.stock_worker_of(p).is_some(),
