@@ -632,7 +632,12 @@ impl TestApp {
     /// Starts a `kind` worker of partition `p` on its own database, without waiting for it.
     /// Partition 0 is a plain worker, so a test's own `SHOP_<KIND>__*` settings (a database
     /// that is away, say) still apply to it.
-    pub fn spawn_partition(&self, kind: Worker, p: u16, extra_env: &[(&str, &str)]) -> WorkerProcess {
+    pub fn spawn_partition(
+        &self,
+        kind: Worker,
+        p: u16,
+        extra_env: &[(&str, &str)],
+    ) -> WorkerProcess {
         let partition = p.to_string();
         let url = self.partition_database_url(kind, p);
         let mut env: Vec<(&str, &str)> = Vec::new();

@@ -42,11 +42,12 @@ fn spread_users() -> Vec<(i64, PartitionId)> {
 async fn holders(app: &TestApp, sn: &str) -> Vec<u16> {
     let mut found = Vec::new();
     for (p, db) in app.order_dbs().await.iter().enumerate() {
-        let here: Option<i64> = sqlx::query_scalar("SELECT order_sn FROM orders WHERE order_sn = $1")
-            .bind(sn.parse::<i64>().unwrap())
-            .fetch_optional(db)
-            .await
-            .unwrap();
+        let here: Option<i64> =
+            sqlx::query_scalar("SELECT order_sn FROM orders WHERE order_sn = $1")
+                .bind(sn.parse::<i64>().unwrap())
+                .fetch_optional(db)
+                .await
+                .unwrap();
         if here.is_some() {
             found.push(p as u16);
         }
@@ -62,7 +63,10 @@ async fn wait_status(app: &TestApp, sn: &str, status: &str) {
         if matches!(&now, Ok(order) if order["status"] == status) {
             return;
         }
-        assert!(Instant::now() < deadline, "order {sn}: {now:?}, want {status}");
+        assert!(
+            Instant::now() < deadline,
+            "order {sn}: {now:?}, want {status}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -76,7 +80,9 @@ async fn orders_live_in_their_users_partition_and_every_subject_finds_them() {
     let mut orders: Vec<(i64, PartitionId, Value)> = Vec::new();
     for &(user, owner) in &users {
         for _ in 0..2 {
-            let order = app.ok("order.create", create_body(user, &[(a, 1), (b, 2)])).await;
+            let order = app
+                .ok("order.create", create_body(user, &[(a, 1), (b, 2)]))
+                .await;
             orders.push((user, owner, order));
         }
     }
@@ -121,7 +127,10 @@ async fn orders_live_in_their_users_partition_and_every_subject_finds_them() {
         } else {
             app.ok("order.cancel", json!({"order_sn": sn})).await
         };
-        assert_eq!(done["status"], if i % 2 == 0 { "paid" } else { "cancelled" });
+        assert_eq!(
+            done["status"],
+            if i % 2 == 0 { "paid" } else { "cancelled" }
+        );
     }
     // An order_sn no partition holds is not_found, from whichever partition its slot names.
     let unknown = app.request("order.get", json!({"order_sn": "12345"})).await;
@@ -131,7 +140,9 @@ async fn orders_live_in_their_users_partition_and_every_subject_finds_them() {
     // the fired deadline has its owner close it, and the stock comes back.
     let mut unpaid = Vec::new();
     for &(user, _) in users.iter().step_by(2) {
-        unpaid.push(sn_of(&app.ok("order.create", create_body(user, &[(a, 3)])).await));
+        unpaid.push(sn_of(
+            &app.ok("order.create", create_body(user, &[(a, 3)])).await,
+        ));
     }
     for sn in &unpaid {
         wait_status(&app, sn, "closed").await;

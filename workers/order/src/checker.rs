@@ -244,12 +244,7 @@ fn delivered_before(message: &jetstream::Message) -> bool {
 /// must never be cut short by a failure. The others are asked of the partition owning their
 /// order (this one's decided here); a partition that fails or does not answer gets its looks
 /// retried.
-async fn decide_by_owner(
-    ctx: &Ctx,
-    peers: &Peers,
-    source: Source,
-    looks: &[Look],
-) -> Vec<Verdict> {
+async fn decide_by_owner(ctx: &Ctx, peers: &Peers, source: Source, looks: &[Look]) -> Vec<Verdict> {
     let first_wait = ctx.settings.check_delay + MARGIN;
     let mut verdicts: Vec<Verdict> = looks
         .iter()

@@ -6,11 +6,11 @@ use async_nats::jetstream;
 use serde_json::json;
 use shop_contracts::endpoint::{GoodsBatch, StockDeduct};
 use shop_contracts::goods::{GoodsBatchRequest, GoodsStatus};
-use shop_contracts::partition::Slot;
 use shop_contracts::order::{
     CancelRequest, CreateOrderRequest, GetOrderRequest, ListOrdersReply, ListOrdersRequest, Order,
     OrderItem, OrderStatus, PayRequest,
 };
+use shop_contracts::partition::Slot;
 use shop_contracts::stock::{DeductRequest, NormalizedLines, OrderLine};
 use shop_contracts::txn::{
     event_msg_id, event_subject, half_message_id, half_message_subject, rollback_msg_id,

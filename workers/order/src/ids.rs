@@ -395,12 +395,17 @@ mod tests {
     #[test]
     fn a_new_holder_starts_after_the_mark_whatever_its_clock() {
         let mut old = Snowflake::default();
-        let last = (0..50).map(|i| old.next(9, any_slot(), T + i)).max().unwrap();
+        let last = (0..50)
+            .map(|i| old.next(9, any_slot(), T + i))
+            .max()
+            .unwrap();
         // The next holder of node 9 runs an hour behind but starts after the stored mark.
         let mut new = Snowflake::default();
         new.start_after(unix_ms_of(last));
         let behind = T - 3_600_000;
-        let ids: Vec<i64> = (0..10_000).map(|_| new.next(9, any_slot(), behind)).collect();
+        let ids: Vec<i64> = (0..10_000)
+            .map(|_| new.next(9, any_slot(), behind))
+            .collect();
         assert!(ids[0] > last, "{} not after {last}", ids[0]);
         assert!(ids.windows(2).all(|w| w[0] < w[1]));
         // A mark below what the generator already issued changes nothing.

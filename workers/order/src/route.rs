@@ -43,9 +43,11 @@ impl Router {
         let owner = self.owner_of_user(req.user_id);
         let ctx = self.local;
         self.peers
-            .on::<OrderCreate, _, _>(owner, req, |req| async move {
-                domain::create(&ctx, req).await
-            })
+            .on::<OrderCreate, _, _>(
+                owner,
+                req,
+                |req| async move { domain::create(&ctx, req).await },
+            )
             .await
     }
 
@@ -53,7 +55,11 @@ impl Router {
         let owner = self.owner_of_order(req.order_sn);
         let ctx = self.local;
         self.peers
-            .on::<OrderPay, _, _>(owner, req, |req| async move { domain::pay(&ctx, req).await })
+            .on::<OrderPay, _, _>(
+                owner,
+                req,
+                |req| async move { domain::pay(&ctx, req).await },
+            )
             .await
     }
 
@@ -61,9 +67,11 @@ impl Router {
         let owner = self.owner_of_order(req.order_sn);
         let ctx = self.local;
         self.peers
-            .on::<OrderCancel, _, _>(owner, req, |req| async move {
-                domain::cancel(&ctx, req).await
-            })
+            .on::<OrderCancel, _, _>(
+                owner,
+                req,
+                |req| async move { domain::cancel(&ctx, req).await },
+            )
             .await
     }
 
@@ -71,7 +79,11 @@ impl Router {
         let owner = self.owner_of_order(req.order_sn);
         let ctx = self.local;
         self.peers
-            .on::<OrderGet, _, _>(owner, req, |req| async move { domain::get(&ctx, req).await })
+            .on::<OrderGet, _, _>(
+                owner,
+                req,
+                |req| async move { domain::get(&ctx, req).await },
+            )
             .await
     }
 
@@ -79,7 +91,11 @@ impl Router {
         let owner = self.owner_of_user(req.user_id);
         let ctx = self.local;
         self.peers
-            .on::<OrderList, _, _>(owner, req, |req| async move { domain::list(&ctx, req).await })
+            .on::<OrderList, _, _>(
+                owner,
+                req,
+                |req| async move { domain::list(&ctx, req).await },
+            )
             .await
     }
 }

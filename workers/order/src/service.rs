@@ -104,7 +104,10 @@ pub async fn start(
             // figures, and which partition the worker serves.
             metadata: HashMap::from([
                 ("timer".to_owned(), settings.timer.as_str().to_owned()),
-                ("partition".to_owned(), settings.placement.partition.to_string()),
+                (
+                    "partition".to_owned(),
+                    settings.placement.partition.to_string(),
+                ),
             ]),
             // `$SRV.STATS.order`: each endpoint reports the timers waiting in both places.
             stats: Some(Box::new({
@@ -195,10 +198,14 @@ pub async fn start(
         .serve_admitted(own(subject::CREATE), Some(admission()), ctx.clone(), create)
         .await?;
     worker.serve(own(subject::PAY), ctx.clone(), pay).await?;
-    worker.serve(own(subject::CANCEL), ctx.clone(), cancel).await?;
+    worker
+        .serve(own(subject::CANCEL), ctx.clone(), cancel)
+        .await?;
     worker.serve(own(subject::GET), ctx.clone(), get).await?;
     worker.serve(own(subject::LIST), ctx.clone(), list).await?;
-    worker.serve(own(OrderCheck::SUBJECT), ctx.clone(), check).await?;
+    worker
+        .serve(own(OrderCheck::SUBJECT), ctx.clone(), check)
+        .await?;
 
     // The public subjects of CONTRACT section 4, over every partition. A create forwarded to
     // its owner holds one of this worker's slots too (its own, separate bound), so a router
@@ -208,11 +215,22 @@ pub async fn start(
         local: ctx.clone(),
     };
     worker
-        .serve_admitted(subject::CREATE, Some(admission()), router.clone(), Router::create)
+        .serve_admitted(
+            subject::CREATE,
+            Some(admission()),
+            router.clone(),
+            Router::create,
+        )
         .await?;
-    worker.serve(subject::PAY, router.clone(), Router::pay).await?;
-    worker.serve(subject::CANCEL, router.clone(), Router::cancel).await?;
-    worker.serve(subject::GET, router.clone(), Router::get).await?;
+    worker
+        .serve(subject::PAY, router.clone(), Router::pay)
+        .await?;
+    worker
+        .serve(subject::CANCEL, router.clone(), Router::cancel)
+        .await?;
+    worker
+        .serve(subject::GET, router.clone(), Router::get)
+        .await?;
     worker.serve(subject::LIST, router, Router::list).await?;
     tracing::info!(node = ?node, timer = ?ctx.settings.timer, partition = %me,
         "order node, timers and partition");

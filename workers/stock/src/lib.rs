@@ -23,7 +23,6 @@
 
 use std::time::Duration;
 
-
 pub mod audit;
 pub mod changes;
 pub mod error;

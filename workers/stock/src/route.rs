@@ -59,7 +59,9 @@ impl Router {
         Fut: std::future::Future<Output = Result<E::Reply, StockError>>,
     {
         let here = self.local.clone();
-        self.peers.on::<E, _, _>(p, req, |req| local(here, req)).await
+        self.peers
+            .on::<E, _, _>(p, req, |req| local(here, req))
+            .await
     }
 
     pub async fn set(self, req: StockSetRequest) -> Result<StockLevel, StockError> {

@@ -44,7 +44,10 @@ pub async fn start(
             description: "stock counts, sell records and the ledger",
             metadata: HashMap::from([
                 ("strategy".to_owned(), settings.strategy.as_str().to_owned()),
-                ("partition".to_owned(), settings.placement.partition.to_string()),
+                (
+                    "partition".to_owned(),
+                    settings.placement.partition.to_string(),
+                ),
             ]),
             stats: Some(Box::new(stats)),
         },

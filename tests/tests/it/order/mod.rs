@@ -805,10 +805,7 @@ async fn order_two_workers_issue_distinct_sns() {
             .await;
     let sns: HashSet<String> = replies.iter().map(sn_of).collect();
     assert_eq!(sns.len(), 200, "duplicate order_sn");
-    let nodes: HashSet<i64> = sns
-        .iter()
-        .map(|s| node_and_ms(s).0)
-        .collect();
+    let nodes: HashSet<i64> = sns.iter().map(|s| node_and_ms(s).0).collect();
     let workers = 2 * usize::from(app.partitions().order);
     assert_eq!(nodes.len(), workers, "every worker issued ids: {nodes:?}");
     check_invariants(&app).await;
@@ -1118,7 +1115,10 @@ pub(crate) async fn every_order_has_its_events(app: &TestApp, what: &str) -> Vec
         all.extend(sns.into_iter().map(|sn| (sn, orders.clone())));
     }
     for (sn, orders) in &all {
-        eventually(&format!("{what}: the events of {sn}"), SETTLE, || async move {
+        eventually(
+            &format!("{what}: the events of {sn}"),
+            SETTLE,
+            || async move {
                 let status: String =
                     sqlx::query_scalar("SELECT status FROM orders WHERE order_sn = $1")
                         .bind(sn)
@@ -1133,7 +1133,8 @@ pub(crate) async fn every_order_has_its_events(app: &TestApp, what: &str) -> Vec
                     other => panic!("{what}: order {sn} is {other}"),
                 };
                 (events_of(app, &sn.to_string()).await == want).then_some(())
-        })
+            },
+        )
         .await;
     }
     all.into_iter().map(|(sn, _)| sn).collect()

@@ -19,7 +19,8 @@ const FAULT: Duration = Duration::from_secs(3);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_order_worker_rides_out_a_cut_a_stalled_and_a_slow_link() {
-    let mut app = crate::order::start_one_order_partition(&[Worker::Goods, Worker::Stock], FAST).await;
+    let mut app =
+        crate::order::start_one_order_partition(&[Worker::Goods, Worker::Stock], FAST).await;
     let upstream = app.nats_url().trim_start_matches("nats://").to_owned();
     let proxy = Proxy::start(upstream).await;
     let order = app.spawn_process(Worker::Order, &[("SHOP_NATS__URL", &proxy.url())]);

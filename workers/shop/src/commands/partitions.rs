@@ -102,7 +102,9 @@ impl PartitionServers {
                     log_file: data.join("logs").join(format!("postgres-{name}.log")),
                     throwaway: false,
                 })
-                .with_context(|| format!("starting PostgreSQL for {} partition {p}", kind.name()))?;
+                .with_context(|| {
+                    format!("starting PostgreSQL for {} partition {p}", kind.name())
+                })?;
                 servers.push((kind, p, server));
             }
         }
@@ -121,7 +123,11 @@ impl PartitionServers {
     /// map on the first partitioned run; a stored map of other partitions is refused, its
     /// data lives where that map put it), and keeps every partition's URL in `config` and in
     /// the data directory, for `shop audit`.
-    pub(super) async fn migrate_and_map(&self, config: &mut Config, data: &Path) -> anyhow::Result<()> {
+    pub(super) async fn migrate_and_map(
+        &self,
+        config: &mut Config,
+        data: &Path,
+    ) -> anyhow::Result<()> {
         let store = bucket(config, "shop-up").await?;
         let mut file = format!(
             "# The partitions' databases of `shop up --partitions {}`, for `shop audit`.\n",
