@@ -173,11 +173,18 @@ async fn invariants(app: &TestApp) -> Result<(), String> {
 
 /// Waits until the invariants hold (the checker and the rollback consumer have settled).
 pub(crate) async fn check_invariants(app: &TestApp) {
+    invariants_hold(app, "the test").await;
+}
+
+/// [`check_invariants`], naming `what` (a sweep step, say) in the failure.
+pub(crate) async fn invariants_hold(app: &TestApp, what: &str) {
     let deadline = Instant::now() + SETTLE;
     loop {
         match invariants(app).await {
             Ok(()) => return,
-            Err(e) if Instant::now() >= deadline => panic!("invariants do not hold: {e}"),
+            Err(e) if Instant::now() >= deadline => {
+                panic!("{what}: invariants do not hold after {SETTLE:?}: {e}")
+            }
             Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
         }
     }
@@ -1143,7 +1150,7 @@ pub(crate) async fn every_order_has_its_events(app: &TestApp, what: &str) -> Vec
 /// After a fault test: waits until the invariants hold, the outbox is drained and `shop
 /// audit --grace 0s` passes; `what` names the test in a failure.
 pub(crate) async fn settled_and_audited(app: &TestApp, what: &str) {
-    check_invariants(app).await;
+    invariants_hold(app, what).await;
     wait_outbox_drained(app).await;
     eventually(&format!("{what}: shop audit to pass"), SETTLE, || async {
         app.run_shop(&["audit", "--grace", "0s"])
