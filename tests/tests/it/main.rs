@@ -11,6 +11,7 @@ mod gateway_schemathesis;
 mod goods;
 mod mixed;
 mod order;
+mod order_moves;
 mod order_partitions;
 mod partitions;
 mod rolling;

@@ -25,7 +25,7 @@ use tokio::sync::Notify;
 use crate::committer::Committer;
 use crate::ids::Ids;
 use crate::repo::{self, Commit, NewOrder, OutboxEntry, Paid};
-use crate::{Failpoint, OrderError, Settings};
+use crate::{slot_move, Failpoint, OrderError, Settings};
 
 /// Everything a handler needs.
 #[derive(Clone)]
@@ -332,6 +332,7 @@ pub async fn create(ctx: &Ctx, req: CreateOrderRequest) -> Result<Order, OrderEr
             crash::point("order.create.after_commit");
             Ok(order)
         }
+        Commit::Moved(to) => Err(OrderError::SlotMoved(to)),
         Commit::Fenced => Err(OrderError::Unavailable(
             "the order took too long and was rolled back; nothing was ordered".into(),
         )),
@@ -428,20 +429,32 @@ fn not_found(sn: OrderSn) -> OrderError {
     OrderError::NotFound(format!("order {sn} does not exist"))
 }
 
+/// `sn`'s order in this partition, or why there is none: it never existed (`not_found`), or
+/// its slot was moved to another partition since the request was routed here.
+async fn order_here(conn: &mut PgConnection, sn: OrderSn) -> Result<Order, OrderError> {
+    if let Some(order) = repo::get(conn, sn).await? {
+        return Ok(order);
+    }
+    Err(match slot_move::moved_to(conn, Slot::of_order(sn)).await? {
+        Some(to) => OrderError::SlotMoved(to),
+        None => not_found(sn),
+    })
+}
+
 #[tracing::instrument(skip_all, fields(order_sn = %req.order_sn))]
 pub async fn pay(ctx: &Ctx, req: PayRequest) -> Result<Order, OrderError> {
     let sn = req.order_sn;
     let mut tx = ctx.pool.begin().await?;
     let payment_ref = req.payment_ref.as_ref().map(|r| r.as_str());
     if let Paid::Now = repo::pay(&mut tx, sn, req.amount_cents, payment_ref).await? {
-        let order = repo::get(&mut tx, sn).await?.ok_or_else(|| not_found(sn))?;
+        let order = order_here(&mut tx, sn).await?;
         outbox_event(&mut tx, &order, OrderEventKind::Paid).await?;
         tx.commit().await?;
         ctx.outbox.notify_one();
         crash::point("order.pay.after_commit");
         return Ok(order);
     }
-    let order = repo::get(&mut tx, sn).await?.ok_or_else(|| not_found(sn))?;
+    let order = order_here(&mut tx, sn).await?;
     tx.rollback().await?;
     let mismatch = || {
         OrderError::AmountMismatch(
@@ -481,7 +494,7 @@ pub async fn cancel(ctx: &Ctx, req: CancelRequest) -> Result<Order, OrderError> 
     let sn = req.order_sn;
     let mut tx = ctx.pool.begin().await?;
     if repo::cancel(&mut tx, sn).await? {
-        let order = repo::get(&mut tx, sn).await?.ok_or_else(|| not_found(sn))?;
+        let order = order_here(&mut tx, sn).await?;
         // Stock goes back through STOCK_ROLLBACK, relayed from the outbox after the commit.
         outbox_rollback(&mut tx, sn, RollbackReason::Cancelled, Some(&order)).await?;
         outbox_event(&mut tx, &order, OrderEventKind::Cancelled).await?;
@@ -490,7 +503,7 @@ pub async fn cancel(ctx: &Ctx, req: CancelRequest) -> Result<Order, OrderError> 
         crash::point("order.cancel.after_commit");
         return Ok(order);
     }
-    let order = repo::get(&mut tx, sn).await?.ok_or_else(|| not_found(sn))?;
+    let order = order_here(&mut tx, sn).await?;
     tx.rollback().await?;
     match order.status {
         OrderStatus::Cancelled => Ok(order),
@@ -506,14 +519,19 @@ pub async fn cancel(ctx: &Ctx, req: CancelRequest) -> Result<Order, OrderError> 
 
 pub async fn get(ctx: &Ctx, req: GetOrderRequest) -> Result<Order, OrderError> {
     let mut conn = ctx.pool.acquire().await?;
-    repo::get(&mut conn, req.order_sn)
-        .await?
-        .ok_or_else(|| not_found(req.order_sn))
+    order_here(&mut conn, req.order_sn).await
 }
 
 pub async fn list(ctx: &Ctx, req: ListOrdersRequest) -> Result<ListOrdersReply, OrderError> {
     let limit = req.limit.unwrap_or_default();
     let (orders, more) = repo::list(&ctx.pool, req.user_id, req.before_sn, limit.get()).await?;
+    if orders.is_empty() {
+        // None here may mean that the user's slot has just moved to another partition.
+        let mut conn = ctx.pool.acquire().await?;
+        if let Some(to) = slot_move::moved_to(&mut conn, Slot::of_key(req.user_id.get())).await? {
+            return Err(OrderError::SlotMoved(to));
+        }
+    }
     let next_before_sn = if more {
         orders.last().map(|o| o.order_sn)
     } else {

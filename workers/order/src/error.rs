@@ -32,6 +32,10 @@ pub enum OrderError {
     /// hosts or SQL).
     #[error("{0}")]
     Unavailable(String),
+    /// The order's slot was moved to another partition (`shop partitions move`) since the
+    /// request was routed here: nothing was done; the retry is routed by the new map.
+    #[error("the order's slot moved to partition {0}")]
+    SlotMoved(shop_contracts::partition::PartitionId),
     #[error("database unavailable: {0}")]
     DatabaseUnavailable(#[source] sqlx::Error),
     #[error("unexpected database error: {0}")]
@@ -61,6 +65,10 @@ impl ServiceError for OrderError {
             | OrderError::AmountMismatch(d) => d.clone(),
             OrderError::Call(e) => e.to_contract(),
             OrderError::Unavailable(m) => ErrorDetail::new(ErrorCode::Unavailable, m),
+            OrderError::SlotMoved(_) => ErrorDetail::unavailable(
+                "the order's partition is moving; nothing was done, try again",
+            )
+            .with("retry_after_ms", SLOT_MOVED_RETRY_MS),
             OrderError::DatabaseUnavailable(_) => {
                 ErrorDetail::unavailable("the order database is unavailable")
             }
@@ -68,6 +76,10 @@ impl ServiceError for OrderError {
         }
     }
 }
+
+/// The retry hint of [`OrderError::SlotMoved`]: a move writes the new map a moment after the
+/// data moves, and every worker follows it within milliseconds.
+pub const SLOT_MOVED_RETRY_MS: u64 = 200;
 
 #[cfg(test)]
 mod tests {

@@ -18,7 +18,9 @@
 //! - [`committer`]: group commit of created orders, one transaction per batch.
 //! - [`ids`]: snowflake order_sns with a node id leased from KV bucket `order_nodes`.
 //! - [`outbox`]: relays `ORDER_EVENTS` written in the order's transactions.
-//! - [`repo`]: every SQL statement of this worker.
+//! - [`repo`]: every SQL statement of the endpoints, the checker and the relay.
+//! - [`slot_move`]: moving slots of orders to another partition's database, and the guard
+//!   that keeps a partition from writing a slot it gave away.
 //! - [`audit`]: a consistent read of orders and fences for `shop audit`.
 //! - [`error`]: [`OrderError`], mapped 1:1 onto contract codes.
 
@@ -34,6 +36,7 @@ pub mod outbox;
 pub mod repo;
 pub mod route;
 pub mod service;
+pub mod slot_move;
 pub mod timers;
 
 pub use error::OrderError;

@@ -4,6 +4,7 @@ use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
 use shop_contracts::order::{Order, OrderItem, OrderStatus};
+use shop_contracts::partition::Slot;
 use shop_contracts::txn::{event_msg_id, event_subject, OrderEventKind};
 use shop_contracts::{Cents, GoodsId, OrderSn, Quantity, UserId};
 use sqlx::{PgConnection, PgPool, Postgres, Transaction};
@@ -125,8 +126,19 @@ pub async fn list(
     Ok((orders, more))
 }
 
-/// Serialises the create's commit with the checker's fence for one order_sn.
+/// Serialises the create's commit with the checker's fence for one order_sn; first takes
+/// its slot's lock, shared, so a move of the slot waits for this transaction
+/// ([`crate::slot_move`]). Fails with [`OrderError::SlotMoved`] when this partition gave
+/// the slot away: nothing of the order may be written here any more.
 pub async fn lock_sn(tx: &mut Transaction<'_, Postgres>, sn: OrderSn) -> Result<(), OrderError> {
+    let slot = Slot::of_order(sn);
+    sqlx::query("SELECT pg_advisory_xact_lock_shared(order_slot_lock_class(), $1)")
+        .bind(slot.index() as i32)
+        .execute(&mut **tx)
+        .await?;
+    if let Some(to) = crate::slot_move::moved_to(tx, slot).await? {
+        return Err(OrderError::SlotMoved(to));
+    }
     sqlx::query("SELECT pg_advisory_xact_lock($1)")
         .bind(sn.get())
         .execute(&mut **tx)
@@ -198,6 +210,9 @@ pub enum Commit {
     Committed(Order),
     /// The checker fenced this order_sn first: nothing was written, and nothing ever will be.
     Fenced,
+    /// The order's slot was moved away from this partition since the create was routed here:
+    /// nothing was written (the checker of the new owner finds no order, and fences it).
+    Moved(shop_contracts::partition::PartitionId),
 }
 
 /// Commits one created order: [`commit_created_batch`] with a batch of one.
@@ -275,8 +290,20 @@ pub async fn commit_created_batch(
             .collect::<Vec<_>>(),
     )
     .bind(events)
-    .fetch_all(conn)
+    .fetch_all(&mut *conn)
     .await?;
+    // Not written: fenced, or (rarely, only while a move runs) of a slot given away.
+    let mut away = HashMap::new();
+    if committed.len() < batch.len() {
+        let mut slots: Vec<Slot> = batch.iter().map(|n| Slot::of_order(n.sn)).collect();
+        slots.sort_unstable();
+        slots.dedup();
+        for slot in slots {
+            if let Some(to) = crate::slot_move::moved_to(conn, slot).await? {
+                away.insert(slot, to);
+            }
+        }
+    }
     Ok(orders
         .into_iter()
         .map(|mut order| {
@@ -289,7 +316,10 @@ pub async fn commit_created_batch(
                     order.pay_deadline = pay_deadline;
                     Commit::Committed(order)
                 }
-                None => Commit::Fenced,
+                None => match away.get(&Slot::of_order(order.order_sn)) {
+                    Some(&to) => Commit::Moved(to),
+                    None => Commit::Fenced,
+                },
             }
         })
         .collect())

@@ -104,15 +104,61 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Show the stock partition map: its revision and the partition owning each range of
-    /// slots (docs/scaling.md).
-    Partitions,
+    /// Show the stock and order partition maps: each one's revision and the partition owning
+    /// each range of slots (docs/scaling.md). `shop partitions move` moves slots.
+    Partitions {
+        #[command(subcommand)]
+        action: Option<PartitionsAction>,
+    },
     /// Measure the running system: deducts or whole creates per second and their latency,
     /// against the system's own ceilings; writes JSON and an SVG plot per run.
     Bench {
         #[command(subcommand)]
         target: shop_loadgen::BenchTarget,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PartitionsAction {
+    /// Move a range of slots to another partition while the shop serves: their data goes to
+    /// that partition's database, then the map names it. Requests for the moving slots are
+    /// answered `unavailable` with `retry_after_ms` meanwhile. Safe to run again after a
+    /// failure, and it must be, to finish a move that stopped.
+    Move {
+        /// What moves: `order` (orders, by user_id). Moving stock is not built yet.
+        kind: MovedKind,
+        /// The slots, `A-B` (inclusive, within 0-255) or one slot `A`.
+        #[arg(long, value_parser = slot_range)]
+        slots: std::ops::RangeInclusive<usize>,
+        /// The partition that gets them (its database must be in
+        /// `order.partition_databases`).
+        #[arg(long)]
+        to: shop_contracts::partition::PartitionId,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum MovedKind {
+    Stock,
+    Order,
+}
+
+fn slot_range(text: &str) -> Result<std::ops::RangeInclusive<usize>, String> {
+    let bound = |part: &str| {
+        part.trim()
+            .parse::<usize>()
+            .ok()
+            .filter(|&slot| slot < shop_contracts::partition::SLOTS)
+            .ok_or_else(|| format!("{part:?} is not a slot (0-255)"))
+    };
+    let (first, last) = match text.split_once('-') {
+        Some((first, last)) => (bound(first)?, bound(last)?),
+        None => (bound(text)?, bound(text)?),
+    };
+    if first > last {
+        return Err(format!("{text:?}: the first slot comes after the last"));
+    }
+    Ok(first..=last)
 }
 
 fn nats_nodes(text: &str) -> Result<usize, String> {

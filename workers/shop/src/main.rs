@@ -59,7 +59,10 @@ async fn main() -> anyhow::Result<()> {
             };
             commands::up::run(config, workers, nats, partitions, root).await
         }
-        Command::Partitions => commands::partitions::show(&config).await,
+        Command::Partitions { action: None } => commands::partitions::show(&config).await,
+        Command::Partitions {
+            action: Some(cli::PartitionsAction::Move { kind, slots, to }),
+        } => commands::move_slots::run(&config, kind, slots, to).await,
         Command::Audit { grace, json } => commands::audit::run(&config, grace, json).await,
         Command::Bench { target } => commands::bench::run(&config, target).await,
         Command::Req {

@@ -4,6 +4,7 @@ pub mod audit;
 pub mod bench;
 pub mod gateway;
 pub mod migrate;
+pub mod move_slots;
 pub mod partitions;
 pub mod req;
 pub mod seed;

@@ -198,12 +198,13 @@ fn order_error(error: impl Into<OrderError>) -> ErrorDetail {
     error.into().to_contract()
 }
 
-/// A commit the checker fenced cannot happen here (no checker runs on scratch databases);
-/// if it does, it is counted apart.
+/// A commit the checker fenced, or of a slot moved away, cannot happen here (no checker or
+/// move runs on scratch databases); if one does, it is counted apart.
 fn committed(commit: Commit) -> Outcome {
     match commit {
         Commit::Committed(_) => Outcome::Ok,
         Commit::Fenced => Outcome::Failed("fenced"),
+        Commit::Moved(_) => Outcome::Failed("slot moved"),
     }
 }
 
