@@ -230,8 +230,9 @@ pub fn agreement(
     let mut findings = Vec::new();
     for (sn, order) in &orders.orders {
         let sell = stock.sells.get(sn);
+        // A record a slot move emptied is `deducted` with no items: it holds nothing.
         let deducted = sell
-            .filter(|s| s.status == SellStatus::Deducted)
+            .filter(|s| s.status == SellStatus::Deducted && !s.items.is_empty())
             .map(|s| &s.items);
         match order.status {
             OrderStatus::Paid | OrderStatus::Unpaid => {
@@ -256,6 +257,7 @@ pub fn agreement(
     }
     for (sn, sell) in &stock.sells {
         if sell.status == SellStatus::Deducted
+            && !sell.items.is_empty()
             && !orders.orders.contains_key(sn)
             && settled(sell.updated_at)
         {

@@ -338,10 +338,21 @@ pub async fn decide(ctx: &Ctx, looks: &[Question]) -> Result<Vec<Verdict>, Order
     }
     if !due.is_empty() {
         let sns: Vec<OrderSn> = due.iter().map(|&i| looks[i].order_sn).collect();
-        if let Err(error) = close_all_due(ctx, &sns).await {
-            tracing::warn!(%error, orders = sns.len(), "could not close due orders; retrying");
-            for i in due {
-                verdicts[i] = Verdict::Later(RETRY);
+        match close_all_due(ctx, &sns).await {
+            Ok(gone) => {
+                // Moved to another partition between the read and the close (a slot move):
+                // this message is the new owner's to decide.
+                for i in due {
+                    if gone.contains(&looks[i].order_sn) {
+                        verdicts[i] = Verdict::Later(RETRY);
+                    }
+                }
+            }
+            Err(error) => {
+                tracing::warn!(%error, orders = sns.len(), "could not close due orders; retrying");
+                for i in due {
+                    verdicts[i] = Verdict::Later(RETRY);
+                }
             }
         }
     }
@@ -350,12 +361,26 @@ pub async fn decide(ctx: &Ctx, looks: &[Question]) -> Result<Vec<Verdict>, Order
 
 /// Closes every order of `sns` still unpaid at its deadline, with its rollback and `closed`
 /// event, in one transaction. An order paid or cancelled since it was read is left alone:
-/// either way its message is done with.
-async fn close_all_due(ctx: &Ctx, sns: &[OrderSn]) -> Result<(), OrderError> {
+/// either way its message is done with. Returns the orders that are no longer here (their
+/// slot moved to another partition while this waited for their rows).
+async fn close_all_due(ctx: &Ctx, sns: &[OrderSn]) -> Result<Vec<OrderSn>, OrderError> {
     let mut tx = ctx.pool.begin().await?;
     let closed = repo::close_all_due(&mut tx, sns).await?;
+    let gone = if closed.len() < sns.len() {
+        let left: Vec<OrderSn> = sns
+            .iter()
+            .copied()
+            .filter(|sn| !closed.iter().any(|o| o.order_sn == *sn))
+            .collect();
+        let here = repo::timings(&mut tx, &left).await?;
+        left.into_iter()
+            .filter(|sn| !here.contains_key(sn))
+            .collect()
+    } else {
+        Vec::new()
+    };
     if closed.is_empty() {
-        return Ok(());
+        return Ok(gone);
     }
     let mut outbox = Vec::with_capacity(2 * closed.len());
     for order in &closed {
@@ -371,7 +396,7 @@ async fn close_all_due(ctx: &Ctx, sns: &[OrderSn]) -> Result<(), OrderError> {
     ctx.outbox.notify_one();
     crash::point("order.checker.after_close");
     tracing::info!(orders = closed.len(), "pay deadline passed: closed");
-    Ok(())
+    Ok(gone)
 }
 
 /// One look under the order_sn's lock at a message, held by the server at least the check

@@ -125,13 +125,14 @@ pub enum PartitionsAction {
     /// answered `unavailable` with `retry_after_ms` meanwhile. Safe to run again after a
     /// failure, and it must be, to finish a move that stopped.
     Move {
-        /// What moves: `order` (orders, by user_id). Moving stock is not built yet.
+        /// What moves: `order` (orders, by user_id) or `stock` (counts and sell records, by
+        /// goods_id).
         kind: MovedKind,
         /// The slots, `A-B` (inclusive, within 0-255) or one slot `A`.
         #[arg(long, value_parser = slot_range)]
         slots: std::ops::RangeInclusive<usize>,
         /// The partition that gets them (its database must be in
-        /// `order.partition_databases`).
+        /// `order.partition_databases` or `stock.partition_databases`).
         #[arg(long)]
         to: shop_contracts::partition::PartitionId,
     },

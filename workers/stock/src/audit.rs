@@ -60,6 +60,19 @@ impl StockSnapshot {
                     std::collections::btree_map::Entry::Occupied(mut slot) => {
                         let sell = slot.get_mut();
                         sell.updated_at = sell.updated_at.max(share.updated_at);
+                        // A record a slot move emptied (`deducted`, no items) says nothing
+                        // about the order: the share it gave away says it, elsewhere.
+                        let emptied =
+                            |s: &Sell| s.status == SellStatus::Deducted && s.items.is_empty();
+                        if emptied(&share) {
+                            continue;
+                        }
+                        if emptied(sell) {
+                            let updated_at = sell.updated_at;
+                            *sell = share;
+                            sell.updated_at = updated_at;
+                            continue;
+                        }
                         match (sell.status, share.status) {
                             (SellStatus::Deducted, SellStatus::Deducted) => {
                                 sell.items.extend(share.items);

@@ -48,9 +48,17 @@ pub enum StockError {
     /// others' share: the outcome is left to the caller's checker.
     #[error("the rollback of a partly deducted order could not be published: {0}")]
     RollbackUnpublished(String),
+    /// The goods' slot was moved to another partition (`shop partitions move stock`) since
+    /// the request was routed here: nothing was done; the retry is routed by the new map.
+    #[error("the goods' slot moved to partition {0}")]
+    SlotMoved(shop_contracts::partition::PartitionId),
     #[error("unexpected: {0}")]
     Bug(String),
 }
+
+/// The retry hint of [`StockError::SlotMoved`]: a move writes the new map a moment after the
+/// data moves, and every worker follows it within milliseconds.
+pub const SLOT_MOVED_RETRY_MS: u64 = 200;
 
 impl From<sqlx::Error> for StockError {
     fn from(e: sqlx::Error) -> Self {
@@ -91,6 +99,7 @@ impl StockError {
                 | StockError::Conflict(_)
                 | StockError::Partition(_)
                 | StockError::RollbackUnpublished(_)
+                | StockError::SlotMoved(_)
         )
     }
 }
@@ -123,6 +132,10 @@ impl ServiceError for StockError {
             StockError::RollbackUnpublished(_) => {
                 ErrorDetail::unavailable("the stock service could not finish the deduct")
             }
+            StockError::SlotMoved(_) => ErrorDetail::unavailable(
+                "the goods' partition is moving; nothing was done, try again",
+            )
+            .with("retry_after_ms", SLOT_MOVED_RETRY_MS),
             StockError::Unexpected(_) | StockError::Bug(_) => ErrorDetail::internal(),
         }
     }

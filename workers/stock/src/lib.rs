@@ -16,6 +16,8 @@
 //!   differs.
 //! - [`repo`]: every SQL statement shared by the strategies (sell records, ledger, set, get,
 //!   return).
+//! - [`slot_move`]: moving slots of stock to another partition's database, and the guards
+//!   that keep a partition from writing a goods whose slot it gave away.
 //! - [`rollback`]: the durable pull consumer that applies rollback events as returns.
 //! - [`changes`]: `stock.changed.<goods_id>` notifications, coalesced, off the deduct path.
 //! - [`audit`]: a consistent read of counts, adjustments and sell records for `shop audit`.
@@ -31,6 +33,7 @@ pub mod repo;
 pub mod rollback;
 pub mod route;
 pub mod service;
+pub mod slot_move;
 pub mod strategies;
 
 pub use error::StockError;

@@ -3,6 +3,7 @@
 //! transaction, and plain contract types.
 
 use chrono::{DateTime, Utc};
+use shop_contracts::partition::PartitionId;
 use shop_contracts::stock::{
     NormalizedLines, OrderLine, SellDetail, SellStatus, StockLevel, Units,
 };
@@ -166,6 +167,11 @@ pub async fn set(
         .bind(goods_id.get())
         .execute(&mut *tx)
         .await?;
+    // A new statement after the insert, which waited out a slot move's lock on `stock`: a
+    // goods whose slot left must not come back to life here.
+    if let Some(to) = crate::slot_move::moved_to(&mut tx, [goods_id]).await? {
+        return Err(StockError::SlotMoved(to));
+    }
     let before: i64 =
         sqlx::query_scalar("SELECT available FROM stock WHERE goods_id = $1 FOR UPDATE")
             .bind(goods_id.get())
@@ -246,24 +252,35 @@ pub async fn sell_detail(pool: &PgPool, sn: OrderSn) -> Result<SellDetail, Stock
 ///
 /// The same for every strategy: relative updates under row locks taken in ascending
 /// goods_id order, bumping `version` so optimistic and kv_lock writers notice.
+///
+/// Also says which other partitions must return `sn` as well: those a slot move took a
+/// share of its record to, and after a null compensation every partition this one gave
+/// slots to ([`crate::slot_move::also_in`]); empty unless slots moved.
 #[tracing::instrument(skip_all, fields(order_sn = %sn))]
-pub async fn return_order(pool: &PgPool, sn: OrderSn) -> Result<bool, StockError> {
+pub async fn return_order(
+    pool: &PgPool,
+    sn: OrderSn,
+) -> Result<(bool, Vec<PartitionId>), StockError> {
     let mut tx = pool.begin().await?;
     let items = match claim_sell_record(&mut tx, sn, SellStatus::Returned, &[]).await? {
         Claim::New => {
+            let also_in = crate::slot_move::also_in(&mut tx, sn, true).await?;
             tx.commit().await?;
             tracing::info!("null compensation: no deduct for this order_sn yet");
-            return Ok(false);
+            return Ok((false, also_in));
         }
         Claim::Existing {
             status: SellStatus::Deducted,
             items,
         } => items,
-        Claim::Existing { .. } => return Ok(false),
+        Claim::Existing { .. } => {
+            let also_in = crate::slot_move::also_in(&mut tx, sn, false).await?;
+            return Ok((false, also_in));
+        }
     };
     // Items are stored summed and in ascending goods_id order.
     for line in &items {
-        sqlx::query(
+        let updated = sqlx::query(
             "UPDATE stock SET available = available + $2, sold = sold - $2,
                               version = version + 1, updated_at = now()
              WHERE goods_id = $1",
@@ -271,7 +288,21 @@ pub async fn return_order(pool: &PgPool, sn: OrderSn) -> Result<bool, StockError
         .bind(line.goods_id.get())
         .bind(i64::from(line.quantity))
         .execute(&mut *tx)
-        .await?;
+        .await?
+        .rows_affected();
+        if updated == 0 {
+            // Its goods is leaving for another partition (a slot move): nothing is given
+            // back here (the transaction rolls back); the retry goes where the goods went.
+            return Err(
+                match crate::slot_move::moved_to(&mut tx, [line.goods_id]).await? {
+                    Some(to) => StockError::SlotMoved(to),
+                    None => StockError::Bug(format!(
+                        "the sell record of {sn} names goods {} without a stock record",
+                        line.goods_id
+                    )),
+                },
+            );
+        }
     }
     let rows: Vec<(GoodsId, i64, i64)> = items
         .iter()
@@ -284,6 +315,7 @@ pub async fn return_order(pool: &PgPool, sn: OrderSn) -> Result<bool, StockError
     .bind(sn.get())
     .execute(&mut *tx)
     .await?;
+    let also_in = crate::slot_move::also_in(&mut tx, sn, false).await?;
     tx.commit().await?;
-    Ok(true)
+    Ok((true, also_in))
 }

@@ -23,7 +23,7 @@
 use std::collections::HashMap;
 
 use futures::future::join_all;
-use shop_contracts::endpoint::{StockDeduct, StockGet, StockReturn, StockSellDetail, StockSet};
+use shop_contracts::endpoint::{StockDeduct, StockGet, StockSellDetail, StockSet};
 use shop_contracts::partition::{PartitionId, PartitionMap};
 use shop_contracts::stock::{
     DeductReply, DeductRequest, OrderLine, ReturnReply, ReturnRequest, SellDetail,
@@ -33,7 +33,7 @@ use shop_contracts::txn::{rollback_msg_id, rollback_subject, RollbackEvent, Roll
 use shop_contracts::{Endpoint, GoodsId, ItemList, OrderSn};
 use shop_kit::partitions::{group_by_owner, Peers};
 
-use crate::local::Local;
+use crate::local::{Local, ReturnShare};
 use crate::StockError;
 
 /// A stock worker's view of all partitions: its own (served by `local`) and its peers.
@@ -182,27 +182,39 @@ impl Router {
         Ok(())
     }
 
-    /// Returns `sn` in `targets` (every partition when `None`): all must succeed.
+    /// Returns `sn` in `targets` (every partition when `None`): all must succeed. A partition
+    /// that a slot move took part of `sn`'s record from names where it went, and those
+    /// return it too (a map a moment old does not name them yet).
     pub async fn return_in(
         &self,
         sn: OrderSn,
         targets: Option<&[GoodsId]>,
     ) -> Result<bool, StockError> {
         let map = self.peers.partitions.now();
-        let partitions = match targets {
+        let mut ask: Vec<PartitionId> = match targets {
             Some(goods) => group_by_owner(&map.map, goods.iter(), |id| id.get())
                 .into_iter()
                 .map(|(owner, _)| owner)
                 .collect(),
             None => map.map.partitions(),
         };
-        let shares = join_all(partitions.into_iter().map(|p| {
-            self.on::<StockReturn, _, _>(p, ReturnRequest { order_sn: sn }, Local::return_)
-        }))
-        .await;
+        let mut asked: Vec<PartitionId> = Vec::new();
         let mut returned = false;
-        for share in shares {
-            returned |= share?.returned;
+        while !ask.is_empty() {
+            asked.extend(&ask);
+            let shares = join_all(ask.drain(..).map(|p| {
+                self.on::<ReturnShare, _, _>(p, ReturnRequest { order_sn: sn }, Local::return_share)
+            }))
+            .await;
+            for share in shares {
+                let share = share?;
+                returned |= share.returned;
+                for p in share.also_in {
+                    if !asked.contains(&p) && !ask.contains(&p) {
+                        ask.push(p);
+                    }
+                }
+            }
         }
         Ok(returned)
     }

@@ -92,7 +92,7 @@ pub async fn start(
         .serve(own(subject::DEDUCT), local.clone(), Local::deduct)
         .await?;
     worker
-        .serve(own(subject::RETURN), local.clone(), Local::return_)
+        .serve(own(subject::RETURN), local.clone(), Local::return_share)
         .await?;
     worker
         .serve(own(subject::SELL_DETAIL), local, Local::sell_detail)

@@ -1152,13 +1152,19 @@ pub(crate) async fn every_order_has_its_events(app: &TestApp, what: &str) -> Vec
 pub(crate) async fn settled_and_audited(app: &TestApp, what: &str) {
     invariants_hold(app, what).await;
     wait_outbox_drained(app).await;
-    eventually(&format!("{what}: shop audit to pass"), SETTLE, || async {
-        app.run_shop(&["audit", "--grace", "0s"])
-            .status
-            .success()
-            .then_some(())
-    })
-    .await;
+    let deadline = Instant::now() + SETTLE;
+    loop {
+        let audit = app.run_shop(&["audit", "--grace", "0s"]);
+        if audit.status.success() {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what}: shop audit does not pass after {SETTLE:?}:\n{}",
+            String::from_utf8_lossy(&audit.stdout)
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 /// The timer figures an order worker reports in `$SRV.STATS.order` (its first endpoint's

@@ -1,10 +1,12 @@
-//! Moving slots of orders while the shop serves (issue 19, point 4): a live shop grows from
-//! one order partition to two and to four, then shrinks to two, by `shop partitions move
-//! order`, under a load of creates, pays and cancels whose clients retry every `unavailable`
-//! as its `retry_after_ms` says. Every acknowledged create exists exactly once, in the
-//! partition the final map names for its slot; every acknowledged pay and cancel is in
-//! effect; nothing is left in a partition that gave its slots away; the invariants and
-//! `shop audit` hold.
+//! Moving slots while the shop serves (issue 19, point 4): a live shop grows from one stock
+//! and one order partition to two and to four, then shrinks to two, by `shop partitions
+//! move stock|order`, under a load of creates (of goods that end up in different stock
+//! partitions), pays and cancels whose clients retry every `unavailable` as its
+//! `retry_after_ms` says. Every acknowledged create exists exactly once, in the partition
+//! the final map names for its slot; every acknowledged pay and cancel is in effect; every
+//! goods is in exactly one stock partition, its slot's owner's; nothing is left half moved;
+//! the invariants and `shop audit` (which check every count against its sell records and
+//! ledger) hold.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -18,9 +20,11 @@ use shop_tests::{ask, Answer, Partitions, TestApp, Worker};
 use crate::order::{create_body, goods, settled_and_audited, sn_of};
 use crate::partitions::{ENV, SETTLE};
 
-/// Order partitions the shop may grow to (each a database with a worker from the start; the
-/// map decides which own slots).
-const ORDER_PARTITIONS: u16 = 4;
+/// Partitions of each kind the shop may grow to (each a database with a worker from the
+/// start; the maps decide which own slots).
+const PARTITIONS: u16 = 4;
+/// Goods on sale: each order takes two of them.
+const GOODS: usize = 8;
 /// Clients of the load, each a loop of create then pay, cancel or leave.
 const CLIENTS: usize = 12;
 /// How long one request waits; and how long one operation keeps retrying `unavailable`.
@@ -59,8 +63,12 @@ async fn until_answered(
         match ask(client, subject, body, ASK).await {
             Answer::Reply(Err(refusal)) if refusal.code() == "unavailable" => {
                 tally.retried.fetch_add(1, Ordering::Relaxed);
-                let hint = refusal.body.error.details["retry_after_ms"]
-                    .as_u64()
+                let hint = refusal
+                    .body
+                    .error
+                    .details
+                    .get("retry_after_ms")
+                    .and_then(serde_json::Value::as_u64)
                     .unwrap_or(100);
                 // The server's own retry hint: pacing a client, not waiting for a condition.
                 tokio::time::sleep(Duration::from_millis(hint)).await;
@@ -76,7 +84,7 @@ async fn until_answered(
 /// one in three and cancel one in three.
 async fn client_loop(
     client: async_nats::Client,
-    goods: (i64, i64),
+    goods: Vec<i64>,
     first_user: usize,
     stop: Arc<AtomicBool>,
     tally: Arc<Tally>,
@@ -84,10 +92,17 @@ async fn client_loop(
     let mut user = first_user;
     while !stop.load(Ordering::Relaxed) {
         user += CLIENTS;
-        let body = create_body(
-            user as i64,
-            &[(goods.0, 1), (goods.1, 1 + (user % 2) as i64)],
+        // Two goods, which end up in different stock partitions for most pairs.
+        let (a, b) = (
+            goods[user % GOODS],
+            goods[(user / GOODS + user + 1) % GOODS],
         );
+        let lines = if a == b {
+            vec![(a, 2)]
+        } else {
+            vec![(a, 1), (b, 1 + (user % 2) as i64)]
+        };
+        let body = create_body(user as i64, &lines);
         let Some(answer) = until_answered(&client, "order.create", &body, &tally).await else {
             tally.lost.fetch_add(1, Ordering::Relaxed);
             continue;
@@ -138,24 +153,27 @@ async fn load_progresses(tally: &Tally, from: usize, more: usize) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn order_slots_move_under_load_from_one_partition_to_four_and_back_to_two() {
+async fn slots_move_under_load_from_one_partition_to_four_and_back_to_two() {
     let partitions = Partitions {
-        stock: 1,
-        order: ORDER_PARTITIONS,
+        stock: PARTITIONS,
+        order: PARTITIONS,
     };
-    let mut app =
-        TestApp::start_with_partitions(&[Worker::Goods, Worker::Stock], ENV, partitions).await;
-    // One partition owns every slot; the others are empty databases with a worker each,
-    // written before any order worker starts, so none ever routes by another map.
-    app.write_map(Worker::Order, &PartitionMap::default()).await;
-    for p in 0..ORDER_PARTITIONS {
-        let worker = app.spawn_partition(Worker::Order, p, &[]);
-        app.adopt(worker);
+    let mut app = TestApp::start_with_partitions(&[Worker::Goods], ENV, partitions).await;
+    // One partition owns every slot; the others are empty databases with a worker each.
+    // The maps are written before any stock or order worker starts, so none ever routes by
+    // another.
+    for kind in [Worker::Stock, Worker::Order] {
+        app.write_map(kind, &PartitionMap::default()).await;
+        for p in 0..PARTITIONS {
+            let worker = app.spawn_partition(kind, p, &[]);
+            app.adopt(worker);
+        }
+        app.wait_for_workers(kind, usize::from(PARTITIONS)).await;
     }
-    app.wait_for_workers(Worker::Order, usize::from(ORDER_PARTITIONS))
-        .await;
-    let a = goods(&app, 100, 1_000_000).await;
-    let b = goods(&app, 250, 1_000_000).await;
+    let mut on_sale = Vec::new();
+    for i in 0..GOODS {
+        on_sale.push(goods(&app, 100 + 50 * i as i64, 1_000_000).await);
+    }
 
     let stop = Arc::new(AtomicBool::new(false));
     let tally = Arc::new(Tally::default());
@@ -163,7 +181,7 @@ async fn order_slots_move_under_load_from_one_partition_to_four_and_back_to_two(
         .map(|i| {
             tokio::spawn(client_loop(
                 app.client().clone(),
-                (a, b),
+                on_sale.clone(),
                 i,
                 stop.clone(),
                 tally.clone(),
@@ -171,7 +189,7 @@ async fn order_slots_move_under_load_from_one_partition_to_four_and_back_to_two(
         })
         .collect();
 
-    // 1 -> 2 -> 4 partitions, then back to 2: each move while the load runs.
+    // 1 -> 2 -> 4 partitions of each kind, then back to 2: each move while the load runs.
     let moves = [
         ("128-255", "1"),
         ("64-127", "2"),
@@ -180,37 +198,39 @@ async fn order_slots_move_under_load_from_one_partition_to_four_and_back_to_two(
         ("192-255", "1"),
     ];
     for (slots, to) in moves {
-        load_progresses(&tally, tally.created.load(Ordering::Relaxed), 30).await;
-        let args = ["partitions", "move", "order", "--slots", slots, "--to", to];
-        let out = tokio::task::block_in_place(|| app.run_shop(&args));
-        assert!(
-            out.status.success(),
-            "shop partitions move order --slots {slots} --to {to}: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        eprint!("{}", String::from_utf8_lossy(&out.stdout));
+        for kind in ["stock", "order"] {
+            load_progresses(&tally, tally.created.load(Ordering::Relaxed), 15).await;
+            let args = ["partitions", "move", kind, "--slots", slots, "--to", to];
+            let out = tokio::task::block_in_place(|| app.run_shop(&args));
+            assert!(
+                out.status.success(),
+                "shop partitions move {kind} --slots {slots} --to {to}: {}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            eprint!("{}", String::from_utf8_lossy(&out.stdout));
+        }
     }
-    load_progresses(&tally, tally.created.load(Ordering::Relaxed), 30).await;
+    load_progresses(&tally, tally.created.load(Ordering::Relaxed), 15).await;
     stop.store(true, Ordering::Relaxed);
     for client in clients {
         client.await.expect("a load client panicked");
     }
     let done = tally.done.lock().unwrap().clone();
     eprintln!(
-        "order slot moves: {} created, {} unavailable answers retried, {} never answered",
+        "slot moves: {} created, {} unavailable answers retried, {} never answered",
         done.len(),
         tally.retried.load(Ordering::Relaxed),
         tally.lost.load(Ordering::Relaxed)
     );
 
-    settled_and_audited(&app, "order slot moves").await;
+    settled_and_audited(&app, "slot moves").await;
 
-    // Where every order is: the final map is two even partitions.
+    // Where everything is: both final maps are two even partitions.
     let map = PartitionMap::even(2).unwrap();
-    let dbs = app.order_dbs().await;
+    let order_dbs = app.order_dbs().await;
     let mut home = std::collections::HashMap::new();
-    for (p, db) in dbs.iter().enumerate() {
+    for (p, db) in order_dbs.iter().enumerate() {
         let rows: Vec<(i64, String)> = sqlx::query_as("SELECT order_sn, status FROM orders")
             .fetch_all(db)
             .await
@@ -220,7 +240,7 @@ async fn order_slots_move_under_load_from_one_partition_to_four_and_back_to_two(
             assert_eq!(
                 usize::from(map.owner(slot).get()),
                 p,
-                "order {sn} (slot {}) is in partition {p}",
+                "order {sn} (slot {}) is in order partition {p}",
                 slot.index()
             );
             assert!(
@@ -242,10 +262,34 @@ async fn order_slots_move_under_load_from_one_partition_to_four_and_back_to_two(
             ),
         }
     }
+    let mut seen = std::collections::HashSet::new();
+    for (p, db) in app.dbs(Worker::Stock).await.iter().enumerate() {
+        let here: Vec<i64> = sqlx::query_scalar("SELECT goods_id FROM stock")
+            .fetch_all(db)
+            .await
+            .unwrap();
+        for goods_id in here {
+            assert_eq!(
+                usize::from(map.owner_of(goods_id).get()),
+                p,
+                "goods {goods_id} is in stock partition {p}"
+            );
+            assert!(
+                seen.insert(goods_id),
+                "goods {goods_id} is in two partitions"
+            );
+        }
+        let leaving: i64 = sqlx::query_scalar("SELECT count(*) FROM stock_leaving")
+            .fetch_one(db)
+            .await
+            .unwrap();
+        assert_eq!(leaving, 0, "stock partition {p} has goods half moved");
+    }
+    assert_eq!(seen.len(), GOODS, "every goods is in a stock partition");
     // The database's idea of an order_sn's slot is the contract's.
     let sql_slot: i32 = sqlx::query_scalar("SELECT order_slot($1)")
         .bind(done[0].0.parse::<i64>().unwrap())
-        .fetch_one(&dbs[0])
+        .fetch_one(&order_dbs[0])
         .await
         .unwrap();
     let sn = OrderSn::new(done[0].0.parse().unwrap()).unwrap();
