@@ -7,7 +7,7 @@
 -- The slots this partition gave away: 'leaving' from the moment their goods left `stock`
 -- (they wait in `stock_leaving` while they are copied), 'gone' once the copy is in the
 -- target and deleted here. A move back deletes the row.
-CREATE TABLE slots_away (
+CREATE TABLE stock_slots_away (
     slot     INTEGER     PRIMARY KEY CHECK (slot BETWEEN 0 AND 255),
     moved_to INTEGER     NOT NULL CHECK (moved_to >= 0),
     state    TEXT        NOT NULL CHECK (state IN ('leaving', 'gone')),
@@ -20,7 +20,7 @@ CREATE TABLE stock_leaving (LIKE stock INCLUDING DEFAULTS);
 
 -- The slots this partition received, and from whom: a move run again after a crash finds
 -- here that its copy was already written, and does not write it twice.
-CREATE TABLE slots_arrived (
+CREATE TABLE stock_slots_arrived (
     slot           INTEGER     PRIMARY KEY CHECK (slot BETWEEN 0 AND 255),
     from_partition INTEGER     NOT NULL CHECK (from_partition >= 0),
     arrived_at     TIMESTAMPTZ NOT NULL DEFAULT now()

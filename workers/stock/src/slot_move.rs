@@ -2,21 +2,21 @@
 //! (`shop partitions move stock`, docs/scaling.md "Moving slots while serving").
 //!
 //! The database is the arbiter, not the map: a partition never writes a goods of a slot it
-//! gave away (`slots_away`), so a request routed by an old map is answered `unavailable`
+//! gave away (`stock_slots_away`), so a request routed by an old map is answered `unavailable`
 //! with a retry hint ([`StockError::SlotMoved`]) instead of writing where nobody reads.
 //!
 //! One move of `slots` from `from` to `to` ([`move_slots`]), in three transactions:
 //! 1. **Leave** (`from`): with `sell_records` and `stock` locked against writers (every
 //!    deduct and return claims its sell record before it touches a count, so the in-flight
 //!    ones finish first, and nothing can deadlock), the slots' goods go from `stock` to
-//!    `stock_leaving` and the slots into `slots_away` as `leaving`. From here on their data
+//!    `stock_leaving` and the slots into `stock_slots_away` as `leaving`. From here on their data
 //!    in `from` is frozen: a deduct or `stock.get` finds no such goods, a return finds no row
 //!    to give back to, and `stock.set` finds the slot away; each answers `unavailable`.
-//! 2. **Copy** (`to`), unless `to`'s `slots_arrived` says it was done: the goods' counts and
+//! 2. **Copy** (`to`), unless `to`'s `stock_slots_arrived` says it was done: the goods' counts and
 //!    ledger, every sell record's share of those goods (merged with a record of the same
 //!    order_sn that `to` has, see [`merge`]), and every null-compensation tombstone (so a
 //!    deduct that comes after its return is refused in `to` as well); the slots leave `to`'s
-//!    `slots_away` and enter its `slots_arrived`.
+//!    `stock_slots_away` and enter its `stock_slots_arrived`.
 //! 3. **Finish** (`from`): the leaving goods and their ledger deleted, each split sell record
 //!    left with the items that stayed (none, maybe) and marked in
 //!    `sell_shares_moved` (a return here then tells its caller to return in `to` as well),
@@ -121,7 +121,7 @@ pub async fn move_slots(
         .execute(&mut *leave)
         .await?;
         sqlx::query(
-            "INSERT INTO slots_away (slot, moved_to, state) \
+            "INSERT INTO stock_slots_away (slot, moved_to, state) \
              SELECT unnest($1::int[]), $2, 'leaving'",
         )
         .bind(keys(&fresh))
@@ -151,7 +151,7 @@ pub async fn move_slots(
     // 2. Copy, once.
     let mut into = to.begin().await?;
     let arrived: Vec<(i32, i32)> = sqlx::query_as(
-        "SELECT slot, from_partition FROM slots_arrived WHERE slot = ANY($1) FOR UPDATE",
+        "SELECT slot, from_partition FROM stock_slots_arrived WHERE slot = ANY($1) FOR UPDATE",
     )
     .bind(&leaving_keys)
     .fetch_all(&mut *into)
@@ -162,12 +162,12 @@ pub async fn move_slots(
         .count();
     if from_here == 0 {
         moved.tombstones = copy(&mut conn, &mut into, &goods, &shares).await?;
-        sqlx::query("DELETE FROM slots_away WHERE slot = ANY($1)")
+        sqlx::query("DELETE FROM stock_slots_away WHERE slot = ANY($1)")
             .bind(&leaving_keys)
             .execute(&mut *into)
             .await?;
         sqlx::query(
-            "INSERT INTO slots_arrived (slot, from_partition) SELECT unnest($1::int[]), $2 \
+            "INSERT INTO stock_slots_arrived (slot, from_partition) SELECT unnest($1::int[]), $2 \
              ON CONFLICT (slot) DO UPDATE SET from_partition = EXCLUDED.from_partition, \
              arrived_at = now()",
         )
@@ -219,14 +219,16 @@ pub async fn move_slots(
         .bind(&goods)
         .execute(&mut *finish)
         .await?;
-    sqlx::query("DELETE FROM slots_arrived WHERE slot = ANY($1)")
+    sqlx::query("DELETE FROM stock_slots_arrived WHERE slot = ANY($1)")
         .bind(&leaving_keys)
         .execute(&mut *finish)
         .await?;
-    sqlx::query("UPDATE slots_away SET state = 'gone', moved_at = now() WHERE slot = ANY($1)")
-        .bind(&leaving_keys)
-        .execute(&mut *finish)
-        .await?;
+    sqlx::query(
+        "UPDATE stock_slots_away SET state = 'gone', moved_at = now() WHERE slot = ANY($1)",
+    )
+    .bind(&leaving_keys)
+    .execute(&mut *finish)
+    .await?;
     finish.commit().await?;
     Ok(moved)
 }
@@ -419,7 +421,7 @@ async fn away_states(
     slots: &[Slot],
 ) -> Result<BTreeMap<Slot, (PartitionId, String)>, StockError> {
     let rows: Vec<(i32, i32, String)> =
-        sqlx::query_as("SELECT slot, moved_to, state FROM slots_away WHERE slot = ANY($1)")
+        sqlx::query_as("SELECT slot, moved_to, state FROM stock_slots_away WHERE slot = ANY($1)")
             .bind(keys(slots))
             .fetch_all(conn)
             .await?;
@@ -454,7 +456,7 @@ pub async fn also_in(
     tombstone: bool,
 ) -> Result<Vec<PartitionId>, StockError> {
     let raw: Vec<i32> = if tombstone {
-        sqlx::query_scalar("SELECT DISTINCT moved_to FROM slots_away ORDER BY moved_to")
+        sqlx::query_scalar("SELECT DISTINCT moved_to FROM stock_slots_away ORDER BY moved_to")
             .fetch_all(conn)
             .await?
     } else {
