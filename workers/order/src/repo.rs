@@ -132,17 +132,20 @@ pub async fn list(
 /// the slot away: nothing of the order may be written here any more.
 pub async fn lock_sn(tx: &mut Transaction<'_, Postgres>, sn: OrderSn) -> Result<(), OrderError> {
     let slot = Slot::of_order(sn);
-    sqlx::query("SELECT pg_advisory_xact_lock_shared(order_slot_lock_class(), $1)")
-        .bind(slot.index() as i32)
-        .execute(&mut **tx)
-        .await?;
+    // Both locks in one round trip (a move takes only slot locks, so their order cannot
+    // deadlock with it); then a new statement, whose snapshot sees a move that committed
+    // while this waited.
+    sqlx::query(
+        "SELECT pg_advisory_xact_lock_shared(order_slot_lock_class(), $1), \
+                pg_advisory_xact_lock($2)",
+    )
+    .bind(slot.index() as i32)
+    .bind(sn.get())
+    .execute(&mut **tx)
+    .await?;
     if let Some(to) = crate::slot_move::moved_to(tx, slot).await? {
         return Err(OrderError::SlotMoved(to));
     }
-    sqlx::query("SELECT pg_advisory_xact_lock($1)")
-        .bind(sn.get())
-        .execute(&mut **tx)
-        .await?;
     Ok(())
 }
 

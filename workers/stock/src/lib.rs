@@ -15,9 +15,9 @@
 //!   (group commit). All share the sell-record claim and the ledger; only the counting
 //!   differs.
 //! - [`repo`]: every SQL statement shared by the strategies (sell records, ledger, set, get,
-//!   return).
-//! - [`slot_move`]: moving slots of stock to another partition's database, and the guards
-//!   that keep a partition from writing a goods whose slot it gave away.
+//!   return, and the slots given away).
+//! - [`slot_move`]: moving slots of stock to another partition's database (the guards that
+//!   keep a partition from writing a goods whose slot it gave away are in [`repo`]).
 //! - [`rollback`]: the durable pull consumer that applies rollback events as returns.
 //! - [`changes`]: `stock.changed.<goods_id>` notifications, coalesced, off the deduct path.
 //! - [`audit`]: a consistent read of counts, adjustments and sell records for `shop audit`.

@@ -14,7 +14,7 @@ use sqlx::PgPool;
 
 use crate::changes::Changes;
 use crate::strategies::Deducter;
-use crate::{repo, slot_move, StockError};
+use crate::{repo, StockError};
 
 /// Internal endpoint `stock.part.<p>.return`: partition `p`'s share of a return. (The public
 /// `stock.return` answers the contract's `ReturnReply`, built by [`crate::route`].)
@@ -98,7 +98,7 @@ impl Local {
         match answer {
             Err(StockError::NotFound(message)) => {
                 let mut conn = self.pool.acquire().await?;
-                Err(match slot_move::moved_to(&mut conn, goods).await? {
+                Err(match repo::moved_to(&mut conn, goods).await? {
                     Some(to) => StockError::SlotMoved(to),
                     None => StockError::NotFound(message),
                 })

@@ -1,9 +1,13 @@
 //! The SQL every strategy shares: sell records, the ledger, `stock.set`, `stock.get`,
-//! `stock.sell_detail` and returns. Functions take a pool or a connection inside the caller's
+//! `stock.sell_detail`, returns, and the slots this partition gave away (the guards of the
+//! request path; [`crate::slot_move`] moves them). Functions take a pool or a connection inside the caller's
 //! transaction, and plain contract types.
 
+use std::collections::BTreeMap;
+
 use chrono::{DateTime, Utc};
-use shop_contracts::partition::PartitionId;
+
+use shop_contracts::partition::{PartitionId, Slot};
 use shop_contracts::stock::{
     NormalizedLines, OrderLine, SellDetail, SellStatus, StockLevel, Units,
 };
@@ -169,7 +173,7 @@ pub async fn set(
         .await?;
     // A new statement after the insert, which waited out a slot move's lock on `stock`: a
     // goods whose slot left must not come back to life here.
-    if let Some(to) = crate::slot_move::moved_to(&mut tx, [goods_id]).await? {
+    if let Some(to) = moved_to(&mut tx, [goods_id]).await? {
         return Err(StockError::SlotMoved(to));
     }
     let before: i64 =
@@ -255,7 +259,7 @@ pub async fn sell_detail(pool: &PgPool, sn: OrderSn) -> Result<SellDetail, Stock
 ///
 /// Also says which other partitions must return `sn` as well: those a slot move took a
 /// share of its record to, and after a null compensation every partition this one gave
-/// slots to ([`crate::slot_move::also_in`]); empty unless slots moved.
+/// slots to ([`also_in`]); empty unless slots moved.
 #[tracing::instrument(skip_all, fields(order_sn = %sn))]
 pub async fn return_order(
     pool: &PgPool,
@@ -264,7 +268,7 @@ pub async fn return_order(
     let mut tx = pool.begin().await?;
     let items = match claim_sell_record(&mut tx, sn, SellStatus::Returned, &[]).await? {
         Claim::New => {
-            let also_in = crate::slot_move::also_in(&mut tx, sn, true).await?;
+            let also_in = also_in(&mut tx, sn, true).await?;
             tx.commit().await?;
             tracing::info!("null compensation: no deduct for this order_sn yet");
             return Ok((false, also_in));
@@ -274,7 +278,7 @@ pub async fn return_order(
             items,
         } => items,
         Claim::Existing { .. } => {
-            let also_in = crate::slot_move::also_in(&mut tx, sn, false).await?;
+            let also_in = also_in(&mut tx, sn, false).await?;
             return Ok((false, also_in));
         }
     };
@@ -293,15 +297,13 @@ pub async fn return_order(
         if updated == 0 {
             // Its goods is leaving for another partition (a slot move): nothing is given
             // back here (the transaction rolls back); the retry goes where the goods went.
-            return Err(
-                match crate::slot_move::moved_to(&mut tx, [line.goods_id]).await? {
-                    Some(to) => StockError::SlotMoved(to),
-                    None => StockError::Bug(format!(
-                        "the sell record of {sn} names goods {} without a stock record",
-                        line.goods_id
-                    )),
-                },
-            );
+            return Err(match moved_to(&mut tx, [line.goods_id]).await? {
+                Some(to) => StockError::SlotMoved(to),
+                None => StockError::Bug(format!(
+                    "the sell record of {sn} names goods {} without a stock record",
+                    line.goods_id
+                )),
+            });
         }
     }
     let rows: Vec<(GoodsId, i64, i64)> = items
@@ -309,13 +311,98 @@ pub async fn return_order(
         .map(|l| (l.goods_id, i64::from(l.quantity), -i64::from(l.quantity)))
         .collect();
     ledger(&mut tx, Entry::Return, Some(sn), &rows).await?;
-    sqlx::query(
-        "UPDATE sell_records SET status = 'returned', updated_at = now() WHERE order_sn = $1",
+    // With the marks of the shares a slot move took away, in the same round trip.
+    let moved: Vec<i32> = sqlx::query_scalar(
+        "UPDATE sell_records SET status = 'returned', updated_at = now() WHERE order_sn = $1
+         RETURNING (SELECT coalesce(array_agg(moved_to ORDER BY moved_to), '{}')
+                    FROM sell_shares_moved WHERE order_sn = $1)",
     )
     .bind(sn.get())
-    .execute(&mut *tx)
+    .fetch_one(&mut *tx)
     .await?;
-    let also_in = crate::slot_move::also_in(&mut tx, sn, false).await?;
+    let also_in = moved
+        .into_iter()
+        .map(partition)
+        .collect::<Result<Vec<_>, _>>()?;
     tx.commit().await?;
     Ok((true, also_in))
+}
+
+// Slots given away by a slot move ([`crate::slot_move`]): the guards of the request path,
+// and the reads a move shares with them.
+
+/// A slot as the tables store it.
+pub(crate) fn key(slot: Slot) -> i32 {
+    slot.index() as i32
+}
+
+pub(crate) fn keys(slots: &[Slot]) -> Vec<i32> {
+    slots.iter().copied().map(key).collect()
+}
+
+pub(crate) fn partition(raw: i32) -> Result<PartitionId, StockError> {
+    u16::try_from(raw)
+        .ok()
+        .and_then(|p| PartitionId::new(p).ok())
+        .ok_or_else(|| StockError::Bug("a slot table names an impossible partition".into()))
+}
+
+pub(crate) fn slot(raw: i32) -> Result<Slot, StockError> {
+    Slot::new(raw as usize)
+        .map_err(|_| StockError::Bug("a slot table holds an impossible slot".into()))
+}
+
+/// The slots of `slots` this database gave away (or is giving away): `(to, state)` each.
+pub(crate) async fn away_states(
+    conn: &mut PgConnection,
+    slots: &[Slot],
+) -> Result<BTreeMap<Slot, (PartitionId, String)>, StockError> {
+    let rows: Vec<(i32, i32, String)> =
+        sqlx::query_as("SELECT slot, moved_to, state FROM stock_slots_away WHERE slot = ANY($1)")
+            .bind(keys(slots))
+            .fetch_all(conn)
+            .await?;
+    rows.into_iter()
+        .map(|(s, p, state)| Ok((slot(s)?, (partition(p)?, state))))
+        .collect()
+}
+
+/// The partition the first of `goods` whose slot this database gave away went to: the
+/// guard of every path that finds no row of a goods (`not_found` there would be wrong).
+pub async fn moved_to(
+    conn: &mut PgConnection,
+    goods: impl IntoIterator<Item = GoodsId>,
+) -> Result<Option<PartitionId>, StockError> {
+    let mut slots: Vec<Slot> = goods.into_iter().map(|g| Slot::of_key(g.get())).collect();
+    slots.sort_unstable();
+    slots.dedup();
+    Ok(away_states(conn, &slots)
+        .await?
+        .into_values()
+        .next()
+        .map(|(p, _)| p))
+}
+
+/// Where else a return of `sn` must give back: the partitions that took shares of its
+/// record here, and, when this return left a tombstone (`tombstone`), every partition this
+/// one gave slots to (a return routed by an old map must leave its tombstone where the
+/// goods are now too).
+pub async fn also_in(
+    conn: &mut PgConnection,
+    sn: OrderSn,
+    tombstone: bool,
+) -> Result<Vec<PartitionId>, StockError> {
+    let raw: Vec<i32> = if tombstone {
+        sqlx::query_scalar("SELECT DISTINCT moved_to FROM stock_slots_away ORDER BY moved_to")
+            .fetch_all(conn)
+            .await?
+    } else {
+        sqlx::query_scalar(
+            "SELECT moved_to FROM sell_shares_moved WHERE order_sn = $1 ORDER BY moved_to",
+        )
+        .bind(sn.get())
+        .fetch_all(conn)
+        .await?
+    };
+    raw.into_iter().map(partition).collect()
 }

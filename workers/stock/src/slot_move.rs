@@ -36,7 +36,7 @@ use shop_contracts::stock::OrderLine;
 use shop_contracts::{GoodsId, OrderSn};
 use sqlx::{PgConnection, PgPool};
 
-use crate::repo::{decode_items, encode_items};
+use crate::repo::{away_states, decode_items, encode_items, keys};
 use crate::StockError;
 
 /// What one move did.
@@ -50,27 +50,6 @@ pub struct Moved {
     /// Sell records with a share of the moved goods.
     pub records: u64,
     pub tombstones: u64,
-}
-
-/// A slot as the tables store it.
-fn key(slot: Slot) -> i32 {
-    slot.index() as i32
-}
-
-fn keys(slots: &[Slot]) -> Vec<i32> {
-    slots.iter().copied().map(key).collect()
-}
-
-fn partition(raw: i32) -> Result<PartitionId, StockError> {
-    u16::try_from(raw)
-        .ok()
-        .and_then(|p| PartitionId::new(p).ok())
-        .ok_or_else(|| StockError::Bug("a slot table names an impossible partition".into()))
-}
-
-fn slot(raw: i32) -> Result<Slot, StockError> {
-    Slot::new(raw as usize)
-        .map_err(|_| StockError::Bug("a slot table holds an impossible slot".into()))
 }
 
 /// Moves `slots` (owned by partition `from_id`, database `from`) to partition `to_id`
@@ -413,59 +392,4 @@ async fn merge(into: &mut PgConnection, sn: OrderSn, share: &Share) -> Result<()
     .execute(&mut *into)
     .await?;
     Ok(())
-}
-
-/// The slots of `slots` this database gave away (or is giving away): `(to, state)` each.
-async fn away_states(
-    conn: &mut PgConnection,
-    slots: &[Slot],
-) -> Result<BTreeMap<Slot, (PartitionId, String)>, StockError> {
-    let rows: Vec<(i32, i32, String)> =
-        sqlx::query_as("SELECT slot, moved_to, state FROM stock_slots_away WHERE slot = ANY($1)")
-            .bind(keys(slots))
-            .fetch_all(conn)
-            .await?;
-    rows.into_iter()
-        .map(|(s, p, state)| Ok((slot(s)?, (partition(p)?, state))))
-        .collect()
-}
-
-/// The partition the first of `goods` whose slot this database gave away went to: the
-/// guard of every path that finds no row of a goods (`not_found` there would be wrong).
-pub async fn moved_to(
-    conn: &mut PgConnection,
-    goods: impl IntoIterator<Item = GoodsId>,
-) -> Result<Option<PartitionId>, StockError> {
-    let mut slots: Vec<Slot> = goods.into_iter().map(|g| Slot::of_key(g.get())).collect();
-    slots.sort_unstable();
-    slots.dedup();
-    Ok(away_states(conn, &slots)
-        .await?
-        .into_values()
-        .next()
-        .map(|(p, _)| p))
-}
-
-/// Where else a return of `sn` must give back: the partitions that took shares of its
-/// record here, and, when this return left a tombstone (`tombstone`), every partition this
-/// one gave slots to (a return routed by an old map must leave its tombstone where the
-/// goods are now too).
-pub async fn also_in(
-    conn: &mut PgConnection,
-    sn: OrderSn,
-    tombstone: bool,
-) -> Result<Vec<PartitionId>, StockError> {
-    let raw: Vec<i32> = if tombstone {
-        sqlx::query_scalar("SELECT DISTINCT moved_to FROM stock_slots_away ORDER BY moved_to")
-            .fetch_all(conn)
-            .await?
-    } else {
-        sqlx::query_scalar(
-            "SELECT moved_to FROM sell_shares_moved WHERE order_sn = $1 ORDER BY moved_to",
-        )
-        .bind(sn.get())
-        .fetch_all(conn)
-        .await?
-    };
-    raw.into_iter().map(partition).collect()
 }
