@@ -487,7 +487,7 @@ impl<S, H> Serving<S, H> {
                                     let refusal = admission.refusal(arrived.elapsed());
                                     let took = arrived.elapsed();
                                     stats.record(took, Some("503:unavailable"));
-                                    stats.latency.refused.record(took);
+                                    stats.latency.expired.record(took);
                                     metrics.finished(Some(ErrorCode::Unavailable), took);
                                     let Some(reply) = request.reply.clone() else {
                                         return;
@@ -506,7 +506,9 @@ impl<S, H> Serving<S, H> {
                         }
                     };
                     let result = match decode::<Req>(&request.payload) {
-                        Ok(body) => handler(state, body).await.map_err(|e| {
+                        // Boxed: the handler's future is large, and a request waiting for a
+                        // slot should hold only this task's small state, not that too.
+                        Ok(body) => Box::pin(handler(state, body)).await.map_err(|e| {
                             let contract = e.to_contract();
                             if matches!(contract.code, ErrorCode::Internal | ErrorCode::Unavailable)
                             {

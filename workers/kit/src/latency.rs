@@ -84,9 +84,11 @@ pub struct Latencies {
     /// the wait included.
     pub served: Histogram,
     /// Requests refused at admission: arrival to the moment the refusal was decided and its
-    /// reply sent or handed to the holder, the work a refusal costs. A refusal that waited
-    /// for a slot first and did not get one counts its wait here too.
+    /// reply sent or handed to the holder, the work a refusal costs.
     pub refused: Histogram,
+    /// Requests that waited for a slot and were refused when the wait ran out: arrival to
+    /// the refusal, the wait included (their hold, if any, is counted in `held`).
+    pub expired: Histogram,
     /// Refusals whose reply was held (the retry hint enforced by the server): arrival to the
     /// reply's actual publish, the deliberate hold included.
     pub held: Histogram,
@@ -97,6 +99,7 @@ impl Latencies {
         json!({
             "served": self.served.to_json(),
             "refused": self.refused.to_json(),
+            "expired": self.expired.to_json(),
             "held": self.held.to_json(),
         })
     }

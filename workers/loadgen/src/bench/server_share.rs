@@ -22,6 +22,7 @@ const MORE_ANSWERS: Duration = Duration::from_millis(250);
 pub struct Snapshot {
     served: BTreeMap<u64, u64>,
     refused: BTreeMap<u64, u64>,
+    expired: BTreeMap<u64, u64>,
     held: BTreeMap<u64, u64>,
 }
 
@@ -34,6 +35,8 @@ pub struct ServerShare {
     /// Refusals: the work each cost, up to its reply's publish or its handover to the
     /// holder, without the deliberate hold.
     pub refused: Option<Quantiles>,
+    /// Refusals of creates that waited for a slot and did not get one in time: their wait.
+    pub expired: Option<Quantiles>,
     /// Held refusals: arrival to the held reply's publish, the hold included.
     pub held: Option<Quantiles>,
 }
@@ -73,6 +76,7 @@ pub async fn read(client: &async_nats::Client) -> Snapshot {
             let latency = &endpoint["data"]["latency_us"];
             add(&mut snapshot.served, &latency["served"]);
             add(&mut snapshot.refused, &latency["refused"]);
+            add(&mut snapshot.expired, &latency["expired"]);
             add(&mut snapshot.held, &latency["held"]);
         }
     }
@@ -93,6 +97,7 @@ impl ServerShare {
         ServerShare {
             served: Quantiles::between(&before.served, &after.served),
             refused: Quantiles::between(&before.refused, &after.refused),
+            expired: Quantiles::between(&before.expired, &after.expired),
             held: Quantiles::between(&before.held, &after.held),
         }
     }
@@ -110,6 +115,7 @@ impl ServerShare {
         let parts: Vec<String> = [
             part("served", &self.served),
             part("refused", &self.refused),
+            part("expired", &self.expired),
             part("held", &self.held),
         ]
         .into_iter()
@@ -181,6 +187,6 @@ mod tests {
         assert_eq!(refused.p50, 0.010);
         assert_eq!(refused.p99, 0.010);
         assert_eq!(refused.max, 2.0);
-        assert!(share.served.is_none() && share.held.is_none());
+        assert!(share.served.is_none() && share.held.is_none() && share.expired.is_none());
     }
 }
