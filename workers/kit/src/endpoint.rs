@@ -589,6 +589,55 @@ mod tests {
         assert_eq!(pacing.hint_ms.load(Ordering::Relaxed), 50);
     }
 
+    #[tokio::test]
+    async fn a_request_waits_only_when_the_measured_service_time_says_it_can_start_in_time() {
+        let admission =
+            Admission::new(2, Duration::from_millis(50)).with_wait(Duration::from_millis(100));
+        let (Admit::Now(first), Admit::Now(_second)) = (admission.admit(), admission.admit())
+        else {
+            panic!("two free slots were not given");
+        };
+        // Nothing measured yet: the third waits.
+        let Admit::Wait(waiter) = admission.admit() else {
+            panic!("with no service time known, a request was not let wait");
+        };
+        assert_eq!(admission.waiting.load(Ordering::Relaxed), 1);
+        // A slot held 1 ms frees: the waiter gets it, and the service time is measured.
+        drop(first);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        // Kept, so both slots stay taken for what follows.
+        let third = waiter.slot(deadline).await;
+        assert!(third.is_some(), "the freed slot went nowhere");
+        assert_eq!(admission.waiting.load(Ordering::Relaxed), 0);
+        // Slots held about 1 s each: a wait of ~500 ms is beyond 100 ms: refused at once.
+        admission
+            .service
+            .ewma_ns
+            .store(1_000_000_000, Ordering::Relaxed);
+        assert!(matches!(admission.admit(), Admit::Refuse));
+        // Held 100 µs: the next in line can expect 50 µs, and waits.
+        admission.service.ewma_ns.store(100_000, Ordering::Relaxed);
+        assert!(matches!(admission.admit(), Admit::Wait(_)));
+    }
+
+    #[test]
+    fn a_held_refusal_tells_the_rest_of_its_hint() {
+        let admission = Admission::new(1, Duration::from_millis(50))
+            .with_held_refusals(Duration::from_millis(20));
+        for _ in 0..100 {
+            let refusal = admission.refusal(Duration::ZERO);
+            // The hint is 25..75 ms (jittered): 20 of it held, the rest told.
+            assert_eq!(refusal.hold, Duration::from_millis(20));
+            assert!(
+                (5..=55).contains(&refusal.retry_after_ms),
+                "{}",
+                refusal.retry_after_ms
+            );
+        }
+        let unheld = Admission::new(1, Duration::from_millis(50)).refusal(Duration::ZERO);
+        assert!(unheld.hold.is_zero() && unheld.retry_after_ms >= 25);
+    }
+
     #[test]
     fn the_hint_never_passes_the_cap_and_each_refusal_is_jittered_around_it() {
         let pacing = Pacing::new(Duration::from_millis(50));
