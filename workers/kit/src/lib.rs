@@ -6,13 +6,16 @@
 //!   tasks, all owned, and the stop that loses no admitted request ([`Worker`]).
 //! - [`micro`]: the `$SRV` micro-service protocol, with endpoints that stop by fencing.
 //! - [`endpoint`]: serving one endpoint, a task per request, optionally with a bound on
-//!   requests in flight beyond which they are refused at once ([`Admission`]).
+//!   requests in flight beyond which they wait briefly for a slot or are refused
+//!   ([`Admission`]); `held`: refusals whose replies are held for their retry hint.
 //! - [`queue`]: the bounded coalescing queue behind every batcher ([`Queue`]).
 //! - [`jetstream`]: the stream and consumer definitions of `nats-config/`, created or updated
 //!   at start-up and read back.
 //! - [`client`]: calling another service (typed by its [`shop_contracts::Endpoint`]), telling a
 //!   refusal from no answer, and the one contract error a failed call answers with.
 //! - [`partitions`]: the slot -> partition map a worker routes by, followed in KV.
+//! - [`latency`]: fine-grained server-side latency histograms per endpoint and outcome,
+//!   reported in `$SRV.STATS` (`data.latency_us`).
 //! - [`metrics`]: the process's Prometheus registry, per-endpoint counts and latencies,
 //!   gauges, and `GET /metrics`.
 //! - [`trace`]: W3C `traceparent` in NATS headers, so a request's span continues its caller's
@@ -28,7 +31,9 @@ pub mod crash;
 pub mod db;
 pub mod decode;
 pub mod endpoint;
+mod held;
 pub mod jetstream;
+pub mod latency;
 pub mod metrics;
 pub mod micro;
 pub mod partitions;

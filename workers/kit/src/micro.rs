@@ -56,6 +56,8 @@ pub struct EndpointStats {
     errors: AtomicU64,
     processing_ns: AtomicU64,
     last_error: Mutex<String>,
+    /// The server's share of each request's latency, by outcome (`data.latency_us`).
+    pub latency: crate::latency::Latencies,
 }
 
 impl EndpointStats {
@@ -194,11 +196,14 @@ impl Inner {
                             "average_processing_time": ns / requests.max(1),
                             "last_error": e.last_error.lock().map(|l| l.clone()).unwrap_or_default(),
                         });
-                        if let Some(data) = c.stats.as_ref().map(|f| f(e.subject)) {
-                            if !data.is_null() {
-                                stats["data"] = data;
-                            }
-                        }
+                        let mut data = c
+                            .stats
+                            .as_ref()
+                            .map(|f| f(e.subject))
+                            .filter(Value::is_object)
+                            .unwrap_or_else(|| json!({}));
+                        data["latency_us"] = e.latency.to_json();
+                        stats["data"] = data;
                         stats
                     })
                     .collect();

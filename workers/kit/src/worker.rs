@@ -31,6 +31,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::endpoint::{Admission, ServiceError, Serving};
+use crate::held::Holding;
 use crate::micro::{Service, ServiceConfig};
 
 /// Why a task of a worker ended.
@@ -120,7 +121,9 @@ impl Worker {
         self.serve_admitted(subject, None, state, handler).await
     }
 
-    /// [`Worker::serve`], with requests beyond `admission`'s bound refused at once.
+    /// [`Worker::serve`], with requests beyond `admission`'s bound waiting briefly for a slot
+    /// or refused; when it holds refusals, their held replies wait in a background task of
+    /// this worker (one per endpoint).
     pub async fn serve_admitted<S, Req, Rep, Err, H, Fut>(
         &mut self,
         subject: &'static str,
@@ -136,10 +139,25 @@ impl Worker {
         H: Fn(S, Req) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<Rep, Err>> + Send + 'static,
     {
+        let endpoint = self.service.endpoint(subject).await?;
+        let holding = match &admission {
+            Some(admission) if admission.holds_refusals() => {
+                let (holding, holder) = Holding::new(self.client.clone(), endpoint.stats());
+                spawn_named(
+                    &mut self.background,
+                    &mut self.names,
+                    "held refusals",
+                    holder.run(self.draining.clone()),
+                );
+                Some(holding)
+            }
+            _ => None,
+        };
         let serving = Serving {
-            endpoint: self.service.endpoint(subject).await?,
+            endpoint,
             subject,
             admission,
+            holding,
             client: self.client.clone(),
             state,
             handler: std::sync::Arc::new(handler),

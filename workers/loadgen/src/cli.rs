@@ -76,6 +76,10 @@ pub enum BenchTarget {
         /// microsecond); the window starts with the first client.
         #[arg(long, default_value_t = 0.0, value_parser = ramp_seconds)]
         ramp: f64,
+        /// `http`: both runs through the HTTP gateway (`POST /v1/orders` at
+        /// `gateway.listen`, a token per user) instead of over NATS.
+        #[arg(long, value_enum, default_value_t = OverloadVia::Nats)]
+        via: OverloadVia,
         #[command(flatten)]
         run: RunArgs,
         #[command(flatten)]
@@ -238,6 +242,15 @@ pub enum Via {
     /// Over NATS, then one run that alternates between NATS and the gateway every second:
     /// the steadier ratio on a machine whose speed drifts.
     Alternate,
+}
+
+/// How `shop bench overload` sends its creates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum OverloadVia {
+    /// `order.create` over NATS.
+    Nats,
+    /// `POST /v1/orders` through the HTTP gateway.
+    Http,
 }
 
 /// How hard a benchmark loads the system.

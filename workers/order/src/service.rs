@@ -193,7 +193,10 @@ pub async fn start(
     // This partition's own subjects, `order.part.<me>.<op>`: only its database answers.
     // (Leaked once per process: the frame names endpoints by `&'static str`.)
     let own = |public: &str| -> &'static str { Box::leak(partition(public, me).into_boxed_str()) };
-    let admission = || Admission::new(ctx.settings.max_creates_in_flight, ctx.settings.retry_after);
+    let admission = || {
+        Admission::new(ctx.settings.max_creates_in_flight, ctx.settings.retry_after)
+            .with_wait(ctx.settings.create_wait)
+    };
     worker
         .serve_admitted(own(subject::CREATE), Some(admission()), ctx.clone(), create)
         .await?;
@@ -217,7 +220,7 @@ pub async fn start(
     worker
         .serve_admitted(
             subject::CREATE,
-            Some(admission()),
+            Some(admission().with_held_refusals(ctx.settings.max_refusal_hold)),
             router.clone(),
             Router::create,
         )

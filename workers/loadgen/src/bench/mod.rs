@@ -20,7 +20,8 @@
 //! - [`create`]: what one bench create is; [`fixture`]: the bench goods and their stock.
 //! - [`system`]: one run of creates, and the stock check right after it.
 //! - [`procs`]: the stack's processes in /proc; [`cpu`]: the CPU each one spends per
-//!   create; [`rss`]: the workers' memory.
+//!   create; [`rss`]: the workers' memory; [`server_share`]: the order workers' own share
+//!   of the latency, from their `$SRV.STATS` histograms.
 //! - [`report`] and [`plot`]: the JSON and SVG files.
 
 mod alternate;
@@ -41,6 +42,7 @@ mod report;
 mod request;
 mod retention;
 mod rss;
+mod server_share;
 mod settle;
 mod stock;
 mod system;
@@ -91,6 +93,7 @@ pub async fn run(config: &BenchConfig, target: BenchTarget) -> anyhow::Result<()
             peak_concurrency,
             concurrency,
             ramp,
+            via,
             run,
             settle,
         } => {
@@ -104,7 +107,7 @@ pub async fn run(config: &BenchConfig, target: BenchTarget) -> anyhow::Result<()
                 concurrency: *concurrency,
                 ramp_seconds: *ramp,
             };
-            overload::run(config, &client, creates, crowds, run, &settle).await
+            overload::run(config, &client, creates, crowds, *via, run, &settle).await
         }
         BenchTarget::Timers(args) => timers::run(config, &client, args).await,
         BenchTarget::Retention(args) => retention::run(config, &client, args).await,

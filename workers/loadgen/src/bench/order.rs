@@ -143,6 +143,7 @@ pub async fn run(
             "sold_check": system.sold,
             "workers_rss": system.memory,
             "cpu_ms_per_create": system.cpu,
+            "server_latency_ms": system.server,
             "ceilings": ceilings,
             "ratios": ratios,
             "via_http": http.as_ref().map(|run| json!({
@@ -150,6 +151,7 @@ pub async fn run(
                 "sold_check": run.sold,
                 "workers_rss": run.memory,
                 "cpu_ms_per_create": run.cpu,
+                "server_latency_ms": run.server,
                 "ratio_to_nats": http_ratio,
             })),
             "alternate": alternate.as_ref().map(|(run, split)| json!({
@@ -283,6 +285,7 @@ fn result_line(title: &str, mode: Mode, system: &SystemRun, ceilings: Option<&Ce
 pub fn print_system(title: &str, run: &SystemRun) {
     println!("{title}: {}", run.figures.summary("creates"));
     println!("  {}", run.sold.summary());
+    println!("  server side (order.create): {}", run.server.summary());
     println!("  {}", cpu::summary(run.cpu.as_ref()));
     println!("  worker memory: {}", rss::summary(&run.memory));
 }

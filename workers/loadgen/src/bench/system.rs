@@ -1,7 +1,7 @@
 //! One run of whole creates through the running workers, and what is read about the system
 //! around it: the CPU each component of the stack used per successful create, the `sold`
-//! counts of the bench goods (to check that no refused create took stock) and the memory of
-//! each worker.
+//! counts of the bench goods (to check that no refused create took stock), the memory of
+//! each worker, and the order workers' own share of the latency.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -18,6 +18,7 @@ use super::procs::Stack;
 use super::record::Figures;
 use super::request::NatsRequest;
 use super::rss::{self, WorkerMemory};
+use super::server_share::{self, ServerShare};
 use crate::BenchConfig;
 
 pub struct SystemRun {
@@ -28,6 +29,8 @@ pub struct SystemRun {
     pub cpu: Option<CpuPerCreate>,
     /// When the last request of the run finished: the settle wait counts from here.
     pub ended: Instant,
+    /// The order workers' own share of `order.create`'s latency during the run.
+    pub server: ServerShare,
 }
 
 /// Runs creates over NATS (`order.create`) in `mode` for `window`.
@@ -67,10 +70,12 @@ pub async fn run_with<O: Operation>(
     let stack = Stack::of(config);
     // Sampled as close to the run as can be, so that the CPU counted is the run's: the
     // in-flight tail is inside (its successes count in `figures.ok`), the checks are not.
+    let server_before = server_share::read(client).await;
     let cpu_before = cpu::sample(&stack);
     let figures = drive::run(request, mode, window, title, "creates").await?;
     let ended = Instant::now();
     let cpu_after = cpu::sample(&stack);
+    let server_after = server_share::read(client).await;
     // Read at once: from `check_delay` after a create that deducted and then failed, the
     // checker starts giving its stock back, which would hide it from this check.
     let sold = fixture::sold(client, creates.goods_ids()).await? - sold_before;
@@ -81,6 +86,7 @@ pub async fn run_with<O: Operation>(
         figures,
         memory,
         ended,
+        server: ServerShare::between(&server_before, &server_after),
     })
 }
 
