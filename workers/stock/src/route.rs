@@ -132,7 +132,10 @@ impl Router {
                     deducted.extend(reply.items);
                 }
                 Err(error) if error.is_definite() => {
-                    refusal.get_or_insert(error);
+                    refusal = Some(match refusal {
+                        Some(kept) => first_refusal(kept, error),
+                        None => error,
+                    });
                 }
                 Err(error) => {
                     may_have_taken = true;
@@ -246,6 +249,20 @@ impl Router {
 }
 
 /// The partition owning every one of `keys`, if one does.
+/// Of two definite refusals of one order's shares, the one its client is told: between two
+/// `insufficient_stock`s the lower goods_id's, as one partition would name it (CONTRACT
+/// section 1: "the first short item"; a partition checks its lines in goods_id order, and the
+/// shares answer in partition order); otherwise the one that came first.
+fn first_refusal(kept: StockError, other: StockError) -> StockError {
+    match (&kept, &other) {
+        (
+            StockError::InsufficientStock { goods_id: a, .. },
+            StockError::InsufficientStock { goods_id: b, .. },
+        ) if b < a => other,
+        _ => kept,
+    }
+}
+
 fn sole_owner(map: &PartitionMap, mut keys: impl Iterator<Item = i64>) -> Option<PartitionId> {
     let first = map.owner_of(keys.next()?);
     keys.all(|key| map.owner_of(key) == first).then_some(first)
@@ -298,6 +315,29 @@ mod tests {
             updated_at: (status != SellStatus::None)
                 .then(|| Utc.with_ymd_and_hms(2026, 12, 7, 0, 0, second).unwrap()),
         }
+    }
+
+    fn short(goods: i64) -> StockError {
+        StockError::InsufficientStock {
+            goods_id: GoodsId::new(goods).unwrap(),
+            requested: 2,
+            available: 1,
+        }
+    }
+
+    fn named(error: &StockError) -> Option<i64> {
+        match error {
+            StockError::InsufficientStock { goods_id, .. } => Some(goods_id.get()),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn of_two_short_shares_the_lower_goods_id_is_named_whichever_answered_first() {
+        assert_eq!(named(&first_refusal(short(141), short(140))), Some(140));
+        assert_eq!(named(&first_refusal(short(140), short(141))), Some(140));
+        let cancelled = StockError::OrderCancelled("7".into());
+        assert_eq!(named(&first_refusal(cancelled, short(140))), None);
     }
 
     #[track_caller]
