@@ -197,12 +197,6 @@ struct Refusal {
     hold: Duration,
 }
 
-/// The contract error of a refusal at admission.
-pub(crate) fn refusal_detail(retry_after_ms: u64) -> ErrorDetail {
-    ErrorDetail::unavailable("the worker is at capacity; nothing was done, try again")
-        .with("retry_after_ms", retry_after_ms)
-}
-
 /// How long admitted requests hold a slot: an exponentially weighted moving average (each
 /// new measurement weighs 1/8), in nanoseconds; 0 until the first one. Updated
 /// with a compare-and-swap loop, so concurrent slot releases never lose one another.

@@ -21,6 +21,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::micro::EndpointStats;
 use crate::reply;
+use shop_contracts::ErrorDetail;
 
 /// Held replies at most per endpoint (in the channel and in the heap each): a client has one
 /// request outstanding, so this is thousands of misbehaving clients; past it a refusal is
@@ -139,11 +140,17 @@ impl Holder {
 
 /// Sends a refusal with its retry hint to `reply`.
 pub(crate) async fn publish(client: &Client, reply: Subject, retry_after_ms: u64) {
-    let (headers, body) = reply::error_reply(crate::endpoint::refusal_detail(retry_after_ms));
+    let (headers, body) = reply::error_reply(refusal_detail(retry_after_ms));
     if let Err(error) = client
         .publish_with_headers(reply, headers, body.into())
         .await
     {
         tracing::warn!(%error, "could not send a refusal");
     }
+}
+
+/// The contract error of a refusal at admission.
+fn refusal_detail(retry_after_ms: u64) -> ErrorDetail {
+    ErrorDetail::unavailable("the worker is at capacity; nothing was done, try again")
+        .with("retry_after_ms", retry_after_ms)
 }
