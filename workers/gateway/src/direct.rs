@@ -32,7 +32,7 @@ use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Method, Uri, Versio
 use axum::response::Response;
 use axum::Router;
 use bytes::Bytes;
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tower::ServiceExt;
@@ -218,37 +218,89 @@ async fn write_response(tcp: &mut TcpStream, response: Response) -> io::Result<A
     Ok(After::Hyper)
 }
 
-/// Writes each data frame of `body` as one chunk, straight from the frame's buffer (for a
-/// stock event, the hub's buffer that every viewer shares), then the last chunk.
+/// Frames written in one system call at most, and their bytes: a viewer that fell behind
+/// catches up in a few writes (IOV_MAX is 1024 slices).
+const BATCH_FRAMES: usize = 64;
+const BATCH_BYTES: usize = 64 * 1024;
+
+/// Writes the data frames of `body` as chunks straight from the frames' buffers (for a stock
+/// event, the hub's buffer that every viewer shares), then the last chunk. The frames that
+/// are ready together go out as one chunk in one vectored write, as hyper queues the chunks
+/// ready together into one write: with 19,000 viewers each sent about 100 events a second,
+/// one system call per event left the gateway seconds behind (measured: change to last
+/// viewer p50 10 s against hyper's 0.4 s).
 async fn stream_chunks(tcp: &mut TcpStream, body: Body) -> io::Result<After> {
     let mut frames = body.into_data_stream();
     while let Some(frame) = frames.next().await {
-        let Ok(data) = frame else {
+        let Ok(first) = frame else {
             // As hyper does with a body that fails: the response is cut, not ended.
             return Ok(After::Close);
         };
+        // More that is ready now, without waiting (a stream may be polled again after it
+        // said it was not ready: the frame it was making is not lost). Allocated only when
+        // there is more, and dropped after the write: no buffer stays with the connection.
+        let mut more: Vec<Bytes> = Vec::new();
+        let mut len = first.len();
+        let mut end = None;
+        while more.len() < BATCH_FRAMES && len < BATCH_BYTES {
+            match frames.next().now_or_never() {
+                Some(Some(Ok(data))) => {
+                    len += data.len();
+                    more.push(data);
+                }
+                Some(Some(Err(_))) => {
+                    end = Some(After::Close);
+                    break;
+                }
+                Some(None) => {
+                    end = Some(After::Hyper);
+                    break;
+                }
+                None => break,
+            }
+        }
         // An empty chunk would be read as the last one.
-        if !data.is_empty() {
-            write_chunk(tcp, &data).await?;
+        if len > 0 {
+            write_chunk(tcp, len, &first, &more).await?;
+        }
+        match end {
+            Some(After::Hyper) => break,
+            Some(After::Close) => return Ok(After::Close),
+            None => {}
         }
     }
     tcp.write_all(b"0\r\n\r\n").await?;
     Ok(After::Hyper)
 }
 
-async fn write_chunk(tcp: &mut TcpStream, data: &[u8]) -> io::Result<()> {
+/// One chunk of `len` bytes: `first`, then `more`.
+async fn write_chunk(
+    tcp: &mut TcpStream,
+    len: usize,
+    first: &[u8],
+    more: &[Bytes],
+) -> io::Result<()> {
     let mut size = [0u8; 18];
     let size_len = {
         let mut cursor = &mut size[..];
-        write!(cursor, "{:X}\r\n", data.len())?;
+        write!(cursor, "{len:X}\r\n")?;
         18 - cursor.len()
     };
-    let mut slices = [
-        IoSlice::new(&size[..size_len]),
-        IoSlice::new(data),
-        IoSlice::new(b"\r\n"),
-    ];
-    let mut slices = &mut slices[..];
+    let head = IoSlice::new(&size[..size_len]);
+    let tail = IoSlice::new(b"\r\n");
+    if more.is_empty() {
+        // The usual case, one event: no allocation.
+        return write_all_vectored(tcp, &mut [head, IoSlice::new(first), tail]).await;
+    }
+    let mut slices = Vec::with_capacity(more.len() + 3);
+    slices.push(head);
+    slices.push(IoSlice::new(first));
+    slices.extend(more.iter().map(|data| IoSlice::new(data)));
+    slices.push(tail);
+    write_all_vectored(tcp, &mut slices).await
+}
+
+async fn write_all_vectored(tcp: &mut TcpStream, mut slices: &mut [IoSlice<'_>]) -> io::Result<()> {
     while !slices.is_empty() {
         let written = tcp.write_vectored(slices).await?;
         if written == 0 {
