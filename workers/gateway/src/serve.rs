@@ -1,7 +1,9 @@
 //! The HTTP connections: accepting them, serving each with hyper under the settings that
 //! keep an idle event stream cheap, and the graceful stop (stop accepting, let every
 //! connection finish the request it serves). This module owns what a connection costs the
-//! process while it is open; the routes and layers are [`crate::app`]'s.
+//! process while it is open; the routes and layers are [`crate::app`]'s. A connection whose
+//! first request is an event stream's is answered by [`crate::direct`] instead, without a
+//! hyper connection, until that response ends.
 //!
 //! Why not `axum::serve`: it builds the service of each new connection by calling
 //! `Router::with_state(())` on a clone of the router, which turns every route and every
