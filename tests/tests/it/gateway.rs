@@ -1302,6 +1302,18 @@ async fn gateway_event_streams_past_the_cap_are_503_until_one_closes() {
     let body = problem(refused, StatusCode::SERVICE_UNAVAILABLE, "unavailable").await;
     assert_eq!(retry_after.unwrap(), "5", "{body}");
     assert_eq!(body["details"]["retry_after_ms"], 5000, "{body}");
+    // The same refusal on a connection's first request (answered on the socket), and the
+    // connection goes on with the next request.
+    let mut raw = Raw::connect(&gw).await;
+    raw.get(path, "").await;
+    let head = raw.head().await;
+    assert!(head.status.starts_with("HTTP/1.1 503"), "{head:?}");
+    assert_eq!(head.get("retry-after"), Some("5"), "{head:?}");
+    let body: Value = serde_json::from_str(&raw.body(&head).await).unwrap();
+    assert_eq!(body["code"], "unavailable", "{body}");
+    raw.get("/healthz", "").await;
+    let head = raw.head().await;
+    assert!(head.status.starts_with("HTTP/1.1 200"), "{head:?}");
 
     drop(first);
     let response = eventually("the closed stream's place to be free", SETTLE, || async {
@@ -1464,4 +1476,235 @@ async fn gateway_stops_gracefully_finishing_requests_and_ending_streams() {
         stock["items"][0]["available"], 77,
         "the abandoned request did nothing"
     );
+}
+
+/// One HTTP/1.1 connection driven by hand, so that a test chooses which requests share it
+/// (the gateway answers a connection's first request differently when it is an event
+/// stream's: on the socket itself, without hyper's connection).
+struct Raw {
+    tcp: tokio::net::TcpStream,
+    read: Vec<u8>,
+    addr: String,
+}
+
+/// A response head: the status line, and the headers (names lowercased) but `date`, sorted.
+#[derive(Debug, PartialEq)]
+struct Head {
+    status: String,
+    headers: Vec<(String, String)>,
+}
+
+impl Head {
+    fn get(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+impl Raw {
+    async fn connect(gw: &Gateway) -> Raw {
+        let addr = gw.url.trim_start_matches("http://").to_owned();
+        let tcp = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        Raw {
+            tcp,
+            read: Vec::new(),
+            addr,
+        }
+    }
+
+    async fn send(&mut self, bytes: &[u8]) {
+        use tokio::io::AsyncWriteExt;
+        self.tcp.write_all(bytes).await.unwrap();
+    }
+
+    /// A GET of `path` with `extra` header lines (each ending in CRLF).
+    async fn get(&mut self, path: &str, extra: &str) {
+        let head = format!("GET {path} HTTP/1.1\r\nHost: {}\r\n{extra}\r\n", self.addr);
+        self.send(head.as_bytes()).await;
+    }
+
+    /// Reads more of the connection; `false` once the gateway closed it.
+    async fn fill(&mut self, deadline: tokio::time::Instant) -> bool {
+        use tokio::io::AsyncReadExt;
+        let mut buf = [0u8; 4096];
+        let n = tokio::time::timeout_at(deadline, self.tcp.read(&mut buf))
+            .await
+            .unwrap_or_else(|_| {
+                panic!(
+                    "nothing more within the deadline; read so far: {}",
+                    String::from_utf8_lossy(&self.read)
+                )
+            })
+            .unwrap_or(0);
+        self.read.extend_from_slice(&buf[..n]);
+        n > 0
+    }
+
+    /// The next response head (taken from what is read).
+    async fn head(&mut self) -> Head {
+        let deadline = tokio::time::Instant::now() + SETTLE;
+        loop {
+            if let Some(end) = self.read.windows(4).position(|w| w == b"\r\n\r\n") {
+                let head: Vec<u8> = self.read.drain(..end + 4).collect();
+                let head = String::from_utf8(head).unwrap();
+                let mut lines = head.trim_end().split("\r\n");
+                let status = lines.next().unwrap().to_owned();
+                let mut headers: Vec<(String, String)> = lines
+                    .map(|line| {
+                        let (name, value) = line.split_once(':').unwrap();
+                        (name.to_ascii_lowercase(), value.trim().to_owned())
+                    })
+                    .filter(|(name, _)| name != "date")
+                    .collect();
+                headers.sort();
+                return Head { status, headers };
+            }
+            assert!(self.fill(deadline).await, "closed before a response head");
+        }
+    }
+
+    /// The body of a response with `content-length`.
+    async fn body(&mut self, head: &Head) -> String {
+        let length: usize = head.get("content-length").unwrap().parse().unwrap();
+        let deadline = tokio::time::Instant::now() + SETTLE;
+        while self.read.len() < length {
+            assert!(self.fill(deadline).await, "closed inside a body");
+        }
+        String::from_utf8(self.read.drain(..length).collect()).unwrap()
+    }
+
+    /// Reads until `text` has come (each event is one chunk, so an event's text is never
+    /// split by the chunked framing), and drops what came up to its end.
+    async fn until(&mut self, text: &str) {
+        let deadline = tokio::time::Instant::now() + SETTLE;
+        loop {
+            if let Some(at) = self
+                .read
+                .windows(text.len())
+                .position(|w| w == text.as_bytes())
+            {
+                self.read.drain(..at + text.len());
+                return;
+            }
+            assert!(self.fill(deadline).await, "closed before {text:?}");
+        }
+    }
+}
+
+/// An event stream answered on the socket (a connection's first request) is the same
+/// response as one answered by hyper (a request after another on its connection): the same
+/// status and headers, CORS included, the same events and keep-alives. What that path does
+/// not take is hyper's to answer as before: a malformed head is a 400, an invalid room a
+/// problem, a head too large for it a stream all the same, and the connection goes on after
+/// a response whose body ended.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gateway_event_streams_answered_on_the_socket_keep_the_contract() {
+    let app = TestApp::start(&[Worker::Goods, Worker::Stock]).await;
+    let gw = app
+        .spawn_gateway(&[("SHOP_GATEWAY__KEEP_ALIVE", "200ms")])
+        .await;
+    let a = goods(&gw, 100, 10).await;
+    app.ok("goods.room.set", json!({"room_id": 6, "goods_ids": [a]}))
+        .await;
+    let path = "/v1/rooms/6/events";
+    let origin = "Origin: http://viewer.example\r\nAccept: text/event-stream\r\n";
+
+    let mut first = Raw::connect(&gw).await;
+    first.get(path, origin).await;
+    let first_head = first.head().await;
+    let mut after = Raw::connect(&gw).await;
+    after.get("/healthz", "").await;
+    let health = after.head().await;
+    assert!(health.status.starts_with("HTTP/1.1 200"), "{health:?}");
+    after.body(&health).await;
+    after.get(path, origin).await;
+    let after_head = after.head().await;
+    assert_eq!(
+        first_head, after_head,
+        "answered on the socket, then by hyper"
+    );
+    assert_eq!(first_head.status, "HTTP/1.1 200 OK");
+    assert_eq!(first_head.get("content-type"), Some("text/event-stream"));
+    assert_eq!(first_head.get("transfer-encoding"), Some("chunked"));
+    assert_eq!(first_head.get("access-control-allow-origin"), Some("*"));
+
+    for stream in [&mut first, &mut after] {
+        stream.until("event: room\ndata: {\"room_id\":6").await;
+        stream.until(":\n\n").await; // a keep-alive
+    }
+    ok(
+        call(
+            &gw,
+            Method::PUT,
+            &format!("/v1/admin/stock/{a}"),
+            Some(&admin_token(ADMIN)),
+            Some(json!({"available": 4})),
+        )
+        .await,
+        StatusCode::OK,
+    )
+    .await;
+    let stock = format!("event: stock\ndata: {{\"goods_id\":{a},\"available\":4}}\n\n");
+    for stream in [&mut first, &mut after] {
+        stream.until(&stock).await;
+    }
+
+    // A malformed head: hyper's 400, and nothing else breaks.
+    let mut malformed = Raw::connect(&gw).await;
+    malformed
+        .send(b"GET /v1/rooms/6/events HTTP/1.1\r\nBad Header\r\n\r\n")
+        .await;
+    let head = malformed.head().await;
+    assert!(head.status.starts_with("HTTP/1.1 400"), "{head:?}");
+    let mut garbage = Raw::connect(&gw).await;
+    garbage.send(b"GET /v1/rooms/\x00\x01\xff\r\n\r\n").await;
+    let head = garbage.head().await;
+    assert!(head.status.starts_with("HTTP/1.1 400"), "{head:?}");
+    // A client gone in the middle of its head.
+    let mut gone = Raw::connect(&gw).await;
+    gone.send(b"GET /v1/rooms/6/ev").await;
+    drop(gone);
+
+    // An invalid room on the socket path: the router's problem, then the connection goes on.
+    let mut invalid = Raw::connect(&gw).await;
+    invalid.get("/v1/rooms/0/events", "").await;
+    let head = invalid.head().await;
+    assert!(head.status.starts_with("HTTP/1.1 400"), "{head:?}");
+    assert_eq!(head.get("content-type"), Some("application/problem+json"));
+    let body: Value = serde_json::from_str(&invalid.body(&head).await).unwrap();
+    assert_eq!(body["code"], "bad_request", "{body}");
+    invalid.get("/healthz", "").await;
+    let head = invalid.head().await;
+    assert!(head.status.starts_with("HTTP/1.1 200"), "{head:?}");
+
+    // A head larger than the socket path reads is hyper's, and still a stream.
+    let mut large = Raw::connect(&gw).await;
+    let pad = format!("X-Pad: {}\r\n", "p".repeat(12 * 1024));
+    large.get(path, &pad).await;
+    let head = large.head().await;
+    assert_eq!(head.status, "HTTP/1.1 200 OK");
+    assert_eq!(head.get("content-type"), Some("text/event-stream"));
+    large.until("event: room\ndata: {\"room_id\":6").await;
+
+    // The streams opened first were never cut, and the gateway is whole.
+    ok(
+        call(
+            &gw,
+            Method::PUT,
+            &format!("/v1/admin/stock/{a}"),
+            Some(&admin_token(ADMIN)),
+            Some(json!({"available": 3})),
+        )
+        .await,
+        StatusCode::OK,
+    )
+    .await;
+    let stock = format!("event: stock\ndata: {{\"goods_id\":{a},\"available\":3}}\n\n");
+    for stream in [&mut first, &mut after, &mut large] {
+        stream.until(&stock).await;
+    }
+    let log = gw.log_text();
+    assert!(!log.contains("panicked"), "{log}");
 }

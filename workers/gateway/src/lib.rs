@@ -15,6 +15,9 @@
 //! - [`extract`]: body, path and query extractors whose rejections are problems.
 //! - [`rate_limit`]: the per-user limit on order creation.
 //! - [`serve`]: the HTTP connections: hyper's settings, accepting, the graceful stop.
+//! - [`direct`]: a connection's first request, answered on the socket when it is an event
+//!   stream (no hyper connection buffers per viewer); [`rewind`]: the socket hyper gets
+//!   otherwise, with the bytes already read put back.
 //! - [`events`]: the notifications hub behind the Server-Sent Events of a room.
 //! - [`memory`]: freed memory given back to the system after viewers leave.
 //! - [`openapi`]: the OpenAPI 3.1 document's frame (the routes add their operations).
@@ -22,6 +25,7 @@
 //! - [`settings`]: `[gateway]` configuration.
 
 pub mod auth;
+pub mod direct;
 pub mod events;
 pub mod extract;
 pub mod memory;
@@ -29,6 +33,7 @@ pub mod openapi;
 pub mod payment;
 pub mod problem;
 pub mod rate_limit;
+pub mod rewind;
 pub mod routes;
 pub mod serve;
 pub mod settings;

@@ -1,7 +1,9 @@
 //! The HTTP connections: accepting them, serving each with hyper under the settings that
 //! keep an idle event stream cheap, and the graceful stop (stop accepting, let every
 //! connection finish the request it serves). This module owns what a connection costs the
-//! process while it is open; the routes and layers are [`crate::app`]'s.
+//! process while it is open; the routes and layers are [`crate::app`]'s. A connection whose
+//! first request is an event stream's is answered by [`crate::direct`] instead, without a
+//! hyper connection, until that response ends.
 //!
 //! Why not `axum::serve`: it builds the service of each new connection by calling
 //! `Router::with_state(())` on a clone of the router, which turns every route and every
@@ -16,13 +18,16 @@ use std::time::Duration;
 use axum::body::Body;
 use axum::extract::Request;
 use axum::Router;
+use bytes::Bytes;
 use hyper::server::conn::http1::Builder;
 use hyper_util::rt::TokioIo;
 use hyper_util::service::TowerToHyperService;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
 use tower::ServiceExt;
 
+use crate::direct::{self, After, First};
+use crate::rewind::Rewind;
 use crate::shutdown::Drain;
 
 /// hyper's connection settings: HTTP/1.1, as `axum::serve` served it (the gateway does not
@@ -74,24 +79,46 @@ pub async fn serve(listener: TcpListener, app: Router, drain: Drain) {
         if let Err(error) = tcp.set_nodelay(true) {
             tracing::debug!(%error, "could not set TCP_NODELAY");
         }
-        let service = TowerToHyperService::new(
-            app.clone()
-                .map_request(|request: Request<hyper::body::Incoming>| request.map(Body::new)),
-        );
-        let builder = builder.clone();
-        let stopping = drain.stopped();
-        connections.spawn(async move {
-            let connection = builder.serve_connection(TokioIo::new(tcp), service);
-            let mut connection = std::pin::pin!(connection);
-            tokio::select! {
-                result = connection.as_mut() => return log_end(result),
-                _ = stopping => connection.as_mut().graceful_shutdown(),
-            }
-            log_end(connection.await);
-        });
+        connections.spawn(connection(tcp, app.clone(), builder.clone(), drain.clone()));
     }
     drop(listener);
     while connections.join_next().await.is_some() {}
+}
+
+/// One connection: its first request is read here, and answered on the socket when it is an
+/// event stream ([`direct`]); hyper serves everything else, the rest of a connection whose
+/// first request was answered here included.
+async fn connection(mut tcp: TcpStream, app: Router, builder: Arc<Builder>, drain: Drain) {
+    let first = tokio::select! {
+        first = direct::first_request(&tcp) => first,
+        // No whole request yet: nothing to finish, as hyper closes an idle connection.
+        _ = drain.stopped() => return,
+    };
+    let prefix = match first {
+        Ok(First::Events(request)) => match direct::answer(&mut tcp, &app, request).await {
+            After::Hyper => Bytes::new(),
+            After::Close => return,
+        },
+        Ok(First::Hyper(prefix)) => prefix,
+        Ok(First::Closed) => return,
+        Err(error) => return tracing::trace!(%error, "connection ended with an error"),
+    };
+    // Boxed: hyper's connection state is large, and inline it would be part of every
+    // connection's task, the event streams' answered above included.
+    Box::pin(with_hyper(Rewind::new(prefix, tcp), app, &builder, drain)).await;
+}
+
+async fn with_hyper(io: Rewind, app: Router, builder: &Builder, drain: Drain) {
+    let service = TowerToHyperService::new(
+        app.map_request(|request: Request<hyper::body::Incoming>| request.map(Body::new)),
+    );
+    let connection = builder.serve_connection(TokioIo::new(io), service);
+    let mut connection = std::pin::pin!(connection);
+    tokio::select! {
+        result = connection.as_mut() => return log_end(result),
+        _ = drain.stopped() => connection.as_mut().graceful_shutdown(),
+    }
+    log_end(connection.await);
 }
 
 fn log_end(result: Result<(), hyper::Error>) {
