@@ -276,9 +276,11 @@ pub struct LoadArgs {
 /// How long a benchmark runs, how its clients behave, and where its figures go.
 #[derive(Debug, clap::Args)]
 pub struct RunArgs {
-    /// How long each run loads the system, in seconds.
-    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3600))]
-    pub seconds: u64,
+    /// How long each run loads the system, in seconds [default: 10; `bench order`: three
+    /// times the check delay and at least 30, so that its last seconds carry the work each
+    /// create leaves for after its check delay].
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub seconds: Option<u64>,
     /// Directory for the JSON results and SVG plots.
     #[arg(long, default_value = "bench-results")]
     pub out: PathBuf,
@@ -290,6 +292,16 @@ pub struct RunArgs {
     /// instead of waiting as the contract asks (measures the system under a retry storm).
     #[arg(long)]
     pub ignore_retry_after: bool,
+}
+
+impl RunArgs {
+    /// Seconds of a run when `--seconds` is not given, for the benches other than `order`.
+    pub const DEFAULT_SECONDS: u64 = 10;
+
+    /// `--seconds`, or `default`.
+    pub fn seconds_or(&self, default: u64) -> u64 {
+        self.seconds.unwrap_or(default)
+    }
 }
 
 /// How the bench waits for the system to finish a run's work before it audits.

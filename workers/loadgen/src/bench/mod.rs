@@ -44,6 +44,7 @@ mod retention;
 mod rss;
 mod server_share;
 mod settle;
+mod steady;
 mod stock;
 mod system;
 mod timers;

@@ -17,6 +17,7 @@ use super::drive::Mode;
 use super::http::HttpCreate;
 use super::record::Figures;
 use super::settle::{self, Settle};
+use super::steady;
 use super::system::{self, SystemRun, Verdict};
 use super::{cpu, fixture, plot, report, rss};
 use crate::cli::{LoadArgs, Via};
@@ -50,7 +51,10 @@ pub async fn run(
         creates.goods,
         label.map(|l| format!(" [{l}]")).unwrap_or_default()
     );
-    let window = std::time::Duration::from_secs(load.run.seconds);
+    let window = load.run.seconds.map_or_else(
+        || steady::default_run(settle.check_delay),
+        std::time::Duration::from_secs,
+    );
 
     let system = system::run(config, client, creates, mode, window, "system").await?;
     print_system(&title, &system);
@@ -138,8 +142,9 @@ pub async fn run(
             "stock_strategy": strategy,
             "load": mode,
             "concurrency": load.concurrency,
-            "seconds": load.run.seconds,
+            "seconds": window.as_secs(),
             "system": system.figures,
+            "steady_state": system.steady,
             "sold_check": system.sold,
             "workers_rss": system.memory,
             "cpu_ms_per_create": system.cpu,
@@ -277,6 +282,18 @@ fn result_line(title: &str, mode: Mode, system: &SystemRun, ceilings: Option<&Ce
     if let Some(cpu) = &system.cpu {
         line += &format!("; cpu {:.2} ms/create", cpu.total);
     }
+    if let Some(steady) = &system.steady {
+        line += &format!(
+            "; last {} s {:.0}/s = {:.2} of the first {} s",
+            steady::WINDOW.as_secs(),
+            steady.last.ok_per_second,
+            steady.ratio,
+            steady::WINDOW.as_secs()
+        );
+        if let Some(after) = steady.after_request_ms {
+            line += &format!(" (work after the request {after:+.3} ms/create)");
+        }
+    }
     line + "; RSS " + &rss::summary(&system.memory)
 }
 
@@ -287,5 +304,8 @@ pub fn print_system(title: &str, run: &SystemRun) {
     println!("  {}", run.sold.summary());
     println!("  server side (order.create): {}", run.server.summary());
     println!("  {}", cpu::summary(run.cpu.as_ref()));
+    if let Some(steady) = &run.steady {
+        println!("  {}", steady.summary());
+    }
     println!("  worker memory: {}", rss::summary(&run.memory));
 }

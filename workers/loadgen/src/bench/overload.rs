@@ -51,7 +51,7 @@ pub async fn run(
     fixture::upsert_goods(client, creates.goods_ids()).await?;
     fixture::fill_stock(client, creates.goods_ids()).await?;
     let label = args.label.as_deref();
-    let window = std::time::Duration::from_secs(args.seconds);
+    let window = std::time::Duration::from_secs(args.seconds_or(RunArgs::DEFAULT_SECONDS));
     let strategy = fixture::stock_strategy(client).await?;
     let title =
         format!(
@@ -137,7 +137,7 @@ pub async fn run(
         json!({
             "goods": creates.goods,
             "stock_strategy": strategy,
-            "seconds": args.seconds,
+            "seconds": args.seconds_or(RunArgs::DEFAULT_SECONDS),
             "via": if via == OverloadVia::Http { "http" } else { "nats" },
             "peak": {"load": peak_mode, "system": peak.figures, "sold_check": peak.sold, "workers_rss": peak.memory, "cpu_ms_per_create": peak.cpu, "server_latency_ms": peak.server},
             "overload": {"load": overload_mode, "system": overload.figures, "sold_check": overload.sold, "workers_rss": overload.memory, "cpu_ms_per_create": overload.cpu, "server_latency_ms": overload.server},

@@ -19,7 +19,7 @@ use shop_contracts::{GoodsId, ItemList, OrderSn, Quantity};
 use super::drive::{self, Mode};
 use super::request::NatsRequest;
 use super::{fixture, plot, report};
-use crate::cli::LoadArgs;
+use crate::cli::{LoadArgs, RunArgs};
 
 pub async fn run(
     client: &async_nats::Client,
@@ -54,7 +54,7 @@ pub async fn run(
         }
     }));
     let mode = super::mode(load);
-    let window = std::time::Duration::from_secs(load.run.seconds);
+    let window = std::time::Duration::from_secs(load.run.seconds_or(RunArgs::DEFAULT_SECONDS));
     let label = load.run.label.as_deref();
     let title = format!(
         "stock/{strategy} goods={goods} {mode}{}",
@@ -68,7 +68,7 @@ pub async fn run(
             "strategy": strategy,
             "goods": goods,
             "load": mode,
-            "seconds": load.run.seconds,
+            "seconds": load.run.seconds_or(RunArgs::DEFAULT_SECONDS),
             "system": figures,
         }),
     );

@@ -19,6 +19,7 @@ use super::record::Figures;
 use super::request::NatsRequest;
 use super::rss::{self, WorkerMemory};
 use super::server_share::{self, ServerShare};
+use super::steady::{Marks, SteadyState};
 use crate::BenchConfig;
 
 pub struct SystemRun {
@@ -31,6 +32,8 @@ pub struct SystemRun {
     pub ended: Instant,
     /// The order workers' own share of `order.create`'s latency during the run.
     pub server: ServerShare,
+    /// The first window beside the last, when the run is long enough to have both.
+    pub steady: Option<SteadyState>,
 }
 
 /// Runs creates over NATS (`order.create`) in `mode` for `window`.
@@ -72,9 +75,18 @@ pub async fn run_with<O: Operation>(
     // in-flight tail is inside (its successes count in `figures.ok`), the checks are not.
     let server_before = server_share::read(client).await;
     let cpu_before = cpu::sample(&stack);
+    let marks = Marks::start(&stack, Instant::now(), window);
     let figures = drive::run(request, mode, window, title, "creates").await?;
     let ended = Instant::now();
     let cpu_after = cpu::sample(&stack);
+    let steady = match marks {
+        Some(marks) => {
+            marks
+                .finish(&stack, &figures, &cpu_before, &cpu_after)
+                .await
+        }
+        None => None,
+    };
     let server_after = server_share::read(client).await;
     // Read at once: from `check_delay` after a create that deducted and then failed, the
     // checker starts giving its stock back, which would hide it from this check.
@@ -87,6 +99,7 @@ pub async fn run_with<O: Operation>(
         memory,
         ended,
         server: ServerShare::between(&server_before, &server_after),
+        steady,
     })
 }
 
