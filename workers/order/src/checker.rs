@@ -15,8 +15,9 @@
 //! conditional update, as pay's is: whichever commits first wins the row). A missing order
 //! is decided under `pg_advisory_xact_lock(order_sn)`, so a fence and a create's commit for
 //! the same order_sn exclude each other. The five cases of CONTRACT section 5:
-//! - a half message's first delivery: nak for the check delay, without a look at the
-//!   database;
+//! - a half message's first delivery: held in memory a moment ([`first_look_hold`]) and
+//!   looked at; an order already committed is decided at once as below, a missing one is
+//!   nakked for the check delay (never fenced: a first delivery says nothing of its age);
 //! - no order (at a later delivery, so at least the check delay old): fence + rollback
 //!   `aborted` (via the outbox), ack;
 //! - unpaid before the deadline: wait for it (nak until then, or schedule it and ack);
@@ -33,23 +34,29 @@
 //!
 //! No worker's clock decides a fence. A half message is old enough for "no order" to mean
 //! "never committed" when the server has held it for the check delay, and the server's own
-//! timers say so: its first delivery is always nakked for the check delay, so any later
-//! delivery comes at least that long after the first (a nak that never arrived comes back
-//! after `ack_wait`, which the worker sets to no less than the check delay). A worker whose
-//! clock runs ahead would otherwise judge a live create old and fence it.
+//! timers say so: a first delivery whose order is missing is always nakked for the check
+//! delay, so any later delivery comes at least that long after the first (a nak that never
+//! arrived comes back after `ack_wait`, which the worker sets to no less than the check
+//! delay). A worker whose clock runs ahead would otherwise judge a live create old and fence
+//! it. The first look is only held for its order's commit to land: a create commits within
+//! milliseconds of its half message, so most orders are found at the first look and their
+//! half message is done with there, without the nak, the second delivery and the second
+//! read that looking only after the check delay costs each of them.
 
 use std::collections::HashMap;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, consumer::PullConsumer, AckKind};
 use chrono::{DateTime, Utc};
 use futures::future::join_all;
+use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use shop_contracts::partition::Slot;
 use shop_contracts::txn::{HalfMessage, OrderEventKind, PayDeadline, RollbackReason};
 use shop_contracts::{Endpoint, OrderSn};
 use shop_kit::crash;
 use shop_kit::partitions::{group_by_slot_owner, Peers};
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::domain::{event_entry, outbox_event, outbox_rollback, rollback_entry, Ctx};
@@ -115,6 +122,21 @@ const LOOK_BATCH: usize = 128;
 const RETRY: Duration = Duration::from_secs(1);
 /// Naks land a little after the deadline, so the close's `now() >= pay_deadline` holds.
 const MARGIN: Duration = Duration::from_millis(50);
+/// How long a half message's first delivery is held before its look, at most: long enough
+/// for nearly every create to have committed (their p99 is tens of milliseconds, and a
+/// create waits at most `order.create_wait` for a slot), short against the check delay.
+const FIRST_LOOK_HOLD: Duration = Duration::from_millis(500);
+
+/// How long the first delivery of a message of `source` is held before its look: none for
+/// fired deadlines (they come long after their create), [`FIRST_LOOK_HOLD`] for half
+/// messages, or a quarter of the check delay when that is shorter (a missing order's
+/// rollback waits the hold plus the check delay).
+pub fn first_look_hold(source: Source, check_delay: Duration) -> Duration {
+    match source {
+        Source::HalfMessages => FIRST_LOOK_HOLD.min(check_delay / 4),
+        Source::DueDeadlines => Duration::ZERO,
+    }
+}
 
 /// Reads `consumer` (of `source`) until the worker stops, deciding every message; at the
 /// stop the looks in hand finish (and ack or nak) and the rest is nakked back.
@@ -132,18 +154,88 @@ pub async fn run(
         Source::HalfMessages => ctx.settings.check_delay,
         Source::DueDeadlines => Duration::ZERO,
     };
+    let hold = first_look_hold(source, ctx.settings.check_delay);
+    // First deliveries wait in `held` for their hold; the rest is looked at on arrival.
+    let (to_hold, held) = mpsc::unbounded_channel();
     // Whatever has arrived is looked at together: one read of the database for all.
     let (ctx, peers) = (&ctx, &peers);
-    shop_kit::jetstream::consume(
+    let pulled = shop_kit::jetstream::consume(
         consumer,
-        stopping,
+        stopping.clone(),
         LOOK_BATCH,
         CONCURRENCY,
         RETRY,
         unseen_back_after,
-        |batch| look_at(ctx, peers, source, batch),
-    )
-    .await
+        move |batch| {
+            let to_hold = to_hold.clone();
+            async move {
+                let mut now = Vec::with_capacity(batch.len());
+                for message in batch {
+                    let Some(look) = parse(source, message).await else {
+                        continue;
+                    };
+                    if look.old_enough || hold.is_zero() {
+                        now.push(look);
+                    } else if let Err(mpsc::error::SendError((_, look))) =
+                        to_hold.send((Instant::now(), look))
+                    {
+                        now.push(look);
+                    }
+                }
+                if !now.is_empty() {
+                    look_at(ctx, peers, source, now).await;
+                }
+            }
+        },
+    );
+    // `held` ends when the consumer's loop has returned (and dropped every sender), so
+    // every first delivery taken from the server is looked at before this returns.
+    let looked_when_held = look_when_held(ctx, peers, source, held, hold, &stopping);
+    let (pulled, ()) = tokio::join!(pulled, looked_when_held);
+    pulled
+}
+
+/// Looks at the first deliveries sent to `held` once each has been held `hold` (at once
+/// when the worker stops), together as they come due, [`LOOK_BATCH`] at most at a time.
+async fn look_when_held(
+    ctx: &Ctx,
+    peers: &Peers,
+    source: Source,
+    held: mpsc::UnboundedReceiver<(Instant, Look)>,
+    hold: Duration,
+    stopping: &CancellationToken,
+) {
+    let due_batches = futures::stream::unfold(
+        (held, None::<(Instant, Look)>),
+        move |(mut held, mut next)| async move {
+            let (arrived, oldest) = match next.take() {
+                Some(first) => first,
+                None => held.recv().await?,
+            };
+            tokio::select! {
+                _ = tokio::time::sleep_until((arrived + hold).into()) => {}
+                _ = stopping.cancelled() => {}
+            }
+            // Held in arrival order, so the ones behind the oldest are due no sooner.
+            let mut batch = vec![oldest];
+            while batch.len() < LOOK_BATCH {
+                match held.try_recv() {
+                    Ok((at, look)) if at + hold <= Instant::now() || stopping.is_cancelled() => {
+                        batch.push(look)
+                    }
+                    Ok(not_due) => {
+                        next = Some(not_due);
+                        break;
+                    }
+                    Err(_) => break,
+                }
+            }
+            Some((batch, (held, next)))
+        },
+    );
+    due_batches
+        .for_each_concurrent(CONCURRENCY, |batch| look_at(ctx, peers, source, batch))
+        .await;
 }
 
 /// A message being looked at.
@@ -156,11 +248,7 @@ struct Look {
 }
 
 /// Looks at a batch of messages and acks or naks each.
-async fn look_at(ctx: &Ctx, peers: &Peers, source: Source, batch: Vec<jetstream::Message>) {
-    let mut looks = Vec::with_capacity(batch.len());
-    for message in batch {
-        looks.extend(parse(source, message).await);
-    }
+async fn look_at(ctx: &Ctx, peers: &Peers, source: Source, looks: Vec<Look>) {
     let mut verdicts = decide_by_owner(ctx, peers, source, &looks).await;
     if source == Source::HalfMessages && ctx.settings.timer == TimerMode::Schedule {
         schedule_waiting(ctx, &looks, &mut verdicts).await;
@@ -239,11 +327,10 @@ fn delivered_before(message: &jetstream::Message) -> bool {
     message.info().is_ok_and(|info| info.delivered > 1)
 }
 
-/// The verdict on each look, in order. A first delivery waits the check delay, decided here
-/// whatever partition owns it: that wait is what makes any later delivery "old enough", so it
-/// must never be cut short by a failure. The others are asked of the partition owning their
-/// order (this one's decided here); a partition that fails or does not answer gets its looks
-/// retried.
+/// The verdict on each look, in order, asked of the partition owning its order (this one's
+/// decided here). A look whose partition fails or does not answer is retried; a first
+/// delivery's retry waits the check delay: that wait is what makes any later delivery "old
+/// enough", so it must never be cut short by a failure.
 async fn decide_by_owner(ctx: &Ctx, peers: &Peers, source: Source, looks: &[Look]) -> Vec<Verdict> {
     let first_wait = ctx.settings.check_delay + MARGIN;
     let mut verdicts: Vec<Verdict> = looks
@@ -256,19 +343,14 @@ async fn decide_by_owner(ctx: &Ctx, peers: &Peers, source: Source, looks: &[Look
             }
         })
         .collect();
-    let old = looks
-        .iter()
-        .enumerate()
-        .filter(|(_, look)| look.old_enough)
-        .map(|(i, _)| i);
     let map = peers.partitions.now();
-    let groups = group_by_slot_owner(&map.map, old, |&i| Slot::of_order(looks[i].sn));
+    let groups = group_by_slot_owner(&map.map, 0..looks.len(), |&i| Slot::of_order(looks[i].sn));
     let answers = join_all(groups.iter().map(|(owner, at)| {
         let questions: Vec<Question> = at
             .iter()
             .map(|&i| Question {
                 order_sn: looks[i].sn,
-                old_enough: true,
+                old_enough: looks[i].old_enough,
             })
             .collect();
         peers.on::<OrderCheck, _, _>(*owner, questions, |questions| async move {
@@ -295,44 +377,36 @@ async fn decide_by_owner(ctx: &Ctx, peers: &Peers, source: Source, looks: &[Look
 
 /// The verdict on each question about this partition's orders, in order.
 ///
-/// A half message at its first delivery waits the check delay without a look at the
-/// database: nothing could be fenced sooner, and an order's deadline is never sooner than
-/// that matters (a pay window shorter than the check delay closes at the check delay). The
-/// others are read together, without a transaction or a lock: that decides every order that
-/// is resolved or not yet due. The due ones are closed together ([`close_all_due`]); a
-/// missing order takes its lock, one at a time ([`check`]), because it may be fenced.
+/// All are read together, without a transaction or a lock: that decides every order that is
+/// resolved or not yet due. The due ones are closed together ([`close_all_due`]). A missing
+/// order at its half message's first delivery waits the check delay: nothing could be fenced
+/// sooner. A missing order older than that takes its lock, one at a time ([`check`]),
+/// because it may be fenced.
 pub async fn decide(ctx: &Ctx, looks: &[Question]) -> Result<Vec<Verdict>, OrderError> {
     let first_wait = ctx.settings.check_delay + MARGIN;
-    let old: Vec<OrderSn> = looks
-        .iter()
-        .filter(|l| l.old_enough)
-        .map(|l| l.order_sn)
-        .collect();
-    let timings = if old.is_empty() {
+    let sns: Vec<OrderSn> = looks.iter().map(|l| l.order_sn).collect();
+    let timings = if sns.is_empty() {
         HashMap::new()
     } else {
         let mut conn = ctx.pool.acquire().await?;
-        repo::timings(&mut conn, &old).await?
+        repo::timings(&mut conn, &sns).await?
     };
     let mut verdicts = Vec::with_capacity(looks.len());
     // Orders due now: closed together below, in one transaction.
     let mut due = Vec::new();
     for (i, look) in looks.iter().enumerate() {
-        let verdict = if !look.old_enough {
-            Verdict::Later(first_wait)
-        } else {
-            match timings.get(&look.order_sn) {
-                Some(timing) if timing.status.is_terminal() => Verdict::Ack,
-                Some(timing) if timing.left_secs > 0.0 => Verdict::waiting(timing),
-                Some(_) => {
-                    due.push(i);
-                    Verdict::Ack
-                }
-                None => check(ctx, look.order_sn).await.unwrap_or_else(|error| {
-                    tracing::warn!(order_sn = %look.order_sn, %error, "checker: check failed; retrying");
-                    Verdict::Later(RETRY)
-                }),
+        let verdict = match timings.get(&look.order_sn) {
+            Some(timing) if timing.status.is_terminal() => Verdict::Ack,
+            Some(timing) if timing.left_secs > 0.0 => Verdict::waiting(timing),
+            Some(_) => {
+                due.push(i);
+                Verdict::Ack
             }
+            None if !look.old_enough => Verdict::Later(first_wait),
+            None => check(ctx, look.order_sn).await.unwrap_or_else(|error| {
+                tracing::warn!(order_sn = %look.order_sn, %error, "checker: check failed; retrying");
+                Verdict::Later(RETRY)
+            }),
         };
         verdicts.push(verdict);
     }

@@ -142,6 +142,55 @@ async fn waiting_orders_hold_no_consumer_slot_so_a_failed_create_is_still_rolled
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_committed_orders_half_message_is_done_with_at_its_first_look_and_a_missing_one_waits() {
+    // The checker looks at a half message's first delivery a moment after it arrives: an
+    // order already committed is decided there (its deadline scheduled, its half message
+    // acked), long before the check delay; a missing order is never fenced at that look,
+    // whatever its age: only a later delivery, which the server holds for the check delay,
+    // may say "never committed".
+    let app = TestApp::start_with_env(
+        ALL,
+        &[
+            ("SHOP_ORDER__TIMER", "schedule"),
+            ("SHOP_ORDER__PAY_TIMEOUT", "10m"),
+            ("SHOP_ORDER__CHECK_DELAY", "1h"),
+        ],
+    )
+    .await;
+    let a = goods(&app, 100, 100).await;
+    // A create that died after its deduct, stored first: its first look comes before the
+    // others' (the consumer delivers in stream order).
+    let orphan = "7000000000000002";
+    let half = json!({"order_sn": orphan, "items": [{"goods_id": a, "quantity": 5}]});
+    store(&app, format!("order.txn.{orphan}"), &half).await;
+    app.ok(
+        "stock.deduct",
+        json!({"order_sn": orphan, "items": [{"goods_id": a, "quantity": 5}]}),
+    )
+    .await;
+    for user in 1..=10 {
+        app.ok("order.create", create_body(user, &[(a, 1)])).await;
+    }
+    eventually(
+        "the ten orders' deadlines scheduled and their half messages acked, the orphan's kept",
+        SETTLE,
+        || async {
+            let txn = messages_in(&app, "ORDER_TXN").await?;
+            let timers = messages_in(&app, "ORDER_TIMERS").await?;
+            (txn == 1 && timers == 10).then_some(())
+        },
+    )
+    .await;
+    let fenced = app.order_count("SELECT count(*) FROM aborted_orders").await;
+    assert_eq!(fenced, 0, "a first look fenced an order");
+    assert_eq!(
+        level(&app, a).await,
+        (85, 15),
+        "the orphan's stock came back early"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fired_deadline_closes_an_unpaid_order_and_leaves_a_paid_one() {
     let app = TestApp::start_with_env(
         ALL,
