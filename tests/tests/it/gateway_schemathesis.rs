@@ -113,7 +113,12 @@ async fn gateway_accepts_and_answers_exactly_what_its_openapi_document_says() {
         .args(["--checks", "all"])
         .args(["--phases", "examples,coverage,fuzzing"])
         .args(["--max-time", &BUDGET_SECONDS.to_string()])
-        .args(["--workers", "2"])
+        // One worker thread: with two, CPython 3.11's `ast.parse` (which hypothesis calls to
+        // describe its filters) can fail with "AST constructor recursion depth mismatch"
+        // when two threads parse at once (a CPython bug in the recursion-depth guard of its
+        // AST constructor), a tool error that fails this test with nothing wrong in the
+        // gateway (seen in CI on 2026-12-07; the coverage phase died, 829 other cases passed).
+        .args(["--workers", "1"])
         .args(["--request-timeout", "5"])
         .args(["--seed", "18"])
         .args(["-H", &format!("Authorization: Bearer {admin}")])
