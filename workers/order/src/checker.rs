@@ -126,6 +126,9 @@ const MARGIN: Duration = Duration::from_millis(50);
 /// for nearly every create to have committed (their p99 is tens of milliseconds, and a
 /// create waits at most `order.create_wait` for a slot), short against the check delay.
 const FIRST_LOOK_HOLD: Duration = Duration::from_millis(500);
+/// When the oldest held delivery is due, those due within this much longer are looked at
+/// with it: first deliveries arrive one by one, and without it each would cost a read.
+const FIRST_LOOK_GATHER: Duration = Duration::from_millis(50);
 
 /// How long the first delivery of a message of `source` is held before its look: none for
 /// fired deadlines (they come long after their create), [`FIRST_LOOK_HOLD`] for half
@@ -216,13 +219,13 @@ async fn look_when_held(
                 _ = tokio::time::sleep_until((arrived + hold).into()) => {}
                 _ = stopping.cancelled() => {}
             }
-            // Held in arrival order, so the ones behind the oldest are due no sooner.
+            // Held in arrival order, so the ones behind the oldest are due no sooner; those
+            // due within the gather are taken with it (held a little less than `hold`).
             let mut batch = vec![oldest];
+            let gathered = arrived + hold.min(FIRST_LOOK_GATHER);
             while batch.len() < LOOK_BATCH {
                 match held.try_recv() {
-                    Ok((at, look)) if at + hold <= Instant::now() || stopping.is_cancelled() => {
-                        batch.push(look)
-                    }
+                    Ok((at, look)) if at <= gathered || stopping.is_cancelled() => batch.push(look),
                     Ok(not_due) => {
                         next = Some(not_due);
                         break;
