@@ -217,6 +217,27 @@ async fn audit_passes_a_settled_shop_and_names_what_is_broken() {
     // An order whose half message is purged by hand has lost its timer: it is named at once,
     // and again as overdue once its deadline has passed.
     let timeless = create(1).await["order_sn"].as_str().unwrap().to_owned();
+    // The checker looks at a half message half a second after it arrives and schedules
+    // the deadline of a committed order then: wait for that schedule, then lose it (and
+    // the half message, should it still be there), as a lost timer would.
+    let timers = app.jetstream().get_stream("ORDER_TIMERS").await.unwrap();
+    let schedule = format!("order.timer.at.{timeless}");
+    eventually(
+        "the timeless order's schedule",
+        Duration::from_secs(60),
+        || {
+            let (timers, schedule) = (&timers, &schedule);
+            async move {
+                timers
+                    .get_last_raw_message_by_subject(schedule)
+                    .await
+                    .ok()
+                    .map(|_| ())
+            }
+        },
+    )
+    .await;
+    timers.purge().filter(schedule.as_str()).await.unwrap();
     let txn = app.jetstream().get_stream("ORDER_TXN").await.unwrap();
     txn.purge()
         .filter(format!("order.txn.{timeless}"))
