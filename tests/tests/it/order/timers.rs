@@ -66,6 +66,16 @@ async fn schedule_by_hand(app: &TestApp, sn: &str, in_ms: i64) {
         .unwrap();
 }
 
+/// A create whose worker died after its deduct: its half message and its deduct of
+/// `quantity` of `goods`, and no order.
+async fn died_after_its_deduct(app: &TestApp, sn: &str, goods: i64, quantity: i64) {
+    let items = json!([{"goods_id": goods, "quantity": quantity}]);
+    let half = json!({"order_sn": sn, "items": items});
+    store(app, format!("order.txn.{sn}"), &half).await;
+    app.ok("stock.deduct", json!({"order_sn": sn, "items": items}))
+        .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn waiting_orders_hold_no_consumer_slot_so_a_failed_create_is_still_rolled_back() {
     // Three times more orders wait for payment than the checker has slots. In nak_delay mode
@@ -128,14 +138,7 @@ async fn waiting_orders_hold_no_consumer_slot_so_a_failed_create_is_still_rolled
     assert_eq!(findings[0]["order_sn"], timeless.to_string(), "{report}");
 
     // A create that died after its deduct: a half message and a deduct, and no order.
-    let orphan = "7000000000000001";
-    let half = json!({"order_sn": orphan, "items": [{"goods_id": a, "quantity": 5}]});
-    store(&app, format!("order.txn.{orphan}"), &half).await;
-    app.ok(
-        "stock.deduct",
-        json!({"order_sn": orphan, "items": [{"goods_id": a, "quantity": 5}]}),
-    )
-    .await;
+    died_after_its_deduct(&app, "7000000000000001", a, 5).await;
     assert_eq!(level(&app, a).await, (65, 35));
     wait_level(&app, a, (70, 30)).await;
     check_invariants(&app).await;
@@ -160,14 +163,7 @@ async fn a_committed_orders_half_message_is_done_with_at_its_first_look_and_a_mi
     let a = goods(&app, 100, 100).await;
     // A create that died after its deduct, stored first: its first look comes before the
     // others' (the consumer delivers in stream order).
-    let orphan = "7000000000000002";
-    let half = json!({"order_sn": orphan, "items": [{"goods_id": a, "quantity": 5}]});
-    store(&app, format!("order.txn.{orphan}"), &half).await;
-    app.ok(
-        "stock.deduct",
-        json!({"order_sn": orphan, "items": [{"goods_id": a, "quantity": 5}]}),
-    )
-    .await;
+    died_after_its_deduct(&app, "7000000000000002", a, 5).await;
     for user in 1..=10 {
         app.ok("order.create", create_body(user, &[(a, 1)])).await;
     }
