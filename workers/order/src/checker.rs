@@ -109,8 +109,21 @@ pub enum OrderCheck {}
 
 impl Endpoint for OrderCheck {
     const SUBJECT: &'static str = "order.check";
-    type Request = Vec<Question>;
-    type Reply = Vec<Verdict>;
+    type Request = Questions;
+    type Reply = Verdicts;
+}
+
+/// The body of `order.part.<p>.check`: an object, as every request body is (a bare array is
+/// refused as `bad_request` by the decoder of every endpoint).
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Questions {
+    pub questions: Vec<Question>,
+}
+
+/// The reply of `order.part.<p>.check`: one verdict per question, in order.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Verdicts {
+    pub verdicts: Vec<Verdict>,
 }
 
 /// Batches of half messages looked at concurrently by one worker: well under the pool size
@@ -356,19 +369,19 @@ async fn decide_by_owner(ctx: &Ctx, peers: &Peers, source: Source, looks: &[Look
                 old_enough: looks[i].old_enough,
             })
             .collect();
-        peers.on::<OrderCheck, _, _>(*owner, questions, |questions| async move {
-            decide(ctx, &questions).await
+        peers.on::<OrderCheck, _, _>(*owner, Questions { questions }, |asked| async move {
+            decide(ctx, &asked.questions).await.map(|verdicts| Verdicts { verdicts })
         })
     }))
     .await;
     for ((owner, at), answer) in groups.into_iter().zip(answers) {
         match answer {
-            Ok(decided) if decided.len() == at.len() => {
+            Ok(Verdicts { verdicts: decided }) if decided.len() == at.len() => {
                 for (i, verdict) in at.into_iter().zip(decided) {
                     verdicts[i] = verdict;
                 }
             }
-            Ok(decided) => tracing::error!(?source, %owner, asked = at.len(),
+            Ok(Verdicts { verdicts: decided }) => tracing::error!(?source, %owner, asked = at.len(),
                 answered = decided.len(), "a partition answered the wrong number of verdicts"),
             Err(error) => {
                 tracing::warn!(?source, %owner, %error, "a batch of looks failed; retrying")
@@ -514,4 +527,26 @@ pub async fn check(ctx: &Ctx, sn: OrderSn) -> Result<Verdict, OrderError> {
         tracing::info!("pay deadline passed: closed");
     }
     Ok(Verdict::Ack)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_check_request_is_an_object_the_owner_can_decode() {
+        // Every endpoint's decoder refuses a body that is not a JSON object; a bare array of
+        // questions was refused by every owner, so no look forwarded between partitions was
+        // ever decided.
+        let asked = Questions {
+            questions: vec![Question {
+                order_sn: OrderSn::parse("7000000000000002").unwrap(),
+                old_enough: true,
+            }],
+        };
+        let body = serde_json::to_vec(&asked).unwrap();
+        let decoded: Questions = shop_kit::decode(&body).expect("the owner decodes it");
+        assert_eq!(decoded.questions.len(), 1);
+        assert!(decoded.questions[0].old_enough);
+    }
 }

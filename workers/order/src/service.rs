@@ -25,7 +25,7 @@ use sqlx::PgPool;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::checker::{OrderCheck, Question, Source, Verdict};
+use crate::checker::{OrderCheck, Questions, Source, Verdicts};
 use crate::committer::Committer;
 use crate::domain::{self, Ctx};
 use crate::ids::{Clock, Ids};
@@ -260,8 +260,9 @@ async fn list(ctx: Ctx, req: ListOrdersRequest) -> Result<ListOrdersReply, Order
     domain::list(&ctx, req).await
 }
 
-async fn check(ctx: Ctx, questions: Vec<Question>) -> Result<Vec<Verdict>, OrderError> {
-    checker::decide(&ctx, &questions).await
+async fn check(ctx: Ctx, asked: Questions) -> Result<Verdicts, OrderError> {
+    let verdicts = checker::decide(&ctx, &asked.questions).await?;
+    Ok(Verdicts { verdicts })
 }
 
 /// Timers waiting, for `$SRV.STATS.order`, refreshed every few seconds from the server.
