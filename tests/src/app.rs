@@ -469,6 +469,16 @@ impl TestApp {
         self.partitions
     }
 
+    /// Whether `goods` lie in more than one stock partition by the map this app started with
+    /// (`PartitionMap::even`): then an order of them deducts in each, and a refusal in one
+    /// gives back the others (tombstones included) instead of taking nothing anywhere.
+    pub fn stock_split(&self, goods: &[i64]) -> bool {
+        let map = PartitionMap::even(self.partitions.stock).expect("1..=256 partitions");
+        goods
+            .iter()
+            .any(|&g| map.owner_of(g) != map.owner_of(goods[0]))
+    }
+
     /// A pool on every partition's database of `kind`, partition 0 first.
     pub async fn dbs(&self, kind: Worker) -> Vec<sqlx::PgPool> {
         let mut pools = Vec::new();

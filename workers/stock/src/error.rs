@@ -10,7 +10,7 @@
 
 use std::sync::Arc;
 
-use shop_contracts::{ErrorCode, ErrorDetail, GoodsId};
+use shop_contracts::{ErrorCode, ErrorDetail, GoodsId, OrderSn};
 use shop_kit::client::CallError;
 use shop_kit::ServiceError;
 use thiserror::Error;
@@ -30,8 +30,14 @@ pub enum StockError {
     /// The order_sn was already returned (or null-compensated): a late deduct must not hang.
     #[error("order {0} was already returned; a deduct for it is refused")]
     OrderCancelled(String),
+    /// Contention: nothing was done; the same deduct may succeed when tried again.
     #[error("{0}")]
     Conflict(String),
+    /// The order_sn's sell record holds other items: it stands, and this deduct is refused.
+    /// A `conflict` with detail `sell_record: "deducted"`, so that a router across
+    /// partitions can tell it from contention whatever worker answered it.
+    #[error("order {0} was already deducted with other items")]
+    OtherItems(OrderSn),
     /// The database did not answer in time (pool exhausted, connection refused).
     #[error("database unavailable: {0}")]
     DatabaseUnavailable(#[source] Arc<sqlx::Error>),
@@ -55,6 +61,9 @@ pub enum StockError {
     #[error("unexpected: {0}")]
     Bug(String),
 }
+
+/// The detail of a `conflict` that says the order_sn's sell record stands with other items.
+pub const SELL_RECORD_DETAIL: &str = "sell_record";
 
 /// The retry hint of [`StockError::SlotMoved`]: a move writes the new map a moment after the
 /// data moves, and every worker follows it within milliseconds.
@@ -121,6 +130,8 @@ impl ServiceError for StockError {
                 ErrorDetail::new(ErrorCode::OrderCancelled, self.to_string())
             }
             StockError::Conflict(m) => ErrorDetail::new(ErrorCode::Conflict, m),
+            StockError::OtherItems(_) => ErrorDetail::new(ErrorCode::Conflict, self.to_string())
+                .with(SELL_RECORD_DETAIL, "deducted"),
             // The cause is logged by the endpoint; the caller gets no SQL or hosts.
             StockError::DatabaseUnavailable(_) => {
                 ErrorDetail::unavailable("the stock database is unavailable")

@@ -12,7 +12,9 @@
 //!   answered only after the shares that may have taken stock are given back *through the
 //!   rollback path*: a `stock.rollback.<order_sn>` event naming the goods, durable before the
 //!   answer, applied by every owner as a return (a null compensation where nothing was
-//!   taken). The order worker fences an order_sn it was refused, and its checker then gives
+//!   taken). The router then returns the shares itself too, so that in the normal case the
+//!   refusal is answered with the stock already back (the event, applied later, finds it
+//!   returned). The order worker fences an order_sn it was refused, and its checker then gives
 //!   nothing back, so the refusal must not leave stock taken elsewhere. Without a definite
 //!   refusal, a share that did not answer makes the deduct `unavailable`: its outcome is the
 //!   caller's checker's to settle, as for a deduct that never answered at all.
@@ -30,10 +32,12 @@ use shop_contracts::stock::{
     SellDetailRequest, SellStatus, StockGetReply, StockGetRequest, StockLevel, StockSetRequest,
 };
 use shop_contracts::txn::{rollback_msg_id, rollback_subject, RollbackEvent, RollbackReason};
-use shop_contracts::{Endpoint, GoodsId, ItemList, OrderSn};
+use shop_contracts::{Endpoint, ErrorCode, GoodsId, ItemList, OrderSn};
 use shop_kit::partitions::{group_by_owner, Peers};
+use shop_kit::ServiceError;
 
 use crate::local::{Local, ReturnShare};
+use crate::error::SELL_RECORD_DETAIL;
 use crate::StockError;
 
 /// A stock worker's view of all partitions: its own (served by `local`) and its peers.
@@ -109,14 +113,15 @@ impl Router {
                 .await;
         }
         let sn = req.order_sn;
-        let goods: Vec<GoodsId> = req.items.iter().map(|line| line.goods_id).collect();
         let groups = group_by_owner(&map.map, req.items.into_vec(), |line| line.goods_id.get());
+        let this = &self;
         let shares = join_all(groups.into_iter().map(|(p, items)| {
+            let goods: Vec<GoodsId> = items.iter().map(|line| line.goods_id).collect();
             let share = DeductRequest {
                 order_sn: sn,
                 items: ItemList::new(items).expect("a share is a non-empty part of a valid list"),
             };
-            self.on::<StockDeduct, _, _>(p, share, Local::deduct)
+            async move { (goods, this.on::<StockDeduct, _, _>(p, share, Local::deduct).await) }
         }))
         .await;
         let (mut deducted, mut refusal, mut unknown): (
@@ -124,11 +129,13 @@ impl Router {
             Option<StockError>,
             Option<StockError>,
         ) = (Vec::new(), None, None);
-        let mut may_have_taken = false;
-        for share in shares {
+        // The goods of the shares that may have taken stock: those that answered, and
+        // those whose outcome is unknown. A share refused definitely took nothing.
+        let mut may_have_taken: Vec<GoodsId> = Vec::new();
+        for (goods, share) in shares {
             match share {
                 Ok(reply) => {
-                    may_have_taken = true;
+                    may_have_taken.extend(goods);
                     deducted.extend(reply.items);
                 }
                 Err(error) if error.is_definite() => {
@@ -138,16 +145,29 @@ impl Router {
                     });
                 }
                 Err(error) => {
-                    may_have_taken = true;
+                    may_have_taken.extend(goods);
                     unknown.get_or_insert(error);
                 }
             }
         }
         if let Some(refusal) = refusal {
-            if may_have_taken {
+            // A sell record that stands with other items says an earlier deduct of this
+            // order_sn exists, and a share that answered may be that deduct's, answered
+            // again: a give-back would return stock its order holds. Nothing is given back
+            // then; a share this request took anew stays taken (never an oversell).
+            if !may_have_taken.is_empty() && record_stands(&refusal).is_none() {
                 shop_kit::crash::point("stock.route.before_give_back");
-                self.give_back(sn, goods).await?;
+                self.give_back(sn, may_have_taken.clone()).await?;
                 shop_kit::crash::point("stock.route.after_give_back");
+                // The durable event makes the give-back certain; returning the shares here
+                // as well makes it done before the refusal is answered, as with one
+                // partition, where a refused deduct takes nothing: no other order is refused
+                // meanwhile for stock this one held, and whoever reads the levels after the
+                // refusal sees them whole. If this fails, the event still gives back.
+                if let Err(error) = self.return_in(sn, Some(&may_have_taken)).await {
+                    tracing::warn!(order_sn = %sn, %error,
+                        "could not give back at once; the rollback event will");
+                }
             }
             return Err(refusal);
         }
@@ -248,21 +268,50 @@ impl Router {
     }
 }
 
-/// The partition owning every one of `keys`, if one does.
-/// Of two definite refusals of one order's shares, the one its client is told: between two
-/// `insufficient_stock`s the lower goods_id's, as one partition would name it (CONTRACT
-/// section 1: "the first short item"; a partition checks its lines in goods_id order, and the
-/// shares answer in partition order); otherwise the one that came first.
+/// Of two definite refusals of one order's shares, the one its client is told: the one one
+/// partition would give, which checks the sell record before the stock. So `order_cancelled`
+/// (the order_sn was returned: a return covers the whole order), then a `conflict` whose
+/// record stands with other items, then between two `insufficient_stock`s the lower
+/// goods_id's (CONTRACT section 1: "the first short item"; a partition checks its lines in
+/// goods_id order, and the shares answer in partition order); otherwise the one that came
+/// first. Refusals are compared by their contract form: a share answered by another
+/// partition's workers comes back as their reply ([`StockError::Partition`]).
 fn first_refusal(kept: StockError, other: StockError) -> StockError {
-    match (&kept, &other) {
-        (
-            StockError::InsufficientStock { goods_id: a, .. },
-            StockError::InsufficientStock { goods_id: b, .. },
-        ) if b < a => other,
-        _ => kept,
+    let rank = |error: &StockError| -> (u8, i64) {
+        let detail = error.to_contract();
+        match detail.code {
+            ErrorCode::OrderCancelled => (0, 0),
+            ErrorCode::Conflict if record_stands(error).is_some() => (1, 0),
+            ErrorCode::InsufficientStock => (2, short_goods(error).unwrap_or(i64::MAX)),
+            _ => (3, 0),
+        }
+    };
+    if rank(&other) < rank(&kept) {
+        other
+    } else {
+        kept
     }
 }
 
+/// `Some` when `error` is a `conflict` saying the order_sn's sell record stands with other
+/// items ([`StockError::OtherItems`], however it reached this worker).
+fn record_stands(error: &StockError) -> Option<()> {
+    let detail = error.to_contract();
+    (detail.code == ErrorCode::Conflict
+        && detail.details.get(SELL_RECORD_DETAIL).and_then(|v| v.as_str()) == Some("deducted"))
+    .then_some(())
+}
+
+/// The goods an `insufficient_stock` refusal names, however it reached this worker.
+fn short_goods(error: &StockError) -> Option<i64> {
+    let detail = error.to_contract();
+    if detail.code != ErrorCode::InsufficientStock {
+        return None;
+    }
+    detail.details.get("goods_id")?.as_i64()
+}
+
+/// The partition owning every one of `keys`, if one does.
 fn sole_owner(map: &PartitionMap, mut keys: impl Iterator<Item = i64>) -> Option<PartitionId> {
     let first = map.owner_of(keys.next()?);
     keys.all(|key| map.owner_of(key) == first).then_some(first)
@@ -338,6 +387,18 @@ mod tests {
         assert_eq!(named(&first_refusal(short(140), short(141))), Some(140));
         let cancelled = StockError::OrderCancelled("7".into());
         assert_eq!(named(&first_refusal(cancelled, short(140))), None);
+        // The sell record is checked before the stock, as one partition does.
+        let stands = StockError::OtherItems(OrderSn::new(7).unwrap());
+        assert_eq!(named(&first_refusal(short(140), stands)), None);
+        let contention = StockError::Conflict("try again".into());
+        assert_eq!(named(&first_refusal(contention, short(140))), Some(140));
+        // A share refused by another partition's workers arrives as their reply.
+        let remote = |goods| {
+            StockError::from(shop_kit::client::CallError::Refused(short(goods).to_contract()))
+        };
+        assert_eq!(short_goods(&first_refusal(short(32), remote(30))), Some(30));
+        assert_eq!(short_goods(&first_refusal(remote(30), short(32))), Some(30));
+        assert_eq!(short_goods(&first_refusal(remote(32), remote(30))), Some(30));
     }
 
     #[track_caller]

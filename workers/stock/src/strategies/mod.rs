@@ -222,9 +222,7 @@ pub(crate) fn earlier_answer(
 ) -> Result<Vec<OrderLine>, StockError> {
     match status {
         SellStatus::Deducted if first == items => Ok(first),
-        SellStatus::Deducted => Err(StockError::Conflict(format!(
-            "order {sn} was already deducted with other items"
-        ))),
+        SellStatus::Deducted => Err(StockError::OtherItems(sn)),
         _ => Err(StockError::OrderCancelled(sn.to_string())),
     }
 }
