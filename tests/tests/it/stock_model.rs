@@ -18,6 +18,7 @@ use async_nats::HeaderMap;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, FileFailurePersistence, RngSeed, TestCaseError, TestRunner};
 use serde_json::{json, Value};
+use shop_contracts::partition::{PartitionId, PartitionMap};
 use shop_tests::{eventually, TestApp, Worker};
 
 use crate::conservation;
@@ -81,17 +82,50 @@ enum Sell {
     Returned(Vec<(i64, i64)>),
 }
 
-/// CONTRACT section 3 in a few lines: counts per goods, one sell record per order_sn.
-#[derive(Debug, Default)]
+/// CONTRACT section 3 in a few lines: counts per goods, one sell record per order_sn; and,
+/// when the stock is spread over partitions (`SHOP_TEST_STOCK_PARTITIONS`), what the router
+/// makes of them: each partition keeps its own share of a record, a deduct is deducted in
+/// each, and a definite refusal in one gives back the shares that took (crate `shop-stock`,
+/// `route.rs`).
+#[derive(Debug)]
 struct Model {
+    map: PartitionMap,
     counts: BTreeMap<i64, (i64, i64)>,
-    sells: BTreeMap<String, Sell>,
+    /// Each partition's share of each order's sell record.
+    sells: BTreeMap<(String, PartitionId), Sell>,
 }
 
 /// A reply as the model predicts it: the success body, or the error code (and details).
 type Reply = Result<Value, (String, Value)>;
 
+fn deducted_body(sn: &str, items: &[(i64, i64)]) -> Value {
+    let items: Vec<Value> = items
+        .iter()
+        .map(|(g, q)| json!({"goods_id": g, "quantity": q}))
+        .collect();
+    json!({"order_sn": sn, "status": "deducted", "items": items})
+}
+
+/// Which refusal of a split deduct its client is told (the router's `first_refusal`): the
+/// sell record before the stock, the lower short goods first.
+fn refusal_rank((code, details): &(String, Value)) -> (u8, i64) {
+    match code.as_str() {
+        "order_cancelled" => (0, 0),
+        "conflict" => (1, 0),
+        "insufficient_stock" => (2, details["goods_id"].as_i64().unwrap()),
+        _ => (3, 0),
+    }
+}
+
 impl Model {
+    fn new(partitions: u16) -> Model {
+        Model {
+            map: PartitionMap::even(partitions).unwrap(),
+            counts: BTreeMap::new(),
+            sells: BTreeMap::new(),
+        }
+    }
+
     fn set(&mut self, goods_id: i64, available: i64) -> Reply {
         let sold = self.counts.get(&goods_id).map_or(0, |c| c.1);
         self.counts.insert(goods_id, (available, sold));
@@ -103,22 +137,67 @@ impl Model {
         for (goods, quantity) in lines {
             *summed.entry(*goods).or_default() += quantity;
         }
-        let items: Vec<(i64, i64)> = summed.into_iter().collect();
-        let body = || {
-            let items: Vec<Value> = items
-                .iter()
-                .map(|(g, q)| json!({"goods_id": g, "quantity": q}))
-                .collect();
-            json!({"order_sn": sn, "status": "deducted", "items": items})
-        };
-        match self.sells.get(sn) {
+        let mut shares: BTreeMap<PartitionId, Vec<(i64, i64)>> = BTreeMap::new();
+        for (goods, quantity) in summed {
+            shares
+                .entry(self.map.owner_of(goods))
+                .or_default()
+                .push((goods, quantity));
+        }
+        if shares.len() == 1 {
+            let (p, items) = shares.into_iter().next().unwrap();
+            return self.deduct_share(sn, p, &items).map(|()| deducted_body(sn, &items));
+        }
+        let mut took = Vec::new();
+        let mut refusal: Option<(String, Value)> = None;
+        let mut items = Vec::new();
+        for (p, share) in shares {
+            match self.deduct_share(sn, p, &share) {
+                Ok(()) => {
+                    took.push(p);
+                    items.extend(share);
+                }
+                Err(refused) => {
+                    if refusal
+                        .as_ref()
+                        .is_none_or(|kept| refusal_rank(&refused) < refusal_rank(kept))
+                    {
+                        refusal = Some(refused);
+                    }
+                }
+            }
+        }
+        match refusal {
+            None => {
+                items.sort();
+                Ok(deducted_body(sn, &items))
+            }
+            // A record standing with other items: nothing is given back.
+            Some(refused) if refused.0 == "conflict" => Err(refused),
+            Some(refused) => {
+                for p in took {
+                    self.return_share(sn, p);
+                }
+                Err(refused)
+            }
+        }
+    }
+
+    /// One partition's deduct of its share: the record first, then the stock.
+    fn deduct_share(
+        &mut self,
+        sn: &str,
+        p: PartitionId,
+        items: &[(i64, i64)],
+    ) -> Result<(), (String, Value)> {
+        match self.sells.get(&(sn.to_owned(), p)) {
             Some(Sell::Returned(_)) => return Err(("order_cancelled".into(), Value::Null)),
-            Some(Sell::Deducted(first)) if *first == items => return Ok(body()),
+            Some(Sell::Deducted(first)) if *first == items => return Ok(()),
             Some(Sell::Deducted(_)) => return Err(("conflict".into(), Value::Null)),
             None => {}
         }
         // All or nothing: the first short goods in ascending goods_id order refuses it all.
-        for (goods, quantity) in &items {
+        for (goods, quantity) in items {
             let available = self.counts[goods].0;
             if available < *quantity {
                 return Err((
@@ -127,36 +206,80 @@ impl Model {
                 ));
             }
         }
-        for (goods, quantity) in &items {
+        for (goods, quantity) in items {
             let count = self.counts.get_mut(goods).unwrap();
             count.0 -= quantity;
             count.1 += quantity;
         }
-        let reply = body();
-        self.sells.insert(sn.to_owned(), Sell::Deducted(items));
-        Ok(reply)
+        self.sells
+            .insert((sn.to_owned(), p), Sell::Deducted(items.to_vec()));
+        Ok(())
     }
 
-    /// A return or an applied rollback event.
+    /// A return or an applied rollback event: in every partition.
     fn give_back(&mut self, sn: &str) -> Reply {
-        let returned = match self.sells.get(sn).cloned() {
+        let mut returned = false;
+        for p in self.map.partitions() {
+            returned |= self.return_share(sn, p);
+        }
+        Ok(json!({"order_sn": sn, "status": "returned", "returned": returned}))
+    }
+
+    fn return_share(&mut self, sn: &str, p: PartitionId) -> bool {
+        let key = (sn.to_owned(), p);
+        match self.sells.get(&key).cloned() {
             Some(Sell::Deducted(items)) => {
                 for (goods, quantity) in &items {
                     let count = self.counts.get_mut(goods).unwrap();
                     count.0 += quantity;
                     count.1 -= quantity;
                 }
-                self.sells.insert(sn.to_owned(), Sell::Returned(items));
+                self.sells.insert(key, Sell::Returned(items));
                 true
             }
             Some(Sell::Returned(_)) => false,
             // Null compensation: an empty returned record, so a late deduct hangs nothing.
             None => {
-                self.sells.insert(sn.to_owned(), Sell::Returned(Vec::new()));
+                self.sells.insert(key, Sell::Returned(Vec::new()));
                 false
             }
+        }
+    }
+
+    /// `stock.sell_detail` as the router merges the shares: returned if any share is, else
+    /// deducted if any is; the items of the shares in that status.
+    fn sell_detail(&self, sn: &str) -> (&'static str, Vec<(i64, i64)>) {
+        let shares: Vec<&Sell> = self
+            .map
+            .partitions()
+            .into_iter()
+            .filter_map(|p| self.sells.get(&(sn.to_owned(), p)))
+            .collect();
+        let returned: Vec<(i64, i64)> = shares
+            .iter()
+            .filter_map(|s| match s {
+                Sell::Returned(items) => Some(items.clone()),
+                Sell::Deducted(_) => None,
+            })
+            .flatten()
+            .collect();
+        let (status, mut items) = if shares.iter().any(|s| matches!(s, Sell::Returned(_))) {
+            ("returned", returned)
+        } else if shares.is_empty() {
+            ("none", Vec::new())
+        } else {
+            let deducted = shares
+                .iter()
+                .filter_map(|s| match s {
+                    Sell::Deducted(items) => Some(items.clone()),
+                    Sell::Returned(_) => None,
+                })
+                .flatten()
+                .collect();
+            ("deducted", deducted)
         };
-        Ok(json!({"order_sn": sn, "status": "returned", "returned": returned}))
+        items.sort();
+        (status, items)
     }
 }
 
@@ -174,7 +297,8 @@ async fn send(app: &TestApp, subject: &str, body: Value) -> Reply {
 
 /// Publishes a rollback event; when the stream stored it, waits until the `stock-rollback`
 /// consumer has acked it (its return committed), so the next operation sees its effect.
-async fn rollback(app: &TestApp, sn: &str, msg_id: &str) {
+/// Whether it was stored (not a duplicate of an event with its id in the window).
+async fn rollback(app: &TestApp, sn: &str, msg_id: &str) -> bool {
     let js = app.jetstream();
     let mut headers = HeaderMap::new();
     headers.insert("Nats-Msg-Id", msg_id);
@@ -186,7 +310,7 @@ async fn rollback(app: &TestApp, sn: &str, msg_id: &str) {
         .await
         .expect("publish ack");
     if ack.duplicate {
-        return;
+        return false;
     }
     eventually(
         "the rollback to be applied",
@@ -201,6 +325,7 @@ async fn rollback(app: &TestApp, sn: &str, msg_id: &str) {
         },
     )
     .await;
+    true
 }
 
 /// Ids unique across cases (and shrink runs), so no case sees another's goods or orders.
@@ -210,7 +335,7 @@ async fn run_case(app: &TestApp, initial: &[i64], ops: &[Op]) -> Result<(), Test
     let case = NEXT_CASE.fetch_add(1, Ordering::SeqCst);
     let goods_id = |i: usize| case * 10 + i as i64;
     let sn = |i: usize| (7_300_000_000_000_000_000u64 + case as u64 * 10 + i as u64).to_string();
-    let mut model = Model::default();
+    let mut model = Model::new(app.stock_partitions());
     for (i, available) in initial.iter().enumerate() {
         let body = json!({"goods_id": goods_id(i), "available": available});
         let real = send(app, "stock.set", body).await;
@@ -259,20 +384,18 @@ async fn run_case(app: &TestApp, initial: &[i64], ops: &[Op]) -> Result<(), Test
                 model.give_back(&sn(*order)),
             ),
             Op::Rollback { order } => {
-                rollback(app, &sn(*order), &format!("rollback-{}", sn(*order))).await;
-                // Within the duplicate window a second event with this id is not delivered;
-                // the sell record makes a delivered one a no-op anyway: same model either way.
-                let _ = model.give_back(&sn(*order));
+                // Within the duplicate window a second event with this id is not delivered:
+                // an earlier one of the test's, or the one a deduct refused in one stock
+                // partition published to give back the others (for those only).
+                if rollback(app, &sn(*order), &format!("rollback-{}", sn(*order))).await {
+                    let _ = model.give_back(&sn(*order));
+                }
                 continue;
             }
             Op::ReplayRollback { order } => {
                 replays += 1;
-                rollback(
-                    app,
-                    &sn(*order),
-                    &format!("replay-{}-{replays}", sn(*order)),
-                )
-                .await;
+                let id = format!("replay-{}-{replays}", sn(*order));
+                assert!(rollback(app, &sn(*order), &id).await, "a fresh id is stored");
                 let _ = model.give_back(&sn(*order));
                 continue;
             }
@@ -293,11 +416,7 @@ async fn run_case(app: &TestApp, initial: &[i64], ops: &[Op]) -> Result<(), Test
         let detail = app
             .ok("stock.sell_detail", json!({"order_sn": sn(order)}))
             .await;
-        let (status, items) = match model.sells.get(&sn(order)) {
-            None => ("none", Vec::new()),
-            Some(Sell::Deducted(items)) => ("deducted", items.clone()),
-            Some(Sell::Returned(items)) => ("returned", items.clone()),
-        };
+        let (status, items) = model.sell_detail(&sn(order));
         let items: Vec<Value> = items
             .iter()
             .map(|(g, q)| json!({"goods_id": g, "quantity": q}))
@@ -333,9 +452,10 @@ fn stock_worker_agrees_with_the_contract_model() {
         rt.block_on(run_case(&app, &initial, &ops))
     });
     rt.block_on(async {
-        let db = app.db(Worker::Stock).await;
-        if let Err(wrong) = conservation(&db).await {
-            panic!("conservation does not hold: {wrong}");
+        for db in app.stock_dbs().await {
+            if let Err(wrong) = conservation(&db).await {
+                panic!("conservation does not hold: {wrong}");
+            }
         }
         drop(app);
     });
