@@ -255,28 +255,23 @@ impl Model {
             .into_iter()
             .filter_map(|p| self.sells.get(&(sn.to_owned(), p)))
             .collect();
-        let returned: Vec<(i64, i64)> = shares
-            .iter()
-            .filter_map(|s| match s {
-                Sell::Returned(items) => Some(items.clone()),
-                Sell::Deducted(_) => None,
-            })
-            .flatten()
-            .collect();
+        let items_of = |returned: bool| -> Vec<(i64, i64)> {
+            shares
+                .iter()
+                .filter_map(|share| match share {
+                    Sell::Returned(items) if returned => Some(items.clone()),
+                    Sell::Deducted(items) if !returned => Some(items.clone()),
+                    _ => None,
+                })
+                .flatten()
+                .collect()
+        };
         let (status, mut items) = if shares.iter().any(|s| matches!(s, Sell::Returned(_))) {
-            ("returned", returned)
+            ("returned", items_of(true))
         } else if shares.is_empty() {
             ("none", Vec::new())
         } else {
-            let deducted = shares
-                .iter()
-                .filter_map(|s| match s {
-                    Sell::Deducted(items) => Some(items.clone()),
-                    Sell::Returned(_) => None,
-                })
-                .flatten()
-                .collect();
-            ("deducted", deducted)
+            ("deducted", items_of(false))
         };
         items.sort();
         (status, items)
