@@ -298,13 +298,47 @@ impl TestApp {
         env: &[(&str, &str)],
         nodes: usize,
     ) -> TestApp {
+        let app = Self::own_nats_cluster(&vec![Vec::new(); nodes]).await;
+        let replicas = nodes.to_string();
+        let mut env = env.to_vec();
+        env.push(("SHOP_NATS__REPLICAS", &replicas));
+        app.with_workers(kinds, &env).await
+    }
+
+    /// A cluster of its own, node `i` with the JetStream placement tags `node_tags[i]`
+    /// (`server_tags`), no workers yet, orders over `order_partitions`: for tests that place
+    /// partitions' streams on nodes of their own.
+    pub async fn start_with_tagged_nats_cluster(
+        node_tags: &[Vec<String>],
+        order_partitions: u16,
+    ) -> TestApp {
+        let mut app = Self::own_nats_cluster(node_tags).await;
+        app.partitions.order = order_partitions;
+        app.with_workers(&[], &[]).await
+    }
+
+    /// Starts a cluster of `node_tags.len()` nodes for a new account and connects to it.
+    async fn own_nats_cluster(node_tags: &[Vec<String>]) -> TestApp {
         let stack = stack();
         let account = stack.take_account();
         let dir = stack.dir.join(format!("own-cluster-{account}"));
         std::fs::create_dir_all(&dir).expect("creating the test's cluster dir");
-        let config = dir.join("nats.conf");
-        std::fs::write(&config, stack::server_config(stack::ACCOUNTS)).expect("writing nats.conf");
-        let ports: Vec<(u16, u16, u16)> = (0..nodes)
+        let configs: Vec<PathBuf> = node_tags
+            .iter()
+            .enumerate()
+            .map(|(i, tags)| {
+                let config = dir.join(format!("nats-{i}.conf"));
+                let mut text = stack::server_config(stack::ACCOUNTS);
+                if !tags.is_empty() {
+                    let quoted: Vec<String> = tags.iter().map(|t| format!("\"{t}\"")).collect();
+                    text.push_str(&format!("\nserver_tags: [{}]\n", quoted.join(", ")));
+                }
+                std::fs::write(&config, text).expect("writing a node's nats.conf");
+                config
+            })
+            .collect();
+        let ports: Vec<(u16, u16, u16)> = node_tags
+            .iter()
             .map(|_| {
                 let port = || free_port().expect("a free port");
                 (port(), port(), port())
@@ -312,7 +346,7 @@ impl TestApp {
             .collect();
         let specs = cluster_specs(
             &stack::nats_server_binary(),
-            |_| config.clone(),
+            |i| configs[i].clone(),
             "shop",
             &ports,
             &dir,
@@ -320,18 +354,14 @@ impl TestApp {
         // Started (and restarted) on a runtime thread, as the test's own server is: the
         // nodes die with that thread (PR_SET_PDEATHSIG), which lives as long as the test.
         let cluster = NatsCluster::start(specs).expect("starting the test's nats-server cluster");
-        let app = TestApp::connect(
+        TestApp::connect(
             account,
             cluster.url(),
             Some(OwnNats::Cluster(cluster)),
             PASSWORD,
             None,
         )
-        .await;
-        let replicas = nodes.to_string();
-        let mut env = env.to_vec();
-        env.push(("SHOP_NATS__REPLICAS", &replicas));
-        app.with_workers(kinds, &env).await
+        .await
     }
 
     /// Like [`TestApp::start_with_env`] with stock and orders spread over `partitions`
@@ -467,6 +497,32 @@ impl TestApp {
 
     pub fn partitions(&self) -> Partitions {
         self.partitions
+    }
+
+    /// The JetStream streams of the order partition owning `sn` by the map this app started
+    /// with (`PartitionMap::even`): where its own worker puts its half message and deadline.
+    pub fn order_streams_of(&self, sn: i64) -> shop_contracts::txn::OrderStreams {
+        let map = PartitionMap::even(self.partitions.order).expect("1..=256 partitions");
+        let sn = shop_contracts::OrderSn::new(sn).expect("a valid order_sn");
+        shop_contracts::txn::OrderStreams::of(map.owner(shop_contracts::partition::Slot::of_order(sn)))
+    }
+
+    /// Messages stored in the streams of every order partition that `is_kind` names
+    /// (`OrderStreams::is_txn_stream`, `is_timers_stream`); `None` if one cannot be read.
+    pub async fn messages_in_order_streams(&self, is_kind: fn(&str) -> bool) -> Option<u64> {
+        let js = self.jetstream();
+        let mut total = 0;
+        for of in shop_contracts::txn::OrderStreams::all(self.partitions.order) {
+            for name in [of.txn_stream(), of.timers_stream()] {
+                if !is_kind(&name) {
+                    continue;
+                }
+                // A partition's streams exist once its worker has started.
+                let mut stream = js.get_stream(&name).await.ok()?;
+                total += stream.info().await.ok()?.state.messages;
+            }
+        }
+        Some(total)
     }
 
     /// Whether `goods` lie in more than one stock partition by the map this app started with

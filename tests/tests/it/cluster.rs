@@ -1,12 +1,15 @@
 //! A 3-node JetStream cluster under a mixed load, with the leader of `ORDER_TXN` SIGKILLed
-//! and later restarted on its store (issue 10, point 3): nothing acknowledged is lost.
+//! and later restarted on its store (issue 10, point 3): nothing acknowledged is lost. And
+//! the order partitions' own streams placed on nodes of their own by tags (issue 19).
 
 use std::time::Duration;
 
+use shop_contracts::partition::{PartitionId, PartitionMap};
+use shop_contracts::txn::OrderStreams;
 use shop_tests::{eventually, TestApp, Worker};
 
 use crate::mixed::{audit_passes, check_acknowledged, wait_unpaid_closed, MixedLoad};
-use crate::order::{check_invariants, goods, SETTLE};
+use crate::order::{check_invariants, create_body, goods, SETTLE};
 
 const ALL: &[Worker] = &[Worker::Goods, Worker::Stock, Worker::Order];
 /// Short pay windows so a share of the orders closes during the run; the check delay and
@@ -98,4 +101,81 @@ async fn cluster_keeps_every_acknowledged_write_when_the_order_txn_leader_is_kil
         tally.orders.len(),
         started.elapsed()
     );
+}
+
+/// Issue 19, point 2: each order partition's half messages and deadlines live in streams of
+/// its own, and `order.stream_tags` puts them on the node whose `server_tags` carry the tag,
+/// so the partitions' stream leaders sit on three different nodes; creates of users of every
+/// partition are checked and scheduled in their own partition's streams.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_order_partitions_streams_lead_on_the_node_its_tags_name() {
+    let tags: Vec<Vec<String>> = (0..3).map(|i| vec![format!("p{i}")]).collect();
+    let mut app = TestApp::start_with_tagged_nats_cluster(&tags, 3).await;
+    app.spawn(Worker::Goods).await;
+    app.spawn(Worker::Stock).await;
+    for p in 0..3u16 {
+        let tag = format!("p{p}");
+        // One replica: an R3 stream placed by a tag needs three nodes carrying it (a cluster
+        // of three groups of three, one group per partition).
+        let worker = app.spawn_partition(
+            Worker::Order,
+            p,
+            &[
+                ("SHOP_ORDER__STREAM_TAGS", &tag),
+                ("SHOP_ORDER__PAY_TIMEOUT", "10m"),
+                ("SHOP_ORDER__TIMER", "schedule"),
+            ],
+        );
+        app.adopt(worker);
+    }
+    app.wait_for_workers(Worker::Order, 3).await;
+    let map = PartitionMap::even(3).unwrap();
+    for p in 0..3u16 {
+        let streams = OrderStreams::of(PartitionId::new(p).unwrap());
+        for name in [streams.txn_stream(), streams.timers_stream()] {
+            let on = eventually(&format!("{name} to have a leader"), SETTLE, || {
+                leader(&app, &name)
+            })
+            .await;
+            assert_eq!(on, format!("shop-{}", p + 1), "the leader of {name}");
+        }
+    }
+
+    let a = goods(&app, 100, 100).await;
+    let users: Vec<i64> = (1..=12).collect();
+    for &user in &users {
+        app.ok("order.create", create_body(user, &[(a, 1)])).await;
+    }
+    let expected: Vec<u64> = (0..3u16)
+        .map(|p| {
+            let owned = users.iter().filter(|&&u| map.owner_of(u).get() == p);
+            owned.count() as u64
+        })
+        .collect();
+    assert!(
+        expected.iter().all(|&n| n > 0),
+        "users of every partition: {expected:?}"
+    );
+    let scheduled = eventually(
+        "each partition's deadlines in its own ORDER_TIMERS, every half message acked",
+        SETTLE,
+        || async {
+            let mut per = Vec::new();
+            let mut half_messages = 0;
+            for p in 0..3u16 {
+                let streams = OrderStreams::of(PartitionId::new(p).unwrap());
+                half_messages += messages(&app, &streams.txn_stream()).await?;
+                per.push(messages(&app, &streams.timers_stream()).await?);
+            }
+            (half_messages == 0 && per.iter().sum::<u64>() == users.len() as u64).then_some(per)
+        },
+    )
+    .await;
+    assert_eq!(scheduled, expected, "deadlines by partition");
+    check_invariants(&app).await;
+}
+
+async fn messages(app: &TestApp, stream: &str) -> Option<u64> {
+    let mut stream = app.jetstream().get_stream(stream).await.ok()?;
+    Some(stream.info().await.ok()?.state.messages)
 }

@@ -158,7 +158,8 @@ pub async fn audit(
     let js = async_nats::jetstream::new(sources.nats.clone());
     let unpaid = check::unpaid_to_check(&orders, grace);
     let bar = progress_bar(progress, "ORDER_TXN, ORDER_TIMERS: unpaid orders' timers");
-    let gone = timers::missing(&js, &unpaid, &bar).await?;
+    let partitions = u16::try_from(sources.order_dbs.len()).unwrap_or(u16::MAX);
+    let gone = timers::missing(&js, partitions, &unpaid, &bar).await?;
     bar.finish_and_clear();
     // A timer is gone once its order is paid, cancelled or closed: only an order that is
     // still unpaid after its timer was found gone has lost it.

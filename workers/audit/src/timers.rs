@@ -2,39 +2,57 @@
 //! it is never paid: its half message in `ORDER_TXN` (waiting for the checker's look, or for
 //! its deadline with `order.timer = "nak_delay"`), or its deadline in `ORDER_TIMERS` (the
 //! schedule `order.timer.at.<sn>`, or the `order.timer.due.<sn>` it fired, waiting for the
-//! closer). Direct gets by subject, in the order the checker moves an order through them
+//! closer); with several order partitions, in any partition's own streams
+//! (`OrderStreams`). Direct gets by subject, in the order the checker moves an order through them
 //! (a schedule is stored before its half message is acked, and fires before it is removed),
 //! so an order in motion is never missed; nothing is consumed or acked.
 
 use async_nats::jetstream::{self, stream::LastRawMessageErrorKind};
-use shop_contracts::txn::{
-    deadline_due_subject, deadline_schedule_subject, half_message_subject, ORDER_TIMERS_STREAM,
-    ORDER_TXN_STREAM,
-};
+use shop_contracts::txn::{OrderStreams, ORDER_TXN_STREAM};
 use shop_contracts::OrderSn;
 
 use crate::AuditError;
 
-/// The order_sns among `unpaid` with no timer left.
+/// One order partition's two streams, as far as they exist.
+struct Streams {
+    of: OrderStreams,
+    txn: Option<jetstream::stream::Stream>,
+    timers: Option<jetstream::stream::Stream>,
+}
+
+/// The order_sns among `unpaid` with no timer left, looked up in the streams of every one of
+/// `partitions` order partitions: an order's timer is where the partition that created it
+/// (or last scheduled it) wrote it, which after a slot move is not its owner now.
 pub async fn missing(
     js: &jetstream::Context,
+    partitions: u16,
     unpaid: &[i64],
     progress: &indicatif::ProgressBar,
 ) -> Result<Vec<i64>, AuditError> {
     progress.set_length(unpaid.len() as u64);
-    let txn = js
-        .get_stream(ORDER_TXN_STREAM)
-        .await
-        .map_err(|e| AuditError::NoStream(ORDER_TXN_STREAM, e))?;
-    // Absent on a server without message schedules, where the workers run nak_delay only.
-    let timers = js.get_stream(ORDER_TIMERS_STREAM).await.ok();
+    let mut all = Vec::new();
+    for of in OrderStreams::all(partitions.max(1)) {
+        all.push(Streams {
+            of,
+            txn: js.get_stream(of.txn_stream()).await.ok(),
+            // Absent on a server without message schedules, where the workers run
+            // nak_delay only; a partition's streams are absent until its worker first ran.
+            timers: js.get_stream(of.timers_stream()).await.ok(),
+        });
+    }
+    if all[0].txn.is_none() {
+        // Partition 0's is the contract's ORDER_TXN: every shop has it.
+        let error = js.get_stream(ORDER_TXN_STREAM).await.err();
+        if let Some(error) = error {
+            return Err(AuditError::NoStream(ORDER_TXN_STREAM, error));
+        }
+    }
     let mut gone = Vec::new();
     for &sn in unpaid {
         let sn_typed = OrderSn::new(sn).map_err(|_| AuditError::BadOrderSn(sn))?;
-        let mut found = has(&txn, &half_message_subject(sn_typed)).await?;
-        if let Some(timers) = timers.as_ref().filter(|_| !found) {
-            found = has(timers, &deadline_schedule_subject(sn_typed)).await?
-                || has(timers, &deadline_due_subject(sn_typed)).await?;
+        let mut found = false;
+        for streams in &all {
+            found = found || has_timer(streams, sn_typed).await?;
         }
         if !found {
             gone.push(sn);
@@ -42,6 +60,21 @@ pub async fn missing(
         progress.inc(1);
     }
     Ok(gone)
+}
+
+/// Its half message, else its schedule, else the deadline it fired: in the order the checker
+/// moves an order through them.
+async fn has_timer(streams: &Streams, sn: OrderSn) -> Result<bool, AuditError> {
+    if let Some(txn) = &streams.txn {
+        if has(txn, &streams.of.half_message_subject(sn)).await? {
+            return Ok(true);
+        }
+    }
+    if let Some(timers) = &streams.timers {
+        return Ok(has(timers, &streams.of.deadline_schedule_subject(sn)).await?
+            || has(timers, &streams.of.deadline_due_subject(sn)).await?);
+    }
+    Ok(false)
 }
 
 async fn has(stream: &jetstream::stream::Stream, subject: &str) -> Result<bool, AuditError> {

@@ -60,6 +60,18 @@ pub fn stream_config(what: &'static str, json: &str) -> Result<stream::Config, S
     serde_json::from_str(json).map_err(|source| SetupError::BadDefinition { what, source })
 }
 
+/// Places a stream on the servers tagged with every one of `tags` (their `server_tags`):
+/// a partition's own streams on the nodes meant for it. No tags: wherever the server puts
+/// it, as before.
+pub fn place(config: &mut stream::Config, tags: &[String]) {
+    if !tags.is_empty() {
+        config.placement = Some(stream::Placement {
+            tags: tags.to_vec(),
+            ..Default::default()
+        });
+    }
+}
+
 /// Parses a pull consumer definition; callers may adjust configurable fields before
 /// [`ensure_consumer`].
 pub fn consumer_config(

@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 use crate::jetstream::{ensure_bucket, SetupError};
 
 /// Where one worker sits among the partitions of its kind: the `partition`,
-/// `forward_timeout` and `partition_databases` settings that stock and order share
+/// `forward_timeout`, `partition_databases` and `stream_tags` settings that stock and order share
 /// (flattened into `[stock]` and `[order]`, so `SHOP_ORDER__PARTITION=2`).
 #[derive(Clone, serde::Serialize, serde::Deserialize)]
 #[serde(default)]
@@ -34,6 +34,11 @@ pub struct Placement {
     /// that read all partitions (`shop audit`). Empty: `database_url` is the only one. A
     /// worker never reads it; it connects only to its own `database_url`.
     pub partition_databases: String,
+    /// JetStream placement tags for this partition's own streams (the order partition's
+    /// half messages and deadlines, `shop_contracts::txn::OrderStreams`), comma-separated:
+    /// e.g. `p1` on the servers of a cluster whose `server_tags` name the partitions they
+    /// hold, so the partitions' stream leaders sit on nodes of their own. Empty: none.
+    pub stream_tags: String,
 }
 
 impl Default for Placement {
@@ -42,11 +47,22 @@ impl Default for Placement {
             partition: PartitionId::default(),
             forward_timeout: std::time::Duration::from_secs(4),
             partition_databases: String::new(),
+            stream_tags: String::new(),
         }
     }
 }
 
 impl Placement {
+    /// [`Self::stream_tags`] as a list.
+    pub fn stream_tags(&self) -> Vec<String> {
+        self.stream_tags
+            .split(',')
+            .map(str::trim)
+            .filter(|tag| !tag.is_empty())
+            .map(str::to_owned)
+            .collect()
+    }
+
     /// The databases of every partition, partition 0 first (`database_url` when
     /// `partition_databases` is empty).
     pub fn all_databases<'a>(&'a self, database_url: &'a str) -> Vec<&'a str> {
@@ -74,6 +90,7 @@ impl std::fmt::Debug for Placement {
                 "partition_databases",
                 &crate::server::redact_url(&self.partition_databases),
             )
+            .field("stream_tags", &self.stream_tags)
             .finish()
     }
 }

@@ -301,7 +301,7 @@ async fn schedule_waiting(ctx: &Ctx, looks: &[Look], verdicts: &mut [Verdict]) {
     if at.is_empty() {
         return;
     }
-    let stored = timers::schedule(&ctx.js, &deadlines).await;
+    let stored = timers::schedule(&ctx.js, ctx.streams(), &deadlines).await;
     for (i, result) in at.into_iter().zip(stored) {
         verdicts[i] = match result {
             Ok(()) => Verdict::Ack,

@@ -13,7 +13,7 @@ use shop_contracts::order::{
 use shop_contracts::partition::Slot;
 use shop_contracts::stock::{DeductRequest, NormalizedLines, OrderLine};
 use shop_contracts::txn::{
-    event_msg_id, event_subject, half_message_id, half_message_subject, rollback_msg_id,
+    event_msg_id, event_subject, half_message_id, rollback_msg_id, OrderStreams,
     rollback_subject, HalfMessage, OrderEventKind, RollbackEvent, RollbackReason,
 };
 use shop_contracts::{Cents, ErrorCode, ErrorDetail, ItemList, OrderSn, UserId};
@@ -39,6 +39,13 @@ pub struct Ctx {
     pub outbox: Arc<Notify>,
     /// Commits created orders in batches.
     pub committer: Committer,
+}
+
+impl Ctx {
+    /// This partition's half-message and deadline streams.
+    pub fn streams(&self) -> OrderStreams {
+        OrderStreams::of(self.settings.placement.partition)
+    }
 }
 
 /// A fingerprint of what a create asks for, to tell a repeat from a different request
@@ -352,7 +359,7 @@ async fn publish_half_message(
     let payload = serde_json::to_vec(&half).map_err(|e| OrderError::Bug(e.to_string()))?;
     publish(
         &ctx.js,
-        half_message_subject(sn),
+        ctx.streams().half_message_subject(sn),
         &half_message_id(sn),
         payload,
     )

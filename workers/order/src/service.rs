@@ -14,6 +14,7 @@ use shop_contracts::order::{
 };
 use shop_contracts::partition::ORDER_MAP_KEY;
 use shop_contracts::subjects::order::{self as subject, partition};
+use shop_contracts::txn::OrderStreams;
 use shop_contracts::Endpoint;
 use shop_kit::jetstream::{
     consumer_config, ensure_consumer, ensure_stream, stream_config, ORDER_EVENTS_STREAM_JSON,
@@ -43,12 +44,14 @@ pub async fn start(
     replicas: usize,
 ) -> Result<Worker, async_nats::Error> {
     let js = jetstream::new(client.clone());
-    let txn = ensure_stream(
-        &js,
-        stream_config("ORDER_TXN", ORDER_TXN_STREAM_JSON)?,
-        replicas,
-    )
-    .await?;
+    // This partition's own half-message stream (partition 0's is the contract's `ORDER_TXN`).
+    let streams = OrderStreams::of(settings.placement.partition);
+    let stream_tags = settings.placement.stream_tags();
+    let mut txn_config = stream_config("ORDER_TXN", ORDER_TXN_STREAM_JSON)?;
+    txn_config.name = streams.txn_stream();
+    txn_config.subjects = streams.txn_subjects();
+    shop_kit::jetstream::place(&mut txn_config, &stream_tags);
+    let txn = ensure_stream(&js, txn_config, replicas).await?;
     ensure_stream(
         &js,
         stream_config("STOCK_ROLLBACK", STOCK_ROLLBACK_STREAM_JSON)?,
@@ -73,7 +76,7 @@ pub async fn start(
     // a switch back to `nak_delay`, deadlines already scheduled must still close their orders.
     let server_version = client.server_info().version;
     let closer = if timers::server_has_schedules(&server_version) {
-        Some(timers::setup(&js, replicas).await?)
+        Some(timers::setup(&js, streams, replicas, &stream_tags).await?)
     } else if settings.timer == TimerMode::Schedule {
         return Err(format!(
             "order.timer = \"schedule\" needs nats-server 2.12 or newer (message schedules); \
@@ -92,7 +95,10 @@ pub async fn start(
         },
     };
     let (ids, renewing) = Ids::start(&js, settings.node_lease_ttl, clock, replicas).await?;
-    let waiting = Arc::new(WaitingTimers::default());
+    let waiting = Arc::new(WaitingTimers {
+        partition: settings.placement.partition.get(),
+        ..WaitingTimers::default()
+    });
     waiting.export_metrics();
     let mut worker = Worker::start(
         client.clone(),
@@ -265,9 +271,12 @@ async fn check(ctx: Ctx, asked: Questions) -> Result<Verdicts, OrderError> {
     Ok(Verdicts { verdicts })
 }
 
-/// Timers waiting, for `$SRV.STATS.order`, refreshed every few seconds from the server.
+/// Timers waiting in this worker's order partition's streams (each partition has its own,
+/// `OrderStreams`), for `$SRV.STATS.order`, refreshed every few seconds from the server. The
+/// shop's total is the sum over one worker of each partition (`partition` in the figures).
 #[derive(Default)]
 struct WaitingTimers {
+    partition: u16,
     /// Half messages ack-pending on `order-txn-checker`: in `nak_delay` mode, every unpaid
     /// order; in `schedule` mode, only creates younger than the check delay.
     checker_pending: AtomicU64,
@@ -330,6 +339,7 @@ impl WaitingTimers {
 
     fn to_json(&self) -> serde_json::Value {
         serde_json::json!({
+            "partition": self.partition,
             "checker_pending_timers": self.checker_pending.load(Ordering::Relaxed),
             "scheduled_timers": self.scheduled.load(Ordering::Relaxed),
         })

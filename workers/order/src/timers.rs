@@ -21,9 +21,7 @@ use async_nats::jetstream::{self, consumer::PullConsumer, stream};
 use async_nats::HeaderMap;
 use chrono::{DateTime, SecondsFormat, Utc};
 use futures::future::join_all;
-use shop_contracts::txn::{
-    deadline_due_subject, deadline_msg_id, deadline_schedule_subject, PayDeadline,
-};
+use shop_contracts::txn::{deadline_msg_id, OrderStreams, PayDeadline};
 use shop_contracts::OrderSn;
 use shop_kit::jetstream::{
     consumer_config, ensure_consumer, ensure_stream, stream_config, SetupError,
@@ -46,23 +44,23 @@ pub fn server_has_schedules(version: &str) -> bool {
     }
 }
 
-/// Creates or updates `ORDER_TIMERS` (with `replicas` if it is new) and the closer's
-/// durable consumer; returns both (the stream for the waiting-timers probe).
+/// Creates or updates this partition's `ORDER_TIMERS` (`streams`; with `replicas` if it is
+/// new, placed by `tags`) and the closer's durable consumer; returns both (the stream for
+/// the waiting-timers probe).
 pub async fn setup(
     js: &jetstream::Context,
+    streams: OrderStreams,
     replicas: usize,
+    tags: &[String],
 ) -> Result<(stream::Stream, PullConsumer), SetupError> {
-    let stream = ensure_stream(
-        js,
-        stream_config("ORDER_TIMERS", ORDER_TIMERS_STREAM_JSON)?,
-        replicas,
-    )
-    .await?;
-    let closer = ensure_consumer(
-        &stream,
-        consumer_config("order-timer-closer", ORDER_TIMER_CLOSER_JSON)?,
-    )
-    .await?;
+    let mut config = stream_config("ORDER_TIMERS", ORDER_TIMERS_STREAM_JSON)?;
+    config.name = streams.timers_stream();
+    config.subjects = streams.timers_subjects();
+    shop_kit::jetstream::place(&mut config, tags);
+    let stream = ensure_stream(js, config, replicas).await?;
+    let mut closer = consumer_config("order-timer-closer", ORDER_TIMER_CLOSER_JSON)?;
+    closer.filter_subject = streams.due_filter();
+    let closer = ensure_consumer(&stream, closer).await?;
     Ok((stream, closer))
 }
 
@@ -70,27 +68,29 @@ pub async fn setup(
 /// whether JetStream acknowledged it (only then may its half message be acked).
 pub async fn schedule(
     js: &jetstream::Context,
+    streams: OrderStreams,
     deadlines: &[(OrderSn, DateTime<Utc>)],
 ) -> Vec<Result<(), async_nats::Error>> {
     join_all(
         deadlines
             .iter()
-            .map(|&(sn, deadline)| schedule_one(js, sn, deadline)),
+            .map(|&(sn, deadline)| schedule_one(js, streams, sn, deadline)),
     )
     .await
 }
 
 async fn schedule_one(
     js: &jetstream::Context,
+    streams: OrderStreams,
     sn: OrderSn,
     deadline: DateTime<Utc>,
 ) -> Result<(), async_nats::Error> {
     let mut headers = HeaderMap::new();
     headers.insert(NATS_SCHEDULE, at(deadline).as_str());
-    headers.insert(NATS_SCHEDULE_TARGET, deadline_due_subject(sn).as_str());
+    headers.insert(NATS_SCHEDULE_TARGET, streams.deadline_due_subject(sn).as_str());
     headers.insert(NATS_MESSAGE_ID, deadline_msg_id(sn).as_str());
     let body = serde_json::to_vec(&PayDeadline { order_sn: sn })?;
-    js.publish_with_headers(deadline_schedule_subject(sn), headers, body.into())
+    js.publish_with_headers(streams.deadline_schedule_subject(sn), headers, body.into())
         .await?
         .await?;
     Ok(())

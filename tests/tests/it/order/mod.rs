@@ -104,15 +104,12 @@ async fn wait_status(app: &TestApp, sn: &str, status: &str) -> Value {
     .await
 }
 
-/// Waits until the checker has resolved (acked) every half message in the work-queue stream.
+/// Waits until the checker has resolved (acked) every half message in the work-queue streams
+/// (`ORDER_TXN`, and `ORDER_TXN_P<p>` of the other order partitions).
 async fn wait_half_messages_resolved(app: &TestApp) {
-    let js = app.jetstream();
-    eventually("the checker to resolve every half message", SETTLE, || {
-        let js = js.clone();
-        async move {
-            let mut txn = js.get_stream("ORDER_TXN").await.ok()?;
-            (txn.info().await.ok()?.state.messages == 0).then_some(())
-        }
+    let is_txn = shop_contracts::txn::OrderStreams::is_txn_stream;
+    eventually("the checker to resolve every half message", SETTLE, || async {
+        (app.messages_in_order_streams(is_txn).await? == 0).then_some(())
     })
     .await;
 }
@@ -1208,13 +1205,32 @@ pub(crate) async fn settled_and_audited(app: &TestApp, what: &str) {
 /// The timer figures an order worker reports in `$SRV.STATS.order` (its first endpoint's
 /// data), or `None` while no worker answers.
 pub(crate) async fn timer_stats(app: &TestApp) -> Option<Value> {
-    let stats = app
-        .client()
-        .request("$SRV.STATS.order", "".into())
+    use futures::StreamExt;
+    // Each order worker reports its own partition's streams: one reply of each partition,
+    // summed.
+    let partitions = usize::from(app.partitions().order);
+    let client = app.client();
+    let inbox = client.new_inbox();
+    let mut replies = client.subscribe(inbox.clone()).await.ok()?;
+    client
+        .publish_with_reply("$SRV.STATS.order", inbox, "".into())
         .await
         .ok()?;
-    let stats: Value = serde_json::from_slice(&stats.payload).ok()?;
-    Some(stats["endpoints"][0]["data"].clone())
+    let mut by_partition: std::collections::BTreeMap<u64, Value> = Default::default();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+    while by_partition.len() < partitions {
+        let reply = tokio::time::timeout_at(deadline, replies.next()).await.ok()??;
+        let stats: Value = serde_json::from_slice(&reply.payload).ok()?;
+        let data = stats["endpoints"][0]["data"].clone();
+        by_partition.insert(data["partition"].as_u64()?, data);
+    }
+    let sum = |field: &str| -> u64 {
+        by_partition.values().filter_map(|d| d[field].as_u64()).sum()
+    };
+    Some(json!({
+        "checker_pending_timers": sum("checker_pending_timers"),
+        "scheduled_timers": sum("scheduled_timers"),
+    }))
 }
 
 /// Publishes `body` to `subject` on JetStream and waits until the stream has stored it.

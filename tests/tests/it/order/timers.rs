@@ -6,11 +6,22 @@
 //! test` runs them again with `SHOP_TEST_ORDER_TIMER=nak_delay`).
 
 use super::*;
+use shop_contracts::txn::OrderStreams;
+use shop_contracts::OrderSn;
 
-/// Messages stored in stream `name`.
-async fn messages_in(app: &TestApp, name: &str) -> Option<u64> {
-    let mut stream = app.jetstream().get_stream(name).await.ok()?;
-    Some(stream.info().await.ok()?.state.messages)
+/// Half messages stored, in every order partition's `ORDER_TXN` (`ORDER_TXN_P<p>`).
+async fn half_messages(app: &TestApp) -> Option<u64> {
+    app.messages_in_order_streams(OrderStreams::is_txn_stream).await
+}
+
+/// Deadlines stored, in every order partition's `ORDER_TIMERS` (`ORDER_TIMERS_P<p>`).
+async fn deadlines(app: &TestApp) -> Option<u64> {
+    app.messages_in_order_streams(OrderStreams::is_timers_stream).await
+}
+
+/// The streams of `sn`'s order partition.
+fn streams_of(app: &TestApp, sn: &str) -> OrderStreams {
+    app.order_streams_of(sn.parse().unwrap())
 }
 
 /// Waits until every half message is acked and `ORDER_TIMERS` holds `scheduled` deadlines.
@@ -19,8 +30,8 @@ async fn wait_scheduled(app: &TestApp, scheduled: u64) {
         &format!("every half message acked and {scheduled} deadlines scheduled"),
         SETTLE,
         || async move {
-            let txn = messages_in(app, "ORDER_TXN").await?;
-            let timers = messages_in(app, "ORDER_TIMERS").await?;
+            let txn = half_messages(app).await?;
+            let timers = deadlines(app).await?;
             (txn == 0 && timers == scheduled).then_some(())
         },
     )
@@ -50,13 +61,15 @@ async fn schedule_by_hand(app: &TestApp, sn: &str, in_ms: i64) {
     .unwrap();
     let mut headers = async_nats::HeaderMap::new();
     headers.insert("Nats-Schedule", format!("@at {at}").as_str());
+    let streams = streams_of(app, sn);
+    let sn_typed = OrderSn::parse(sn).unwrap();
     headers.insert(
         "Nats-Schedule-Target",
-        format!("order.timer.due.{sn}").as_str(),
+        streams.deadline_due_subject(sn_typed).as_str(),
     );
     app.jetstream()
         .publish_with_headers(
-            format!("order.timer.at.{sn}"),
+            streams.deadline_schedule_subject(sn_typed),
             headers,
             serde_json::to_vec(&json!({"order_sn": sn})).unwrap().into(),
         )
@@ -71,7 +84,8 @@ async fn schedule_by_hand(app: &TestApp, sn: &str, in_ms: i64) {
 async fn died_after_its_deduct(app: &TestApp, sn: &str, goods: i64, quantity: i64) {
     let items = json!([{"goods_id": goods, "quantity": quantity}]);
     let half = json!({"order_sn": sn, "items": items});
-    store(app, format!("order.txn.{sn}"), &half).await;
+    let subject = streams_of(app, sn).half_message_subject(OrderSn::parse(sn).unwrap());
+    store(app, subject, &half).await;
     app.ok("stock.deduct", json!({"order_sn": sn, "items": items}))
         .await;
 }
@@ -124,10 +138,15 @@ async fn waiting_orders_hold_no_consumer_slot_so_a_failed_create_is_still_rolled
             .unwrap();
         timeless = timeless.min(first.unwrap_or(i64::MAX));
     }
-    let timers = app.jetstream().get_stream("ORDER_TIMERS").await.unwrap();
+    let streams = app.order_streams_of(timeless);
+    let timers = app
+        .jetstream()
+        .get_stream(streams.timers_stream())
+        .await
+        .unwrap();
     timers
         .purge()
-        .filter(format!("order.timer.at.{timeless}"))
+        .filter(streams.deadline_schedule_subject(OrderSn::new(timeless).unwrap()))
         .await
         .unwrap();
     let (ok, report) = audit(&app);
@@ -171,8 +190,8 @@ async fn a_committed_orders_half_message_is_done_with_at_its_first_look_and_a_mi
         "the ten orders' deadlines scheduled and their half messages acked, the orphan's kept",
         SETTLE,
         || async {
-            let txn = messages_in(&app, "ORDER_TXN").await?;
-            let timers = messages_in(&app, "ORDER_TIMERS").await?;
+            let txn = half_messages(&app).await?;
+            let timers = deadlines(&app).await?;
             (txn == 1 && timers == 10).then_some(())
         },
     )
@@ -211,7 +230,7 @@ async fn a_fired_deadline_closes_an_unpaid_order_and_leaves_a_paid_one() {
     );
     // Both deadlines fired and were acked: the work queue keeps nothing.
     eventually("ORDER_TIMERS to empty", SETTLE, || async {
-        (messages_in(&app, "ORDER_TIMERS").await? == 0).then_some(())
+        (deadlines(&app).await? == 0).then_some(())
     })
     .await;
     wait_level(&app, a, (7, 3)).await;
@@ -248,7 +267,7 @@ async fn a_deadline_fired_early_or_twice_closes_once_and_not_before_the_database
         .jetstream()
         .get_consumer_from_stream::<async_nats::jetstream::consumer::pull::Config, _, _>(
             "order-timer-closer",
-            "ORDER_TIMERS",
+            streams_of(&app, &sn).timers_stream(),
         )
         .await
         .unwrap();
@@ -280,12 +299,12 @@ async fn a_deadline_fired_early_or_twice_closes_once_and_not_before_the_database
     // Fired again, after the close.
     store(
         &app,
-        format!("order.timer.due.{sn}"),
+        streams_of(&app, &sn).deadline_due_subject(OrderSn::parse(&sn).unwrap()),
         &json!({"order_sn": sn}),
     )
     .await;
     eventually("ORDER_TIMERS to empty", SETTLE, || async {
-        (messages_in(&app, "ORDER_TIMERS").await? == 0).then_some(())
+        (deadlines(&app).await? == 0).then_some(())
     })
     .await;
     assert_eq!(level(&app, a).await, (10, 0));

@@ -22,7 +22,8 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use async_nats::jetstream;
 use shop_contracts::txn::{
-    ORDER_TXN_CHECKER, ORDER_TXN_STREAM, STOCK_ROLLBACK_CONSUMER, STOCK_ROLLBACK_STREAM,
+    OrderStreams, ORDER_TXN_CHECKER, ORDER_TXN_STREAM, STOCK_ROLLBACK_CONSUMER,
+    STOCK_ROLLBACK_STREAM,
 };
 
 use crate::BenchConfig;
@@ -68,7 +69,8 @@ pub async fn wait_until_settled(
     sleep_until(ended + settle.check_delay + MARGIN, give_up).await?;
 
     let mut was_behind = false;
-    while pending(&js, ORDER_TXN_STREAM, ORDER_TXN_CHECKER).await?.0 > 0 {
+    let txn_streams = txn_streams(&js).await?;
+    while checker_behind(&js, &txn_streams).await? {
         was_behind = true;
         sleep_until(Instant::now() + POLL, give_up).await?;
     }
@@ -84,6 +86,34 @@ pub async fn wait_until_settled(
         sleep_until(Instant::now() + POLL, give_up).await?;
     }
     Ok(())
+}
+
+/// Every order partition's half-message stream (`ORDER_TXN`, `ORDER_TXN_P<p>`).
+async fn txn_streams(js: &jetstream::Context) -> anyhow::Result<Vec<String>> {
+    use futures::TryStreamExt;
+    let names: Vec<String> = js
+        .stream_names()
+        .try_collect()
+        .await
+        .context("listing the streams")?;
+    let mut txn: Vec<String> = names
+        .into_iter()
+        .filter(|name| OrderStreams::is_txn_stream(name))
+        .collect();
+    if txn.is_empty() {
+        txn.push(ORDER_TXN_STREAM.to_owned());
+    }
+    Ok(txn)
+}
+
+/// Whether the checker of any partition has half messages it has not looked at yet.
+async fn checker_behind(js: &jetstream::Context, streams: &[String]) -> anyhow::Result<bool> {
+    for stream in streams {
+        if pending(js, stream, ORDER_TXN_CHECKER).await?.0 > 0 {
+            return Ok(true);
+        }
+    }
+    Ok(false)
 }
 
 /// `(messages not yet delivered, deliveries not yet acknowledged)` of a durable consumer.
