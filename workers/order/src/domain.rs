@@ -339,7 +339,14 @@ pub async fn create(ctx: &Ctx, req: CreateOrderRequest) -> Result<Order, OrderEr
             crash::point("order.create.after_commit");
             Ok(order)
         }
-        Commit::Moved(to) => Err(OrderError::SlotMoved(to)),
+        // Its stock was deducted and comes back only through the checker, after the check
+        // delay: not a refusal before any work, so no retry hint (CONTRACT section 1).
+        Commit::Moved(to) => {
+            tracing::info!(%to, "the order's slot moved while it was created; the checker gives its stock back");
+            Err(OrderError::Unavailable(
+                "the order's partition moved while it was created; nothing was ordered".into(),
+            ))
+        }
         Commit::Fenced => Err(OrderError::Unavailable(
             "the order took too long and was rolled back; nothing was ordered".into(),
         )),

@@ -54,6 +54,11 @@ pub enum StockError {
     /// others' share: the outcome is left to the caller's checker.
     #[error("the rollback of a partly deducted order could not be published: {0}")]
     RollbackUnpublished(String),
+    /// A deduct across partitions of which one share took stock and another has no definite
+    /// answer (it did not answer, was shed, or its slot was moving): the outcome is the
+    /// caller's checker's to settle; never with a retry hint, since something was done.
+    #[error("a share of the deduct took stock and another did not finish: {0}")]
+    Unfinished(String),
     /// The goods' slot was moved to another partition (`shop partitions move stock`) since
     /// the request was routed here: nothing was done; the retry is routed by the new map.
     #[error("the goods' slot moved to partition {0}")]
@@ -108,6 +113,7 @@ impl StockError {
                 | StockError::Conflict(_)
                 | StockError::Partition(_)
                 | StockError::RollbackUnpublished(_)
+                | StockError::Unfinished(_)
                 | StockError::SlotMoved(_)
         )
     }
@@ -140,7 +146,7 @@ impl ServiceError for StockError {
                 ErrorDetail::unavailable("the stock lock bucket is unavailable")
             }
             StockError::Partition(call) => call.to_contract(),
-            StockError::RollbackUnpublished(_) => {
+            StockError::RollbackUnpublished(_) | StockError::Unfinished(_) => {
                 ErrorDetail::unavailable("the stock service could not finish the deduct")
             }
             StockError::SlotMoved(_) => ErrorDetail::unavailable(

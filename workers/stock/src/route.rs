@@ -172,6 +172,12 @@ impl Router {
             return Err(refusal);
         }
         if let Some(unknown) = unknown {
+            // A share that took stock makes this no refusal before any work, whatever the
+            // other share said: a retry hint (a shed or moving share's) would tell the
+            // caller nothing was done (CONTRACT section 1).
+            if !deducted.is_empty() {
+                return Err(StockError::Unfinished(unknown.to_string()));
+            }
             return Err(unknown);
         }
         deducted.sort_by_key(|line| line.goods_id);
