@@ -113,6 +113,36 @@ impl OrderStreams {
         is_partition_stream(name, ORDER_TIMERS_STREAM)
     }
 
+    /// `ORDER_EVENTS` or `ORDER_EVENTS_P<p>`: where this partition's outbox relay publishes
+    /// its events. The contract's `ORDER_EVENTS` is partition 0's, and also sources every
+    /// other partition's stream with [`Self::events_transform`], so other systems read every
+    /// event under its contract subject in one stream, while no create waits on its leader.
+    pub fn events_stream(self) -> String {
+        format!("{ORDER_EVENTS_STREAM}{}", self.stream_suffix())
+    }
+
+    /// The subjects of [`Self::events_stream`].
+    pub fn events_subjects(self) -> Vec<String> {
+        vec![format!("order.events.{}*.*", self.token())]
+    }
+
+    /// `order.events.<order_sn>.<event>` or `order.events.p<p>.<order_sn>.<event>`.
+    pub fn event_subject(self, sn: OrderSn, event: OrderEventKind) -> String {
+        format!("order.events.{}{sn}.{}", self.token(), event.as_str())
+    }
+
+    /// `(from, to)`: the subject transform under which `ORDER_EVENTS` sources this
+    /// partition's event stream, back to the contract's `order.events.<order_sn>.<event>`;
+    /// `None` for partition 0, whose events are published there directly.
+    pub fn events_transform(self) -> Option<(String, String)> {
+        (self.partition > 0).then(|| {
+            (
+                format!("order.events.{}*.*", self.token()),
+                "order.events.{{wildcard(1)}}.{{wildcard(2)}}".to_owned(),
+            )
+        })
+    }
+
     /// The closer's filter: every due deadline of this partition's stream.
     pub fn due_filter(self) -> String {
         format!("order.timer.{}due.*", self.token())
@@ -271,6 +301,19 @@ mod tests {
             assert_eq!(subject.split('.').count(), 4 + usize::from(subject.contains("timer")));
         }
         assert_eq!(OrderStreams::all(3).count(), 3);
+        let created = OrderEventKind::Created;
+        assert_eq!(zero.event_subject(sn, created), event_subject(sn, created));
+        assert_eq!(zero.events_stream(), "ORDER_EVENTS");
+        assert_eq!(zero.events_transform(), None);
+        assert_eq!(two.events_stream(), "ORDER_EVENTS_P2");
+        assert_eq!(two.event_subject(sn, created), "order.events.p2.42.created");
+        assert_eq!(
+            two.events_transform(),
+            Some((
+                "order.events.p2.*.*".to_owned(),
+                "order.events.{{wildcard(1)}}.{{wildcard(2)}}".to_owned()
+            ))
+        );
         assert!(OrderStreams::is_txn_stream("ORDER_TXN"));
         assert!(OrderStreams::is_txn_stream("ORDER_TXN_P12"));
         assert!(!OrderStreams::is_txn_stream("ORDER_TXN_P"));

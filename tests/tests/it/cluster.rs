@@ -132,7 +132,11 @@ async fn each_order_partitions_streams_lead_on_the_node_its_tags_name() {
     let map = PartitionMap::even(3).unwrap();
     for p in 0..3u16 {
         let streams = OrderStreams::of(PartitionId::new(p).unwrap());
-        for name in [streams.txn_stream(), streams.timers_stream()] {
+        let mut own = vec![streams.txn_stream(), streams.timers_stream()];
+        if p > 0 {
+            own.push(streams.events_stream());
+        }
+        for name in own {
             let on = eventually(&format!("{name} to have a leader"), SETTLE, || {
                 leader(&app, &name)
             })
@@ -143,8 +147,10 @@ async fn each_order_partitions_streams_lead_on_the_node_its_tags_name() {
 
     let a = goods(&app, 100, 100).await;
     let users: Vec<i64> = (1..=12).collect();
+    let mut sns = Vec::new();
     for &user in &users {
-        app.ok("order.create", create_body(user, &[(a, 1)])).await;
+        let order = app.ok("order.create", create_body(user, &[(a, 1)])).await;
+        sns.push(order["order_sn"].as_str().unwrap().to_owned());
     }
     let expected: Vec<u64> = (0..3u16)
         .map(|p| {
@@ -172,6 +178,19 @@ async fn each_order_partitions_streams_lead_on_the_node_its_tags_name() {
     )
     .await;
     assert_eq!(scheduled, expected, "deadlines by partition");
+    // Every `created` event in the contract's ORDER_EVENTS, under its contract subject,
+    // whichever partition's stream it was published to.
+    eventually("ORDER_EVENTS to hold every created event", SETTLE, || async {
+        let events = app.jetstream().get_stream("ORDER_EVENTS").await.ok()?;
+        for sn in &sns {
+            events
+                .get_last_raw_message_by_subject(&format!("order.events.{sn}.created"))
+                .await
+                .ok()?;
+        }
+        Some(())
+    })
+    .await;
     check_invariants(&app).await;
 }
 

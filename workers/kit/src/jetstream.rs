@@ -124,6 +124,11 @@ async fn try_ensure_stream(
     };
     config.num_replicas = match js.get_stream(&name).await {
         Ok(live) => {
+            // Sources are added by the streams they source ([`ensure_source`]): a definition
+            // that names none keeps those the stream has.
+            if config.sources.is_none() {
+                config.sources = live.cached_info().config.sources.clone();
+            }
             let kept = live.cached_info().config.num_replicas;
             if kept != replicas {
                 tracing::warn!(
@@ -174,6 +179,55 @@ async fn try_ensure_stream(
         return Err(drift("num_replicas"));
     }
     Ok(stream)
+}
+
+/// Makes stream `into` source `source` (by its name, with its filter and transforms),
+/// adding it to the sources `into` has: a read, an update, and a read back, tried again for
+/// up to [`SETUP_PATIENCE`] when another worker's update raced this one's (each adds its own
+/// source, and the last update would otherwise drop the other's).
+pub async fn ensure_source(
+    js: &jetstream::Context,
+    into: &str,
+    source: stream::Source,
+) -> Result<(), SetupError> {
+    let failed = |source: async_nats::Error| SetupError::Stream {
+        name: into.to_owned(),
+        source,
+    };
+    let deadline = tokio::time::Instant::now() + SETUP_PATIENCE;
+    loop {
+        let mut stream = js.get_stream(into).await.map_err(|e| failed(e.into()))?;
+        let mut config = stream
+            .info()
+            .await
+            .map_err(|e| failed(e.into()))?
+            .config
+            .clone();
+        let sources = config.sources.get_or_insert_with(Vec::new);
+        // Compared by what the server keeps as given (it fills in defaults of the rest).
+        let same = |s: &stream::Source| {
+            s.name == source.name && s.subject_transforms == source.subject_transforms
+        };
+        if sources.iter().any(same) {
+            return Ok(());
+        }
+        sources.retain(|s| s.name != source.name);
+        sources.push(source.clone());
+        let updated = js.update_stream(config).await;
+        if tokio::time::Instant::now() >= deadline {
+            return Err(failed(match updated {
+                Ok(_) => format!("source {} not kept by the server", source.name).into(),
+                Err(e) => e.into(),
+            }));
+        }
+        match updated {
+            Ok(_) => {} // read back: another update may have raced this one
+            Err(e) => {
+                tracing::warn!(stream = into, error = %e, "adding a source failed; trying again");
+                tokio::time::sleep(SETUP_RETRY_DELAY).await;
+            }
+        }
+    }
 }
 
 /// Opens a KV bucket, creating it from `config` when absent. `config.num_replicas`

@@ -479,7 +479,7 @@ async fn close_all_due(ctx: &Ctx, sns: &[OrderSn]) -> Result<Vec<OrderSn>, Order
             RollbackReason::Closed,
             Some(order),
         )?);
-        outbox.push(event_entry(order, OrderEventKind::Closed)?);
+        outbox.push(event_entry(ctx.streams(), order, OrderEventKind::Closed)?);
     }
     repo::outbox_add_many(&mut tx, &outbox).await?;
     tx.commit().await?;
@@ -520,7 +520,7 @@ pub async fn check(ctx: &Ctx, sn: OrderSn) -> Result<Verdict, OrderError> {
             .await?
             .ok_or_else(|| OrderError::Bug("closed order vanished".into()))?;
         outbox_rollback(&mut tx, sn, RollbackReason::Closed, Some(&order)).await?;
-        outbox_event(&mut tx, &order, OrderEventKind::Closed).await?;
+        outbox_event(&mut tx, ctx.streams(), &order, OrderEventKind::Closed).await?;
         tx.commit().await?;
         ctx.outbox.notify_one();
         crash::point("order.checker.after_close");

@@ -10,6 +10,7 @@
 
 use std::sync::Arc;
 
+use shop_contracts::txn::OrderStreams;
 use shop_kit::queue::{Batches, Queue};
 use sqlx::PgPool;
 use tokio::sync::Notify;
@@ -36,18 +37,21 @@ pub struct Committer {
 /// The writer's side, run as a background task of the worker.
 pub struct Writer {
     pool: PgPool,
+    /// This partition's streams: the `created` events' subject.
+    streams: OrderStreams,
     batches: Batches<NewOrder, Outcome>,
     outbox: Arc<Notify>,
 }
 
 impl Committer {
     /// The queue, and its writer (which wakes `outbox` after each batch that committed).
-    pub fn new(pool: PgPool, outbox: Arc<Notify>) -> (Committer, Writer) {
+    pub fn new(pool: PgPool, streams: OrderStreams, outbox: Arc<Notify>) -> (Committer, Writer) {
         let (queue, batches) = Queue::new("order_commits", QUEUE, MAX_BATCH);
         (
             Committer { queue },
             Writer {
                 pool,
+                streams,
                 batches,
                 outbox,
             },
@@ -71,7 +75,7 @@ impl Writer {
             let (orders, waiters): (Vec<NewOrder>, Vec<_>) =
                 jobs.drain(..).map(|job| job.split()).unzip();
             let outcomes = match self.pool.acquire().await {
-                Ok(mut conn) => repo::commit_created_batch(&mut conn, &orders).await,
+                Ok(mut conn) => repo::commit_created_batch(&mut conn, self.streams, &orders).await,
                 Err(error) => Err(error.into()),
             };
             match outcomes {

@@ -13,7 +13,7 @@ use shop_contracts::order::{
 use shop_contracts::partition::Slot;
 use shop_contracts::stock::{DeductRequest, NormalizedLines, OrderLine};
 use shop_contracts::txn::{
-    event_msg_id, event_subject, half_message_id, rollback_msg_id, OrderStreams,
+    event_msg_id, half_message_id, rollback_msg_id, OrderStreams,
     rollback_subject, HalfMessage, OrderEventKind, RollbackEvent, RollbackReason,
 };
 use shop_contracts::{Cents, ErrorCode, ErrorDetail, ItemList, OrderSn, UserId};
@@ -194,10 +194,11 @@ pub async fn publish(
 /// Writes an ORDER_EVENTS fact into the outbox, in the caller's transaction.
 pub async fn outbox_event(
     conn: &mut PgConnection,
+    streams: OrderStreams,
     order: &Order,
     kind: OrderEventKind,
 ) -> Result<(), OrderError> {
-    let row = event_entry(order, kind)?;
+    let row = event_entry(streams, order, kind)?;
     repo::outbox_add(conn, &row.subject, &row.msg_id, &row.payload).await
 }
 
@@ -214,10 +215,15 @@ pub async fn outbox_rollback(
     repo::outbox_add(conn, &row.subject, &row.msg_id, &row.payload).await
 }
 
-/// The outbox row of an ORDER_EVENTS event: the order itself, under `<order_sn>-<event>`.
-pub fn event_entry(order: &Order, kind: OrderEventKind) -> Result<OutboxEntry, OrderError> {
+/// The outbox row of an ORDER_EVENTS event (in this partition's events stream, `streams`):
+/// the order itself, under `<order_sn>-<event>`.
+pub fn event_entry(
+    streams: OrderStreams,
+    order: &Order,
+    kind: OrderEventKind,
+) -> Result<OutboxEntry, OrderError> {
     Ok(OutboxEntry {
-        subject: event_subject(order.order_sn, kind),
+        subject: streams.event_subject(order.order_sn, kind),
         msg_id: event_msg_id(order.order_sn, kind),
         payload: serde_json::to_vec(order).map_err(|e| OrderError::Bug(e.to_string()))?,
     })
@@ -462,7 +468,7 @@ pub async fn pay(ctx: &Ctx, req: PayRequest) -> Result<Order, OrderError> {
     let payment_ref = req.payment_ref.as_ref().map(|r| r.as_str());
     if let Paid::Now = repo::pay(&mut tx, sn, req.amount_cents, payment_ref).await? {
         let order = order_here(&mut tx, sn).await?;
-        outbox_event(&mut tx, &order, OrderEventKind::Paid).await?;
+        outbox_event(&mut tx, ctx.streams(), &order, OrderEventKind::Paid).await?;
         tx.commit().await?;
         ctx.outbox.notify_one();
         crash::point("order.pay.after_commit");
@@ -511,7 +517,7 @@ pub async fn cancel(ctx: &Ctx, req: CancelRequest) -> Result<Order, OrderError> 
         let order = order_here(&mut tx, sn).await?;
         // Stock goes back through STOCK_ROLLBACK, relayed from the outbox after the commit.
         outbox_rollback(&mut tx, sn, RollbackReason::Cancelled, Some(&order)).await?;
-        outbox_event(&mut tx, &order, OrderEventKind::Cancelled).await?;
+        outbox_event(&mut tx, ctx.streams(), &order, OrderEventKind::Cancelled).await?;
         tx.commit().await?;
         ctx.outbox.notify_one();
         crash::point("order.cancel.after_commit");

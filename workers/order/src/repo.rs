@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use chrono::{DateTime, Utc};
 use shop_contracts::order::{Order, OrderItem, OrderStatus};
 use shop_contracts::partition::Slot;
-use shop_contracts::txn::{event_msg_id, event_subject, OrderEventKind};
+use shop_contracts::txn::{event_msg_id, OrderEventKind, OrderStreams};
 use shop_contracts::{Cents, GoodsId, OrderSn, Quantity, UserId};
 use sqlx::{PgConnection, PgPool, Postgres, Transaction};
 
@@ -218,9 +218,11 @@ pub enum Commit {
     Moved(shop_contracts::partition::PartitionId),
 }
 
-/// Commits one created order: [`commit_created_batch`] with a batch of one.
+/// Commits one created order of partition 0 (the bench's database ceiling):
+/// [`commit_created_batch`] with a batch of one.
 pub async fn commit_created(conn: &mut PgConnection, new: &NewOrder) -> Result<Commit, OrderError> {
-    commit_created_batch(conn, std::slice::from_ref(new))
+    let streams = OrderStreams::of(Default::default());
+    commit_created_batch(conn, streams, std::slice::from_ref(new))
         .await?
         .pop()
         .ok_or_else(|| OrderError::Bug("a batch of one gave no outcome".into()))
@@ -233,6 +235,7 @@ pub async fn commit_created(conn: &mut PgConnection, new: &NewOrder) -> Result<C
 /// are in the order of `batch`.
 pub async fn commit_created_batch(
     conn: &mut PgConnection,
+    streams: OrderStreams,
     batch: &[NewOrder],
 ) -> Result<Vec<Commit>, OrderError> {
     let mut orders = Vec::with_capacity(batch.len());
@@ -283,7 +286,7 @@ pub async fn commit_created_batch(
     .bind(
         batch
             .iter()
-            .map(|n| event_subject(n.sn, OrderEventKind::Created))
+            .map(|n| streams.event_subject(n.sn, OrderEventKind::Created))
             .collect::<Vec<_>>(),
     )
     .bind(

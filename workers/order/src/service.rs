@@ -14,7 +14,7 @@ use shop_contracts::order::{
 };
 use shop_contracts::partition::ORDER_MAP_KEY;
 use shop_contracts::subjects::order::{self as subject, partition};
-use shop_contracts::txn::OrderStreams;
+use shop_contracts::txn::{OrderStreams, ORDER_EVENTS_STREAM};
 use shop_contracts::Endpoint;
 use shop_kit::jetstream::{
     consumer_config, ensure_consumer, ensure_stream, stream_config, ORDER_EVENTS_STREAM_JSON,
@@ -58,12 +58,31 @@ pub async fn start(
         replicas,
     )
     .await?;
+    // The contract's ORDER_EVENTS always (partition 0 publishes there, other systems read
+    // it); a partition p > 0 publishes to its own ORDER_EVENTS_P<p>, which ORDER_EVENTS
+    // sources back under the contract's subjects.
     ensure_stream(
         &js,
         stream_config("ORDER_EVENTS", ORDER_EVENTS_STREAM_JSON)?,
         replicas,
     )
     .await?;
+    if let Some((from, to)) = streams.events_transform() {
+        let mut events = stream_config("ORDER_EVENTS", ORDER_EVENTS_STREAM_JSON)?;
+        events.name = streams.events_stream();
+        events.subjects = streams.events_subjects();
+        shop_kit::jetstream::place(&mut events, &stream_tags);
+        ensure_stream(&js, events, replicas).await?;
+        let source = jetstream::stream::Source {
+            name: streams.events_stream(),
+            subject_transforms: vec![jetstream::stream::SubjectTransform {
+                source: from,
+                destination: to,
+            }],
+            ..Default::default()
+        };
+        shop_kit::jetstream::ensure_source(&js, ORDER_EVENTS_STREAM, source).await?;
+    }
     let mut checker_config = consumer_config("order-txn-checker", ORDER_TXN_CHECKER_JSON)?;
     checker_config.max_ack_pending = settings.max_ack_pending;
     // A redelivery means "held at least the check delay" (checker.rs): a first delivery whose
@@ -137,7 +156,7 @@ pub async fn start(
     };
 
     let outbox = Arc::new(Notify::new());
-    let (committer, committing) = Committer::new(pool.clone(), outbox.clone());
+    let (committer, committing) = Committer::new(pool.clone(), streams, outbox.clone());
     let node = ids.node();
     let ctx = Ctx {
         committer,

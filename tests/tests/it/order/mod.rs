@@ -125,6 +125,15 @@ async fn wait_outbox_drained(app: &TestApp) {
 /// The ORDER_EVENTS kinds stored for `sn`, in life-cycle order. Each stored event must carry
 /// `Nats-Msg-Id: <order_sn>-<event>` and the order itself as payload.
 async fn events_of(app: &TestApp, sn: &str) -> Vec<&'static str> {
+    // Events of order partitions other than 0 reach ORDER_EVENTS through its sources.
+    eventually("ORDER_EVENTS to have every source's events", SETTLE, || async {
+        let mut stream = app.jetstream().get_stream("ORDER_EVENTS").await.ok()?;
+        let info = stream.info().await.ok()?;
+        let sources = usize::from(app.partitions().order) - 1;
+        (info.sources.len() == sources && info.sources.iter().all(|s| s.lag == 0))
+            .then_some(())
+    })
+    .await;
     let stream = app.jetstream().get_stream("ORDER_EVENTS").await.unwrap();
     let mut kinds = Vec::new();
     for kind in ["created", "paid", "closed", "cancelled"] {
