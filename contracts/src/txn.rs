@@ -286,19 +286,31 @@ mod tests {
         assert_eq!(zero.txn_subjects(), ["order.txn.*"]);
         assert_eq!(zero.half_message_subject(sn), half_message_subject(sn));
         assert_eq!(zero.timers_stream(), "ORDER_TIMERS");
-        assert_eq!(zero.deadline_schedule_subject(sn), deadline_schedule_subject(sn));
+        assert_eq!(
+            zero.deadline_schedule_subject(sn),
+            deadline_schedule_subject(sn)
+        );
         assert_eq!(zero.deadline_due_subject(sn), deadline_due_subject(sn));
         assert_eq!(zero.due_filter(), "order.timer.due.*");
 
         let two = OrderStreams::of(PartitionId::new(2).unwrap());
         assert_eq!(two.txn_stream(), "ORDER_TXN_P2");
         assert_eq!(two.half_message_subject(sn), "order.txn.p2.42");
-        assert_eq!(two.timers_subjects(), ["order.timer.p2.at.*", "order.timer.p2.due.*"]);
+        assert_eq!(
+            two.timers_subjects(),
+            ["order.timer.p2.at.*", "order.timer.p2.due.*"]
+        );
         assert_eq!(two.deadline_due_subject(sn), "order.timer.p2.due.42");
         // One more token than the contract's `*` wildcards match: no message of partition 2
         // lands in partition 0's streams.
-        for subject in [two.half_message_subject(sn), two.deadline_schedule_subject(sn)] {
-            assert_eq!(subject.split('.').count(), 4 + usize::from(subject.contains("timer")));
+        for subject in [
+            two.half_message_subject(sn),
+            two.deadline_schedule_subject(sn),
+        ] {
+            assert_eq!(
+                subject.split('.').count(),
+                4 + usize::from(subject.contains("timer"))
+            );
         }
         assert_eq!(OrderStreams::all(3).count(), 3);
         let created = OrderEventKind::Created;

@@ -504,7 +504,9 @@ impl TestApp {
     pub fn order_streams_of(&self, sn: i64) -> shop_contracts::txn::OrderStreams {
         let map = PartitionMap::even(self.partitions.order).expect("1..=256 partitions");
         let sn = shop_contracts::OrderSn::new(sn).expect("a valid order_sn");
-        shop_contracts::txn::OrderStreams::of(map.owner(shop_contracts::partition::Slot::of_order(sn)))
+        shop_contracts::txn::OrderStreams::of(
+            map.owner(shop_contracts::partition::Slot::of_order(sn)),
+        )
     }
 
     /// Messages stored in the streams of every order partition that `is_kind` names

@@ -180,16 +180,20 @@ async fn each_order_partitions_streams_lead_on_the_node_its_tags_name() {
     assert_eq!(scheduled, expected, "deadlines by partition");
     // Every `created` event in the contract's ORDER_EVENTS, under its contract subject,
     // whichever partition's stream it was published to.
-    eventually("ORDER_EVENTS to hold every created event", SETTLE, || async {
-        let events = app.jetstream().get_stream("ORDER_EVENTS").await.ok()?;
-        for sn in &sns {
-            events
-                .get_last_raw_message_by_subject(&format!("order.events.{sn}.created"))
-                .await
-                .ok()?;
-        }
-        Some(())
-    })
+    eventually(
+        "ORDER_EVENTS to hold every created event",
+        SETTLE,
+        || async {
+            let events = app.jetstream().get_stream("ORDER_EVENTS").await.ok()?;
+            for sn in &sns {
+                events
+                    .get_last_raw_message_by_subject(&format!("order.events.{sn}.created"))
+                    .await
+                    .ok()?;
+            }
+            Some(())
+        },
+    )
     .await;
     check_invariants(&app).await;
 }

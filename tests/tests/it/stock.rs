@@ -233,8 +233,12 @@ async fn rules(strategy: &str) {
     // again, and must not be given back).
     app.err("stock.deduct", deduct_body(1, &[(1, 1)]), "conflict")
         .await;
-    app.err("stock.deduct", deduct_body(1, &[(1, 3), (2, 2)]), "conflict")
-        .await;
+    app.err(
+        "stock.deduct",
+        deduct_body(1, &[(1, 3), (2, 2)]),
+        "conflict",
+    )
+    .await;
     assert_eq!(level(&app, 1).await, (7, 3));
     assert_eq!(level(&app, 2).await, (4, 1));
     let standing = app
@@ -1022,7 +1026,9 @@ async fn stock_deduct_batch_decides_each_order_in_arrival_order() {
     };
     let mut rows = call(&orders).await.unwrap();
     rows.sort_by_key(|r| r.0);
-    let verdicts: Vec<(i64, &str, Option<i64>, Option<i64>, Option<i64>)> = rows
+    // (order_sn, verdict, goods_id, requested, available) per order.
+    type Verdict<'a> = (i64, &'a str, Option<i64>, Option<i64>, Option<i64>);
+    let verdicts: Vec<Verdict> = rows
         .iter()
         .map(|r| (r.0, r.1.as_str(), r.2, r.3, r.4))
         .collect();

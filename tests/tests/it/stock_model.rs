@@ -146,7 +146,9 @@ impl Model {
         }
         if shares.len() == 1 {
             let (p, items) = shares.into_iter().next().unwrap();
-            return self.deduct_share(sn, p, &items).map(|()| deducted_body(sn, &items));
+            return self
+                .deduct_share(sn, p, &items)
+                .map(|()| deducted_body(sn, &items));
         }
         let mut took = Vec::new();
         let mut refusal: Option<(String, Value)> = None;
@@ -390,7 +392,10 @@ async fn run_case(app: &TestApp, initial: &[i64], ops: &[Op]) -> Result<(), Test
             Op::ReplayRollback { order } => {
                 replays += 1;
                 let id = format!("replay-{}-{replays}", sn(*order));
-                assert!(rollback(app, &sn(*order), &id).await, "a fresh id is stored");
+                assert!(
+                    rollback(app, &sn(*order), &id).await,
+                    "a fresh id is stored"
+                );
                 let _ = model.give_back(&sn(*order));
                 continue;
             }

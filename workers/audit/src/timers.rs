@@ -71,8 +71,10 @@ async fn has_timer(streams: &Streams, sn: OrderSn) -> Result<bool, AuditError> {
         }
     }
     if let Some(timers) = &streams.timers {
-        return Ok(has(timers, &streams.of.deadline_schedule_subject(sn)).await?
-            || has(timers, &streams.of.deadline_due_subject(sn)).await?);
+        return Ok(
+            has(timers, &streams.of.deadline_schedule_subject(sn)).await?
+                || has(timers, &streams.of.deadline_due_subject(sn)).await?,
+        );
     }
     Ok(false)
 }

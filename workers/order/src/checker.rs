@@ -370,7 +370,9 @@ async fn decide_by_owner(ctx: &Ctx, peers: &Peers, source: Source, looks: &[Look
             })
             .collect();
         peers.on::<OrderCheck, _, _>(*owner, Questions { questions }, |asked| async move {
-            decide(ctx, &asked.questions).await.map(|verdicts| Verdicts { verdicts })
+            decide(ctx, &asked.questions)
+                .await
+                .map(|verdicts| Verdicts { verdicts })
         })
     }))
     .await;
@@ -381,8 +383,10 @@ async fn decide_by_owner(ctx: &Ctx, peers: &Peers, source: Source, looks: &[Look
                     verdicts[i] = verdict;
                 }
             }
-            Ok(Verdicts { verdicts: decided }) => tracing::error!(?source, %owner, asked = at.len(),
-                answered = decided.len(), "a partition answered the wrong number of verdicts"),
+            Ok(Verdicts { verdicts: decided }) => {
+                tracing::error!(?source, %owner, asked = at.len(),
+                answered = decided.len(), "a partition answered the wrong number of verdicts")
+            }
             Err(error) => {
                 tracing::warn!(?source, %owner, %error, "a batch of looks failed; retrying")
             }

@@ -13,8 +13,8 @@ use shop_contracts::order::{
 use shop_contracts::partition::Slot;
 use shop_contracts::stock::{DeductRequest, NormalizedLines, OrderLine};
 use shop_contracts::txn::{
-    event_msg_id, half_message_id, rollback_msg_id, OrderStreams,
-    rollback_subject, HalfMessage, OrderEventKind, RollbackEvent, RollbackReason,
+    event_msg_id, half_message_id, rollback_msg_id, rollback_subject, HalfMessage, OrderEventKind,
+    OrderStreams, RollbackEvent, RollbackReason,
 };
 use shop_contracts::{Cents, ErrorCode, ErrorDetail, ItemList, OrderSn, UserId};
 use shop_kit::client::{request, CallError};

@@ -87,7 +87,10 @@ async fn schedule_one(
 ) -> Result<(), async_nats::Error> {
     let mut headers = HeaderMap::new();
     headers.insert(NATS_SCHEDULE, at(deadline).as_str());
-    headers.insert(NATS_SCHEDULE_TARGET, streams.deadline_due_subject(sn).as_str());
+    headers.insert(
+        NATS_SCHEDULE_TARGET,
+        streams.deadline_due_subject(sn).as_str(),
+    );
     headers.insert(NATS_MESSAGE_ID, deadline_msg_id(sn).as_str());
     let body = serde_json::to_vec(&PayDeadline { order_sn: sn })?;
     js.publish_with_headers(streams.deadline_schedule_subject(sn), headers, body.into())

@@ -36,8 +36,8 @@ use shop_contracts::{Endpoint, ErrorCode, GoodsId, ItemList, OrderSn};
 use shop_kit::partitions::{group_by_owner, Peers};
 use shop_kit::ServiceError;
 
-use crate::local::{Local, ReturnShare};
 use crate::error::SELL_RECORD_DETAIL;
+use crate::local::{Local, ReturnShare};
 use crate::StockError;
 
 /// A stock worker's view of all partitions: its own (served by `local`) and its peers.
@@ -121,7 +121,12 @@ impl Router {
                 order_sn: sn,
                 items: ItemList::new(items).expect("a share is a non-empty part of a valid list"),
             };
-            async move { (goods, this.on::<StockDeduct, _, _>(p, share, Local::deduct).await) }
+            async move {
+                (
+                    goods,
+                    this.on::<StockDeduct, _, _>(p, share, Local::deduct).await,
+                )
+            }
         }))
         .await;
         let (mut deducted, mut refusal, mut unknown): (
@@ -304,7 +309,11 @@ fn first_refusal(kept: StockError, other: StockError) -> StockError {
 fn record_stands(error: &StockError) -> Option<()> {
     let detail = error.to_contract();
     (detail.code == ErrorCode::Conflict
-        && detail.details.get(SELL_RECORD_DETAIL).and_then(|v| v.as_str()) == Some("deducted"))
+        && detail
+            .details
+            .get(SELL_RECORD_DETAIL)
+            .and_then(|v| v.as_str())
+            == Some("deducted"))
     .then_some(())
 }
 
@@ -400,11 +409,16 @@ mod tests {
         assert_eq!(named(&first_refusal(contention, short(140))), Some(140));
         // A share refused by another partition's workers arrives as their reply.
         let remote = |goods| {
-            StockError::from(shop_kit::client::CallError::Refused(short(goods).to_contract()))
+            StockError::from(shop_kit::client::CallError::Refused(
+                short(goods).to_contract(),
+            ))
         };
         assert_eq!(short_goods(&first_refusal(short(32), remote(30))), Some(30));
         assert_eq!(short_goods(&first_refusal(remote(30), short(32))), Some(30));
-        assert_eq!(short_goods(&first_refusal(remote(32), remote(30))), Some(30));
+        assert_eq!(
+            short_goods(&first_refusal(remote(32), remote(30))),
+            Some(30)
+        );
     }
 
     #[track_caller]

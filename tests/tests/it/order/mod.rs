@@ -108,9 +108,11 @@ async fn wait_status(app: &TestApp, sn: &str, status: &str) -> Value {
 /// (`ORDER_TXN`, and `ORDER_TXN_P<p>` of the other order partitions).
 async fn wait_half_messages_resolved(app: &TestApp) {
     let is_txn = shop_contracts::txn::OrderStreams::is_txn_stream;
-    eventually("the checker to resolve every half message", SETTLE, || async {
-        (app.messages_in_order_streams(is_txn).await? == 0).then_some(())
-    })
+    eventually(
+        "the checker to resolve every half message",
+        SETTLE,
+        || async { (app.messages_in_order_streams(is_txn).await? == 0).then_some(()) },
+    )
     .await;
 }
 
@@ -126,13 +128,16 @@ async fn wait_outbox_drained(app: &TestApp) {
 /// `Nats-Msg-Id: <order_sn>-<event>` and the order itself as payload.
 async fn events_of(app: &TestApp, sn: &str) -> Vec<&'static str> {
     // Events of order partitions other than 0 reach ORDER_EVENTS through its sources.
-    eventually("ORDER_EVENTS to have every source's events", SETTLE, || async {
-        let mut stream = app.jetstream().get_stream("ORDER_EVENTS").await.ok()?;
-        let info = stream.info().await.ok()?;
-        let sources = usize::from(app.partitions().order) - 1;
-        (info.sources.len() == sources && info.sources.iter().all(|s| s.lag == 0))
-            .then_some(())
-    })
+    eventually(
+        "ORDER_EVENTS to have every source's events",
+        SETTLE,
+        || async {
+            let mut stream = app.jetstream().get_stream("ORDER_EVENTS").await.ok()?;
+            let info = stream.info().await.ok()?;
+            let sources = usize::from(app.partitions().order) - 1;
+            (info.sources.len() == sources && info.sources.iter().all(|s| s.lag == 0)).then_some(())
+        },
+    )
     .await;
     let stream = app.jetstream().get_stream("ORDER_EVENTS").await.unwrap();
     let mut kinds = Vec::new();
@@ -1228,13 +1233,18 @@ pub(crate) async fn timer_stats(app: &TestApp) -> Option<Value> {
     let mut by_partition: std::collections::BTreeMap<u64, Value> = Default::default();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
     while by_partition.len() < partitions {
-        let reply = tokio::time::timeout_at(deadline, replies.next()).await.ok()??;
+        let reply = tokio::time::timeout_at(deadline, replies.next())
+            .await
+            .ok()??;
         let stats: Value = serde_json::from_slice(&reply.payload).ok()?;
         let data = stats["endpoints"][0]["data"].clone();
         by_partition.insert(data["partition"].as_u64()?, data);
     }
     let sum = |field: &str| -> u64 {
-        by_partition.values().filter_map(|d| d[field].as_u64()).sum()
+        by_partition
+            .values()
+            .filter_map(|d| d[field].as_u64())
+            .sum()
     };
     Some(json!({
         "checker_pending_timers": sum("checker_pending_timers"),

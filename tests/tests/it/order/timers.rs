@@ -11,12 +11,14 @@ use shop_contracts::OrderSn;
 
 /// Half messages stored, in every order partition's `ORDER_TXN` (`ORDER_TXN_P<p>`).
 async fn half_messages(app: &TestApp) -> Option<u64> {
-    app.messages_in_order_streams(OrderStreams::is_txn_stream).await
+    app.messages_in_order_streams(OrderStreams::is_txn_stream)
+        .await
 }
 
 /// Deadlines stored, in every order partition's `ORDER_TIMERS` (`ORDER_TIMERS_P<p>`).
 async fn deadlines(app: &TestApp) -> Option<u64> {
-    app.messages_in_order_streams(OrderStreams::is_timers_stream).await
+    app.messages_in_order_streams(OrderStreams::is_timers_stream)
+        .await
 }
 
 /// The streams of `sn`'s order partition.
