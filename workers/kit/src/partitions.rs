@@ -340,6 +340,12 @@ fn read_error(key: &str, error: impl std::fmt::Display) -> MapError {
     }
 }
 
+/// The partition owning every one of `keys`, if one does (none for no keys).
+pub fn sole_owner(map: &PartitionMap, mut keys: impl Iterator<Item = i64>) -> Option<PartitionId> {
+    let first = map.owner_of(keys.next()?);
+    keys.all(|key| map.owner_of(key) == first).then_some(first)
+}
+
 /// Groups `keys` by the partition owning each, keeping their order within a group; groups
 /// come in ascending partition order.
 pub fn group_by_owner<T>(

@@ -12,7 +12,7 @@ use shop_contracts::order::{
     CancelRequest, CreateOrderRequest, GetOrderRequest, ListOrdersReply, ListOrdersRequest, Order,
     PayRequest,
 };
-use shop_contracts::partition::ORDER_MAP_KEY;
+use shop_contracts::partition::{ORDER_MAP_KEY, STOCK_MAP_KEY};
 use shop_contracts::subjects::order::{self as subject, partition};
 use shop_contracts::txn::{OrderStreams, ORDER_EVENTS_STREAM};
 use shop_contracts::Endpoint;
@@ -146,6 +146,11 @@ pub async fn start(
     let (partitions, follow) =
         shop_kit::partitions::follow(&js, ORDER_MAP_KEY, replicas, worker.draining()).await?;
     worker.background("order partition map", follow);
+    // The stock map too: a deduct whose goods are all one stock partition's goes to that
+    // partition's workers directly (`domain::deduct`), not through a stock router.
+    let (stock_map, follow_stock) =
+        shop_kit::partitions::follow(&js, STOCK_MAP_KEY, replicas, worker.draining()).await?;
+    worker.background("stock partition map", follow_stock);
     let me = settings.placement.partition;
     let peers = Peers {
         me,
@@ -166,6 +171,7 @@ pub async fn start(
         ids,
         settings: Arc::new(settings),
         outbox,
+        stock_map,
     };
     let draining = worker.draining();
     worker.background("order committer", committing.run(draining.clone()));

@@ -26,14 +26,14 @@ use std::collections::HashMap;
 
 use futures::future::join_all;
 use shop_contracts::endpoint::{StockDeduct, StockGet, StockSellDetail, StockSet};
-use shop_contracts::partition::{PartitionId, PartitionMap};
+use shop_contracts::partition::PartitionId;
 use shop_contracts::stock::{
     DeductReply, DeductRequest, OrderLine, ReturnReply, ReturnRequest, SellDetail,
     SellDetailRequest, SellStatus, StockGetReply, StockGetRequest, StockLevel, StockSetRequest,
 };
 use shop_contracts::txn::{rollback_msg_id, rollback_subject, RollbackEvent, RollbackReason};
 use shop_contracts::{Endpoint, ErrorCode, GoodsId, ItemList, OrderSn};
-use shop_kit::partitions::{group_by_owner, Peers};
+use shop_kit::partitions::{group_by_owner, sole_owner, Peers};
 use shop_kit::ServiceError;
 
 use crate::error::SELL_RECORD_DETAIL;
@@ -324,12 +324,6 @@ fn short_goods(error: &StockError) -> Option<i64> {
         return None;
     }
     detail.details.get("goods_id")?.as_i64()
-}
-
-/// The partition owning every one of `keys`, if one does.
-fn sole_owner(map: &PartitionMap, mut keys: impl Iterator<Item = i64>) -> Option<PartitionId> {
-    let first = map.owner_of(keys.next()?);
-    keys.all(|key| map.owner_of(key) == first).then_some(first)
 }
 
 /// One order's sell record from its shares: `none` when no partition has one; `returned`
