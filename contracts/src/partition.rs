@@ -24,6 +24,10 @@ use crate::ids::RangeError;
 pub const SLOTS: usize = 256;
 /// Partitions a map may name (`0..MAX_PARTITIONS`): far more than slots could use.
 pub const MAX_PARTITIONS: u16 = 1024;
+/// The detail (`true`) of an `unavailable` that says the key's slot was moved to another
+/// partition since the request was routed: nothing was done, and the router's map, newer,
+/// says where to go.
+pub const SLOT_MOVED_DETAIL: &str = "slot_moved";
 /// The KV bucket holding the partition maps.
 pub const BUCKET: &str = "shop_partitions";
 /// The key of the stock partition map in [`BUCKET`].
@@ -194,6 +198,12 @@ impl PartitionMap {
         self.owner(Slot::of_key(key))
     }
 
+    /// Whether more than one partition owns slots (without [`Self::partitions`]' copy: a
+    /// request path asks it).
+    pub fn is_split(&self) -> bool {
+        self.owners.iter().any(|&owner| owner != self.owners[0])
+    }
+
     /// Every partition that owns at least one slot, ascending.
     pub fn partitions(&self) -> Vec<PartitionId> {
         let mut all = self.owners.clone();
@@ -234,6 +244,20 @@ impl PartitionMap {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_map_is_split_when_a_second_partition_owns_a_slot() {
+        assert!(!PartitionMap::default().is_split());
+        assert!(PartitionMap::even(2).unwrap().is_split());
+        let all_to_1 = PartitionMap::default()
+            .with_moved(0..=255, PartitionId::new(1).unwrap())
+            .unwrap();
+        assert!(!all_to_1.is_split());
+        let one_slot = PartitionMap::default()
+            .with_moved(255..=255, PartitionId::new(1).unwrap())
+            .unwrap();
+        assert!(one_slot.is_split());
+    }
 
     #[test]
     fn the_slot_is_fnv1a_of_the_decimal_key_as_nats_partition_computes_it() {

@@ -10,7 +10,7 @@ use shop_contracts::order::{
     CancelRequest, CreateOrderRequest, GetOrderRequest, ListOrdersReply, ListOrdersRequest, Order,
     OrderItem, OrderStatus, PayRequest,
 };
-use shop_contracts::partition::Slot;
+use shop_contracts::partition::{Slot, SLOT_MOVED_DETAIL};
 use shop_contracts::stock::{DeductReply, DeductRequest, NormalizedLines, OrderLine};
 use shop_contracts::txn::{
     event_msg_id, half_message_id, rollback_msg_id, rollback_subject, HalfMessage, OrderEventKind,
@@ -416,11 +416,14 @@ async fn deduct(ctx: &Ctx, sn: OrderSn, items: Vec<OrderLine>) -> Result<(), Ord
 /// partitioned (`stock.part.<p>.deduct`: one hop less than a stock router, which would
 /// forward it there three times in four with four partitions), else to the public
 /// `stock.deduct`, whose router splits it over the owners. An owner that says its goods'
-/// slot moved (this worker's map a moment old) did nothing, and the router is asked instead.
+/// slot moved (this worker's map a moment old) did nothing, and the router is asked instead;
+/// any other answer (a shed refusal included) is the answer.
 async fn ask_stock(ctx: &Ctx, deduct: &DeductRequest) -> Result<DeductReply, CallError> {
     let timeout = ctx.settings.request_timeout;
     let map = ctx.stock_map.now();
-    let owner = (map.map.partitions().len() > 1)
+    let owner = map
+        .map
+        .is_split()
         .then(|| sole_owner(&map.map, deduct.items.iter().map(|l| l.goods_id.get())))
         .flatten();
     let Some(owner) = owner else {
@@ -429,7 +432,7 @@ async fn ask_stock(ctx: &Ctx, deduct: &DeductRequest) -> Result<DeductReply, Cal
     let subject = shop_contracts::subjects::stock::partition(StockDeduct::SUBJECT, owner);
     match request_on::<StockDeduct>(&ctx.client, &subject, deduct, timeout).await {
         Err(CallError::Refused(d))
-            if d.code == ErrorCode::Unavailable && d.details.contains_key("retry_after_ms") =>
+            if d.code == ErrorCode::Unavailable && d.details.contains_key(SLOT_MOVED_DETAIL) =>
         {
             request::<StockDeduct>(&ctx.client, deduct, timeout).await
         }

@@ -152,7 +152,8 @@ impl ServiceError for StockError {
             StockError::SlotMoved(_) => ErrorDetail::unavailable(
                 "the goods' partition is moving; nothing was done, try again",
             )
-            .with("retry_after_ms", SLOT_MOVED_RETRY_MS),
+            .with("retry_after_ms", SLOT_MOVED_RETRY_MS)
+            .with(shop_contracts::partition::SLOT_MOVED_DETAIL, true),
             StockError::Unexpected(_) | StockError::Bug(_) => ErrorDetail::internal(),
         }
     }
