@@ -60,16 +60,27 @@ pub fn stream_config(what: &'static str, json: &str) -> Result<stream::Config, S
     serde_json::from_str(json).map_err(|source| SetupError::BadDefinition { what, source })
 }
 
-/// Places a stream on the servers tagged with every one of `tags` (their `server_tags`):
-/// a partition's own streams on the nodes meant for it. No tags: wherever the server puts
+/// A partition's own stream from a definition: `json`'s settings under `name` and
+/// `subjects`, placed on the servers tagged with every one of `tags` (their `server_tags`),
+/// so a partition's streams sit on the nodes meant for it. No tags: wherever the server puts
 /// it, as before.
-pub fn place(config: &mut stream::Config, tags: &[String]) {
+pub fn partition_stream_config(
+    what: &'static str,
+    json: &str,
+    name: String,
+    subjects: Vec<String>,
+    tags: &[String],
+) -> Result<stream::Config, SetupError> {
+    let mut config = stream_config(what, json)?;
+    config.name = name;
+    config.subjects = subjects;
     if !tags.is_empty() {
         config.placement = Some(stream::Placement {
             tags: tags.to_vec(),
             ..Default::default()
         });
     }
+    Ok(config)
 }
 
 /// Parses a pull consumer definition; callers may adjust configurable fields before

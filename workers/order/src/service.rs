@@ -17,8 +17,9 @@ use shop_contracts::subjects::order::{self as subject, partition};
 use shop_contracts::txn::{OrderStreams, ORDER_EVENTS_STREAM};
 use shop_contracts::Endpoint;
 use shop_kit::jetstream::{
-    consumer_config, ensure_consumer, ensure_stream, stream_config, ORDER_EVENTS_STREAM_JSON,
-    ORDER_TXN_CHECKER_JSON, ORDER_TXN_STREAM_JSON, STOCK_ROLLBACK_STREAM_JSON,
+    consumer_config, ensure_consumer, ensure_stream, partition_stream_config, stream_config,
+    ORDER_EVENTS_STREAM_JSON, ORDER_TXN_CHECKER_JSON, ORDER_TXN_STREAM_JSON,
+    STOCK_ROLLBACK_STREAM_JSON,
 };
 use shop_kit::partitions::Peers;
 use shop_kit::{Admission, ServiceConfig, Worker};
@@ -47,10 +48,13 @@ pub async fn start(
     // This partition's own half-message stream (partition 0's is the contract's `ORDER_TXN`).
     let streams = OrderStreams::of(settings.placement.partition);
     let stream_tags = settings.placement.stream_tags();
-    let mut txn_config = stream_config("ORDER_TXN", ORDER_TXN_STREAM_JSON)?;
-    txn_config.name = streams.txn_stream();
-    txn_config.subjects = streams.txn_subjects();
-    shop_kit::jetstream::place(&mut txn_config, &stream_tags);
+    let txn_config = partition_stream_config(
+        "ORDER_TXN",
+        ORDER_TXN_STREAM_JSON,
+        streams.txn_stream(),
+        streams.txn_subjects(),
+        &stream_tags,
+    )?;
     let txn = ensure_stream(&js, txn_config, replicas).await?;
     ensure_stream(
         &js,
@@ -68,10 +72,13 @@ pub async fn start(
     )
     .await?;
     if let Some((from, to)) = streams.events_transform() {
-        let mut events = stream_config("ORDER_EVENTS", ORDER_EVENTS_STREAM_JSON)?;
-        events.name = streams.events_stream();
-        events.subjects = streams.events_subjects();
-        shop_kit::jetstream::place(&mut events, &stream_tags);
+        let events = partition_stream_config(
+            "ORDER_EVENTS",
+            ORDER_EVENTS_STREAM_JSON,
+            streams.events_stream(),
+            streams.events_subjects(),
+            &stream_tags,
+        )?;
         ensure_stream(&js, events, replicas).await?;
         let source = jetstream::stream::Source {
             name: streams.events_stream(),
@@ -147,7 +154,7 @@ pub async fn start(
         shop_kit::partitions::follow(&js, ORDER_MAP_KEY, replicas, worker.draining()).await?;
     worker.background("order partition map", follow);
     // The stock map too: a deduct whose goods are all one stock partition's goes to that
-    // partition's workers directly (`domain::deduct`), not through a stock router.
+    // partition's workers directly (`domain::ask_stock`), not through a stock router.
     let (stock_map, follow_stock) =
         shop_kit::partitions::follow(&js, STOCK_MAP_KEY, replicas, worker.draining()).await?;
     worker.background("stock partition map", follow_stock);

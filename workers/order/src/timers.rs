@@ -24,7 +24,7 @@ use futures::future::join_all;
 use shop_contracts::txn::{deadline_msg_id, OrderStreams, PayDeadline};
 use shop_contracts::OrderSn;
 use shop_kit::jetstream::{
-    consumer_config, ensure_consumer, ensure_stream, stream_config, SetupError,
+    consumer_config, ensure_consumer, ensure_stream, partition_stream_config, SetupError,
     ORDER_TIMERS_STREAM_JSON, ORDER_TIMER_CLOSER_JSON,
 };
 
@@ -53,10 +53,13 @@ pub async fn setup(
     replicas: usize,
     tags: &[String],
 ) -> Result<(stream::Stream, PullConsumer), SetupError> {
-    let mut config = stream_config("ORDER_TIMERS", ORDER_TIMERS_STREAM_JSON)?;
-    config.name = streams.timers_stream();
-    config.subjects = streams.timers_subjects();
-    shop_kit::jetstream::place(&mut config, tags);
+    let config = partition_stream_config(
+        "ORDER_TIMERS",
+        ORDER_TIMERS_STREAM_JSON,
+        streams.timers_stream(),
+        streams.timers_subjects(),
+        tags,
+    )?;
     let stream = ensure_stream(js, config, replicas).await?;
     let mut closer = consumer_config("order-timer-closer", ORDER_TIMER_CLOSER_JSON)?;
     closer.filter_subject = streams.due_filter();
